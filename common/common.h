@@ -98,4 +98,16 @@ static inline uint32_t rkv_get_be32(const uint8_t *src)
 /* Returns a monotonic clock reading in milliseconds. */
 uint64_t rkv_monotonic_ms(void);
 
+/* ---- command line ------------------------------------------------------- */
+
+/* One `rangekv` subcommand. Each module that adds subcommands exports a
+ * table of these, terminated by an entry whose name is NULL; cmd/rangekv.c
+ * dispatches on argv[1]. main receives argv starting at the subcommand name
+ * and returns the process exit status (0 success, 1 failure, 2 usage). */
+struct rkv_cli_command {
+    const char *name;    /* "start", "put", "bench" */
+    const char *summary; /* one line for `rangekv help` */
+    int (*main)(int argc, char **argv);
+};
+
 #endif /* RKV_COMMON_H */
