@@ -16,7 +16,14 @@
  *
  * Outcomes: a write whose connection dropped after the request was sent has
  * an unknown outcome; it is reported as RKV_EUNKNOWN, never as failed,
- * because the cluster may have applied it.
+ * because the cluster may have applied it. The same holds for a write still
+ * waiting for its reply at the deadline, and for a node's RKV_ETIMEOUT or
+ * RKV_EDROPPED reply to a write. Such writes are never re-sent by the
+ * client. Reads are re-sent after any failure until the deadline.
+ *
+ * Scans: a SCAN continues from range to range until limit pairs or the end
+ * key. Each range is read at its own moment, so a scan over several ranges
+ * is not one snapshot.
  *
  * Ownership: keys and values passed in are borrowed for the duration of the
  * call (blocking) or copied before rkv_client_submit() returns (async).
@@ -111,19 +118,31 @@ int rkv_client_open(const struct rkv_client_options *options,
 void rkv_client_close(struct rkv_client *client);
 
 /* Runs one request and waits for it. Returns result->rv. The result must be
- * freed with rkv_client_result_free() whatever the outcome. */
+ * freed with rkv_client_result_free() whatever the outcome. Errors beyond
+ * the node's: -EINVAL (bad request), RKV_ETOOLARGE (key or value over its
+ * limit), RKV_EBUSY (inflight_max reached), RKV_ETIMEOUT (no success before
+ * timeout_ms; nothing was applied), RKV_EUNKNOWN (a write that may or may
+ * not have been applied), RKV_EKEYMISMATCH (BATCH keys in more than one
+ * range), RKV_ESHUTDOWN, and -EDEADLK when called on the client's loop
+ * thread (from a callback). */
 int rkv_client_do(struct rkv_client *client,
                   const struct rkv_client_request *request,
                   struct rkv_client_result *result);
 
-/* Called once per submitted request on the client's loop thread; the
- * callback takes ownership of result and frees it. */
+/* Called once per submitted request on the client's loop thread. The
+ * result struct itself is the client's and valid only until the callback
+ * returns; what it points to (value, pairs) is the callback's: release it
+ * with rkv_client_result_free(result), or move the pointers out and set them
+ * to NULL first. Do not free() the result pointer. The callback may call
+ * rkv_client_submit() (the request is routed when the callback returns,
+ * with no thread hop) but must not call a blocking function of this
+ * client or rkv_client_close(). */
 typedef void (*rkv_client_done_cb)(void *data,
                                    struct rkv_client_result *result);
 
 /* Submits a request without waiting. Returns 0 and later calls done exactly
- * once, or returns an error (RKV_EBUSY at inflight_max, -ENOMEM,
- * RKV_ESHUTDOWN) and never calls it. */
+ * once, or returns an error (-EINVAL, RKV_ETOOLARGE, RKV_EBUSY at
+ * inflight_max, -ENOMEM, RKV_ESHUTDOWN) and never calls it. */
 int rkv_client_submit(struct rkv_client *client,
                       const struct rkv_client_request *request,
                       rkv_client_done_cb done, void *data);
@@ -154,8 +173,9 @@ struct rkv_client_range {
     uint64_t key_count;
 };
 
-/* Lists every range in key order (fresh from the cluster, not the cache).
- * Free with rkv_client_ranges_free(). */
+/* Lists every range in key order (fresh from the cluster, not the cache)
+ * and refreshes the client's cache with them. Free with
+ * rkv_client_ranges_free(). */
 int rkv_client_ranges(struct rkv_client *client,
                       struct rkv_client_range **ranges_out,
                       size_t *n_ranges_out);
@@ -181,6 +201,8 @@ struct rkv_client_node_status {
     uint64_t uptime_ms;
     uint64_t cpu_user_ms;
     uint64_t cpu_system_ms;
+    uint64_t n_bytes_sent;     /* bytes written to peers and clients */
+    uint64_t n_bytes_received; /* bytes read from peers and clients */
 };
 
 /* Reads the counters of the node at host ("host:port", a client address). */
