@@ -1,0 +1,441 @@
+/*
+ * Internals of the node runtime shared by the files of node/.
+ *
+ * Threads: everything here lives on the node's loop thread except the
+ * writer (node/writer.c), which owns one batch at a time between
+ * rkv_node__writer_submit() and the completion the loop receives through
+ * writer_async.
+ *
+ * Replica ids: every range's replica on node N has Raft id N (replica_id ==
+ * node_id in every descriptor this node creates), so a Raft message's `to`
+ * names the node to send it to.
+ *
+ * Invariants:
+ *   1. At most one writer batch is in flight; its items' ready batches are
+ *      acknowledged to Raft in submission order.
+ *   2. A replica's pending proposals are sorted by index, strictly
+ *      increasing.
+ *   3. A client request is on exactly one list (pending proposal, pending
+ *      read, split waiter) until it is answered once, then freed.
+ */
+#ifndef RKV_NODE_INTERNAL_H
+#define RKV_NODE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/common.h"
+#include "node/conn.h"
+#include "node/peer.pb-c.h"
+#include "node/rpc.pb-c.h"
+#include "raft/raft.h"
+#include "range/range.h"
+#include "rangekv/rangekv.h"
+
+/* Version carried in the peer Hello. */
+#define RKV_NODE_PEER_PROTOCOL_VERSION 1
+/* Largest peer frame in bytes: Raft appends are capped at 1 MiB of entries
+ * and snapshot chunks at 1 MiB, so 32 MiB leaves room for batching. */
+#define RKV_NODE_PEER_FRAME_MAX (32u * 1024 * 1024)
+/* Largest client frame in bytes: a 4 MiB value plus its key and framing,
+ * with room for batches; the client library uses the same limit. */
+#define RKV_NODE_CLIENT_FRAME_MAX (16u * 1024 * 1024)
+/* Output queued to one peer before Raft messages to it are dropped. */
+#define RKV_NODE_PEER_OUT_MAX (64u * 1024 * 1024)
+/* Output queued to one client before the connection is closed. */
+#define RKV_NODE_CLIENT_OUT_MAX (256u * 1024 * 1024)
+/* Peer reconnect backoff, doubling between these bounds. */
+#define RKV_NODE_RECONNECT_MIN_MS 50
+#define RKV_NODE_RECONNECT_MAX_MS 2000
+/* Client request timeout when the request sets none. */
+#define RKV_NODE_REQUEST_TIMEOUT_MS 5000
+/* A split attempt that has not finished by then is abandoned. */
+#define RKV_NODE_SPLIT_TIMEOUT_MS 10000
+/* Replica count the hash table of replicas starts with (grows by
+ * doubling). */
+#define RKV_NODE_REPLICAS_BUCKETS_MIN 64
+/* Client requests in flight on one node before new ones get RKV_EBUSY. */
+#define RKV_NODE_REQUESTS_MAX 65536
+/* Raft election timeout and heartbeat interval, in ticks. */
+#define RKV_NODE_ELECTION_TICKS 10
+#define RKV_NODE_HEARTBEAT_TICKS 1
+
+struct rkv_node;
+struct rkv_node__replica;
+
+/* ---- client requests ---------------------------------------------------- */
+
+struct rkv_node__client;
+
+/* Why a request waits. */
+enum rkv_node__wait {
+    RKV_NODE_WAIT_NONE = 0,
+    RKV_NODE_WAIT_PROPOSAL, /* for its entry to apply */
+    RKV_NODE_WAIT_READ,     /* for a ReadIndex, then for the apply */
+    RKV_NODE_WAIT_SPLIT,    /* for a split it asked for */
+    RKV_NODE_WAIT_INIT,     /* for nothing: init answers at once */
+};
+
+/* One client request in flight; owned by the node from decode to answer. */
+struct rkv_node__request {
+    struct rkv_node *node;            /* borrowed */
+    struct rkv_node__client *client;  /* holds one reference */
+    Rkv__Rpc__Request *msg;           /* owned, freed on answer */
+    uint64_t deadline_ms;             /* monotonic */
+    enum rkv_node__wait wait;
+    uint64_t range_id;                /* the replica it waits on */
+    uint64_t index;                   /* proposal: entry index; read: index
+                                         to apply first (0 until known) */
+    uint64_t term;                    /* proposal: entry term */
+    uint64_t read_ctx;                /* read: ReadIndex context */
+    struct rkv_node__request *prev;   /* the list it waits on */
+    struct rkv_node__request *next;
+    struct rkv_node__request *all_prev; /* every request, by deadline */
+    struct rkv_node__request *all_next;
+};
+
+/* A doubly linked list of requests through prev/next. */
+struct rkv_node__request_list {
+    struct rkv_node__request *head;
+    struct rkv_node__request *tail;
+};
+
+/* A client connection; freed once closed and unreferenced. */
+struct rkv_node__client {
+    struct rkv_node__conn conn;
+    struct rkv_node *node;
+    unsigned refs;          /* pending requests plus the open socket */
+    struct rkv_node__client *prev; /* node's client list */
+    struct rkv_node__client *next;
+};
+
+/* ---- internal proposals (splits) ---------------------------------------- */
+
+/* Called on the loop thread when an internal proposal applied (rv 0), failed
+ * or timed out. result is borrowed for the call, NULL on failure. */
+typedef void (*rkv_node__propose_cb)(void *data, int rv,
+                                     const struct rkv_range_apply_result
+                                         *result);
+
+/* An internal proposal waiting for its entry, local or forwarded. */
+struct rkv_node__iprop {
+    uint64_t id;                 /* forward request id; 0 when local */
+    uint64_t range_id;
+    uint64_t index;              /* local: entry index */
+    uint64_t term;               /* local: entry term */
+    uint64_t from_node_id;       /* proposed for a peer: reply to it */
+    uint64_t peer_request_id;    /* the peer's request id */
+    uint64_t deadline_ms;
+    rkv_node__propose_cb cb;     /* NULL when proposed for a peer */
+    void *data;
+    struct rkv_node__iprop *next;
+};
+
+/* State of a split driven by the leader of a range. */
+enum rkv_node__split_state {
+    RKV_NODE_SPLIT_IDLE = 0,
+    RKV_NODE_SPLIT_ALLOC,   /* waiting for a range id from range 1 */
+    RKV_NODE_SPLIT_APPLY,   /* waiting for the split entry */
+    RKV_NODE_SPLIT_META,    /* waiting for the meta update on range 1 */
+};
+
+/* ---- replicas ----------------------------------------------------------- */
+
+/* One range's replica on this node. */
+struct rkv_node__replica {
+    struct rkv_node *node;              /* borrowed */
+    uint64_t range_id;
+    struct rkv_raft *raft;              /* owned */
+    struct rkv_range_desc desc;         /* current local descriptor */
+    bool initialized;                   /* desc is valid */
+    struct rkv_range_stats stats;       /* as of applied_index */
+    uint64_t applied_index;             /* durable and applied */
+    uint64_t leader_id;                 /* replica (= node) id, 0: unknown */
+    enum rkv_raft_role role;
+
+    struct rkv_node__request_list proposals; /* by index */
+    struct rkv_node__request_list reads;     /* ReadIndex waiting */
+    uint64_t next_read_ctx;
+
+    /* Split driver (leader only). */
+    enum rkv_node__split_state split_state;
+    uint64_t split_deadline_ms;
+    uint64_t split_new_range_id;
+    uint8_t split_key[RKV_RANGE_KEY_MAX];
+    size_t split_key_len;
+    struct rkv_node__request_list split_waiters; /* SplitRequests */
+    uint64_t split_check_after_ms;      /* earliest next automatic check */
+
+    bool on_work_list;                  /* has Raft work to collect */
+    struct rkv_node__replica *work_next;
+    struct rkv_node__replica *hash_next;
+    uint64_t n_ticks_idle;              /* ticks since the last activity */
+};
+
+/* ---- writer ------------------------------------------------------------- */
+
+/* One replica's ready batch inside a writer batch. */
+struct rkv_node__witem {
+    struct rkv_node__replica *replica;        /* borrowed */
+    struct rkv_raft_ready *rd;                /* owned */
+    struct rkv_range_entry *entries;          /* owned; rd->entries */
+    struct rkv_range_entry *committed;        /* owned; rd->committed */
+    struct rkv_range_apply_result *results;   /* owned; per committed */
+    struct rkv_node__witem *next;
+};
+
+/* What the writer commits in one LMDB transaction. */
+struct rkv_node__wbatch {
+    struct rkv_node__witem *head;
+    struct rkv_node__witem *tail;
+    size_t n_items;
+    int rv;                                   /* commit status */
+};
+
+struct rkv_node__writer {
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    struct rkv_node__wbatch *submitted;  /* given to the thread; NULL idle */
+    struct rkv_node__wbatch *done;       /* finished, not yet taken */
+    bool stop;                           /* the thread exits when idle */
+    bool busy;                           /* a batch is submitted or done */
+    uv_async_t async;                    /* wakes the loop on completion */
+    struct rkv_range_store *store;       /* borrowed */
+};
+
+/* ---- peers -------------------------------------------------------------- */
+
+struct rkv_node__peer;
+
+/* An inbound peer connection; receives only. */
+struct rkv_node__peer_in {
+    struct rkv_node__conn conn;
+    struct rkv_node *node;
+    uint64_t node_id;          /* from Hello; 0 before it */
+    struct rkv_node__peer_in *prev;
+    struct rkv_node__peer_in *next;
+};
+
+/* Another member of the cluster, and our outbound connection to it. */
+struct rkv_node__peer {
+    struct rkv_node *node;
+    uint64_t node_id;
+    char peer_addr[RKV_NODE_ADDR_MAX];   /* from the join list */
+    char client_addr[RKV_NODE_ADDR_MAX]; /* from its Hello; "" unknown */
+    struct rkv_node__conn *out;          /* owned; NULL when down */
+    bool connected;                      /* out finished connecting */
+    uv_connect_t connect_req;
+    uv_timer_t retry_timer;
+    uint64_t backoff_ms;
+    unsigned n_failures;                 /* consecutive dial failures */
+    uint64_t n_dropped;                  /* messages dropped while down */
+};
+
+/* ---- the node ----------------------------------------------------------- */
+
+struct rkv_node__counters {
+    uint64_t n_proposals;
+    uint64_t n_puts;
+    uint64_t n_batches;       /* writer batches */
+    uint64_t n_ready;         /* ready batches committed */
+};
+
+struct rkv_node {
+    /* Configuration (owned copies). */
+    char store_dir[512];
+    char listen_addr[RKV_NODE_ADDR_MAX];
+    char client_listen_addr[RKV_NODE_ADDR_MAX];
+    char advertise_addr[RKV_NODE_ADDR_MAX];
+    char advertise_client_addr[RKV_NODE_ADDR_MAX];
+    char *cluster_secret;               /* owned; NULL: none */
+    uint8_t auth_digest[32];            /* SHA-256 of secret and node id */
+    uint64_t split_bytes;
+    uint32_t tick_ms;
+    bool no_sync;
+
+    uint64_t node_id;
+    uint64_t cluster_id;                /* 0 until initialized */
+    uint64_t start_ms;
+    uint64_t rand_state;
+
+    struct rkv_range_store *store;      /* owned */
+
+    uv_loop_t loop;
+    pthread_t thread;
+    uv_async_t stop_async;
+    uv_async_t init_async;
+    uv_timer_t tick_timer;
+    uv_check_t check;                   /* collects Raft work, flushes */
+    uv_tcp_t peer_listener;
+    uv_tcp_t client_listener;
+    struct rkv_node__io io;
+
+    struct rkv_node__peer peers[RKV_NODE_JOIN_MAX]; /* index = node id - 1 */
+    size_t n_peers;
+    struct rkv_node__peer_in *peers_in;
+    struct rkv_node__client *clients;
+
+    /* Replicas by range id (hash table), and a by-start-key index of the
+     * initialized ones for routing. */
+    struct rkv_node__replica **buckets;
+    size_t n_buckets;
+    size_t n_replicas;
+    struct rkv_node__replica **by_key;  /* sorted by desc.start_key */
+    size_t n_by_key;
+    bool by_key_stale;                  /* rebuild before the next use */
+
+    struct rkv_node__replica *work_head; /* replicas with Raft work */
+    struct rkv_node__wbatch *next_batch; /* collecting for the writer */
+    struct rkv_node__writer writer;
+
+    struct rkv_node__request *all_head; /* every pending request */
+    struct rkv_node__request *all_tail;
+    size_t n_requests;
+
+    struct rkv_node__iprop *iprops;     /* internal proposals waiting */
+    uint64_t next_iprop_id;
+
+    struct rkv_node__counters counters;
+    bool stopping;
+
+    /* Init handshake with the calling thread of rkv_node_init(). */
+    pthread_mutex_t init_mutex;
+    pthread_cond_t init_cond;
+    bool init_requested;
+    bool init_done;
+    int init_rv;
+};
+
+/* ---- node.c ------------------------------------------------------------- */
+
+/* Marks a replica as having Raft work for this loop iteration. */
+void rkv_node__replica_mark(struct rkv_node__replica *replica);
+struct rkv_node__replica *rkv_node__replica_find(struct rkv_node *node,
+                                                 uint64_t range_id);
+/* Returns the initialized replica whose span contains key, or NULL. */
+struct rkv_node__replica *rkv_node__replica_for_key(struct rkv_node *node,
+                                                    const uint8_t *key,
+                                                    size_t key_len);
+/* Creates and registers a replica from its stored state. */
+int rkv_node__replica_open(struct rkv_node *node,
+                           const struct rkv_range_state *state,
+                           struct rkv_node__replica **out);
+/* Bootstraps a new cluster from this node; RKV_ESTALE when it already
+ * belongs to one. */
+int rkv_node__init_cluster(struct rkv_node *node, uint64_t *cluster_id_out);
+/* Bootstraps the cluster on this node with the given cluster id. */
+int rkv_node__bootstrap(struct rkv_node *node, uint64_t cluster_id);
+/* Returns the client address of a node ("" when unknown). */
+const char *rkv_node__client_addr_of(struct rkv_node *node, uint64_t node_id);
+
+/* ---- replica.c ---------------------------------------------------------- */
+
+/* Collects the Raft work of every marked replica into the next writer batch
+ * and sends what may be sent at once. */
+void rkv_node__collect_ready(struct rkv_node *node);
+/* Handles a finished writer batch: acks, sends, answers. */
+void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b);
+/* Proposes command bytes on a replica; on success *index and *term. */
+int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
+                      size_t len, uint64_t *index, uint64_t *term);
+void rkv_node__replica_free(struct rkv_node__replica *replica);
+/* Ticks every replica. */
+void rkv_node__tick_replicas(struct rkv_node *node);
+
+/* ---- writer.c ----------------------------------------------------------- */
+
+int rkv_node__writer_start(struct rkv_node *node);
+/* Hands batch b to the writer; the writer must be idle. */
+void rkv_node__writer_submit(struct rkv_node__writer *w,
+                             struct rkv_node__wbatch *b);
+/* Stops and joins the writer thread (after the last batch finished). */
+void rkv_node__writer_stop(struct rkv_node__writer *w);
+void rkv_node__wbatch_free(struct rkv_node__wbatch *b);
+
+/* ---- transport.c -------------------------------------------------------- */
+
+int rkv_node__transport_start(struct rkv_node *node);
+/* Binds and listens on addr ("a.b.c.d:port"); fills advertise when empty
+ * with the bound address. */
+int rkv_node__listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr,
+                     char advertise[RKV_NODE_ADDR_MAX],
+                     uv_connection_cb connection_cb);
+/* Closes listeners and every peer connection. */
+void rkv_node__transport_close(struct rkv_node *node);
+/* Sends a Raft message to its `to` node (batched until the flush). */
+void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg);
+/* Sends a forwarded proposal or its result to a peer. */
+int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
+                           const Rkv__Peer__Propose *propose);
+void rkv_node__send_propose_result(struct rkv_node *node,
+                                   uint64_t to_node_id,
+                                   const Rkv__Peer__ProposeResult *result);
+/* Redials every peer so they see a new cluster id in our Hello. */
+void rkv_node__transport_reset(struct rkv_node *node);
+/* Fills the Hello auth digest from the secret. */
+void rkv_node__auth_digest(const char *secret, uint64_t node_id,
+                           uint8_t digest[32]);
+
+/* ---- rpc.c -------------------------------------------------------------- */
+
+int rkv_node__rpc_start(struct rkv_node *node);
+void rkv_node__rpc_close(struct rkv_node *node);
+/* Answers a request with error rv (or a success built by the caller) and
+ * frees it. */
+void rkv_node__request_fail(struct rkv_node__request *req, int rv,
+                            const char *message);
+/* Answers a request waiting on a proposal that applied. */
+void rkv_node__request_applied(struct rkv_node__request *req,
+                               const struct rkv_range_apply_result *result);
+/* Serves a read whose ReadIndex is now applied. */
+void rkv_node__request_read(struct rkv_node__request *req);
+/* Answers a SplitRequest once its split applied. */
+void rkv_node__request_split_done(struct rkv_node__request *req,
+                                  const struct rkv_range_desc *left,
+                                  const struct rkv_range_desc *right);
+/* Fails every request past its deadline. */
+void rkv_node__requests_expire(struct rkv_node *node, uint64_t now_ms);
+/* Unlinks req from list. */
+void rkv_node__request_list_remove(struct rkv_node__request_list *list,
+                                   struct rkv_node__request *req);
+void rkv_node__request_list_append(struct rkv_node__request_list *list,
+                                   struct rkv_node__request *req);
+
+/* ---- split.c ------------------------------------------------------------ */
+
+/* Considers splitting replica (leader only): automatically past the size
+ * threshold. */
+void rkv_node__split_maybe(struct rkv_node__replica *replica);
+/* Starts a split at key (a SplitRequest); req waits on the replica. */
+int rkv_node__split_start(struct rkv_node__replica *replica,
+                          const uint8_t *key, size_t key_len,
+                          struct rkv_node__request *req);
+/* A committed split applied on this node: creates the right-hand replica
+ * and advances the split driver. */
+void rkv_node__split_applied(struct rkv_node__replica *replica,
+                             uint64_t index, uint64_t term,
+                             const struct rkv_range_apply_result *result);
+/* Proposes command to range_id on its leader, local or remote. cb runs
+ * exactly once, later. */
+int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,
+                           const uint8_t *command, size_t command_len,
+                           rkv_node__propose_cb cb, void *data);
+/* Matches an applied entry against waiting internal proposals. */
+void rkv_node__iprop_applied(struct rkv_node__replica *replica,
+                             uint64_t index, uint64_t term,
+                             const struct rkv_range_apply_result *result);
+/* Handles a Propose or ProposeResult from a peer. */
+void rkv_node__iprop_recv(struct rkv_node *node, uint64_t from_node_id,
+                          const Rkv__Peer__Propose *propose);
+void rkv_node__iprop_recv_result(struct rkv_node *node,
+                                 const Rkv__Peer__ProposeResult *result);
+/* Fails internal proposals and splits past their deadline. */
+void rkv_node__iprops_expire(struct rkv_node *node, uint64_t now_ms);
+/* Frees every internal proposal (at stop). */
+void rkv_node__iprops_free(struct rkv_node *node);
+
+#endif /* RKV_NODE_INTERNAL_H */

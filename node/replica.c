@@ -1,0 +1,386 @@
+/*
+ * Multi-raft driving: collecting the ready batches of every replica with
+ * work, and finishing them once the writer made them durable.
+ *
+ * Happy path, once per loop iteration (node's uv_check handle):
+ *   1. rkv_node__collect_ready() takes each marked replica's ready batch,
+ *      sends its messages at once (a leader's appends go out while its own
+ *      write runs, Raft thesis 10.2.1), records role changes, matches
+ *      ReadIndex results to waiting reads, and adds the batch to the next
+ *      writer batch.
+ *   2. When the writer is idle the next batch is submitted.
+ *   3. rkv_node__batch_done() runs when the writer finished: for each item,
+ *      rkv_raft_ack(), then the messages that needed the batch durable (vote
+ *      grants, append acknowledgments), then the apply results go to the
+ *      waiting client requests and internal proposals, and reads whose
+ *      index is now applied are served.
+ *
+ * Failure modes: a proposal whose index was applied with another term was
+ * dropped by a leader change (RKV_EDROPPED to the client, which retries).
+ * A replica that stops leading fails its waiting reads with RKV_ENOTLEADER.
+ * A writer commit failure stops the node (see batch_done_failed()).
+ */
+#define RKV_LOG_SUBSYS "node"
+#include "node/node_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *role_name(enum rkv_raft_role role)
+{
+    switch (role) {
+    case RKV_RAFT_FOLLOWER:
+        return "follower";
+    case RKV_RAFT_PRE_CANDIDATE:
+        return "pre-candidate";
+    case RKV_RAFT_CANDIDATE:
+        return "candidate";
+    case RKV_RAFT_LEADER:
+        return "leader";
+    }
+    return "unknown";
+}
+
+/* Fails every request in list with rv. */
+static void fail_request_list(struct rkv_node__request_list *list, int rv,
+                              const char *message)
+{
+    while (list->head != NULL) {
+        struct rkv_node__request *req = list->head;
+
+        rkv_node__request_list_remove(list, req);
+        rkv_node__request_fail(req, rv, message);
+    }
+}
+
+static void replica_role_changed(struct rkv_node__replica *replica,
+                                 const struct rkv_raft_ready *rd)
+{
+    enum rkv_raft_role old_role = replica->role;
+
+    replica->role = rd->role;
+    if (rd->role == RKV_RAFT_LEADER) {
+        RKV_LOG(RKV_INFO, "became leader range=%llu term=%llu",
+                (unsigned long long)replica->range_id,
+                (unsigned long long)rkv_raft_term(replica->raft));
+    } else if (old_role == RKV_RAFT_LEADER) {
+        RKV_LOG(RKV_INFO, "lost leadership range=%llu term=%llu role=%s",
+                (unsigned long long)replica->range_id,
+                (unsigned long long)rkv_raft_term(replica->raft),
+                role_name(rd->role));
+        fail_request_list(&replica->reads, RKV_ENOTLEADER,
+                          "leadership lost before the read was confirmed");
+        replica->split_state = RKV_NODE_SPLIT_IDLE;
+        fail_request_list(&replica->split_waiters, RKV_ENOTLEADER,
+                          "leadership lost during the split");
+    } else {
+        RKV_LOG(RKV_DEBUG, "role changed range=%llu term=%llu role=%s",
+                (unsigned long long)replica->range_id,
+                (unsigned long long)rkv_raft_term(replica->raft),
+                role_name(rd->role));
+    }
+}
+
+static struct rkv_node__request *
+find_read(struct rkv_node__replica *replica, uint64_t ctx)
+{
+    for (struct rkv_node__request *req = replica->reads.head; req != NULL;
+         req = req->next) {
+        if (req->read_ctx == ctx) {
+            return req;
+        }
+    }
+    return NULL;
+}
+
+/* Serves every read whose index is known and applied. */
+static void serve_reads(struct rkv_node__replica *replica)
+{
+    struct rkv_node__request *req = replica->reads.head;
+
+    while (req != NULL) {
+        struct rkv_node__request *next = req->next;
+
+        if (req->index != 0 && req->index <= replica->applied_index) {
+            rkv_node__request_list_remove(&replica->reads, req);
+            rkv_node__request_read(req);
+        }
+        req = next;
+    }
+}
+
+static void replica_take_reads(struct rkv_node__replica *replica,
+                               const struct rkv_raft_ready *rd)
+{
+    for (size_t i = 0; i < rd->n_reads; i++) {
+        struct rkv_node__request *req = find_read(replica, rd->reads[i].ctx);
+
+        if (req != NULL) {
+            /* index 0 would mean "unknown"; the first entry is index 1. */
+            req->index = RKV_MAX(rd->reads[i].index, 1);
+        }
+    }
+    serve_reads(replica);
+}
+
+/* Leader side of a snapshot transfer: produces the requested chunk. */
+static void replica_serve_snapshot(struct rkv_node__replica *replica,
+                                   const struct rkv_raft_snapshot_request *sr)
+{
+    /* NOTE: the node never compacts Raft logs, so followers always catch up
+     * by log and the core never asks for a snapshot. Once compaction is
+     * added, this must stream rkv_range_snapshot_next() chunks into
+     * rkv_raft_snapshot_chunk(). */
+    RKV_LOG(RKV_WARN,
+            "snapshot requested but not supported range=%llu peer=%llu "
+            "chunk=%u",
+            (unsigned long long)replica->range_id,
+            (unsigned long long)sr->to, (unsigned)sr->chunk_seq);
+}
+
+static bool ready_needs_writer(const struct rkv_raft_ready *rd)
+{
+    return rd->has_hard_state || rd->n_entries > 0 || rd->n_chunks > 0 ||
+           rd->n_committed > 0 || rd->n_messages_after_persist > 0;
+}
+
+static int batch_append(struct rkv_node *node, struct rkv_node__replica *r,
+                        struct rkv_raft_ready *rd)
+{
+    struct rkv_node__wbatch *b = node->next_batch;
+    struct rkv_node__witem *item;
+
+    if (b == NULL) {
+        b = rkv_calloc(1, sizeof(*b));
+        if (b == NULL) {
+            return -ENOMEM;
+        }
+        node->next_batch = b;
+    }
+    item = rkv_calloc(1, sizeof(*item));
+    if (item == NULL) {
+        return -ENOMEM;
+    }
+    item->replica = r;
+    item->rd = rd;
+    if (b->tail != NULL) {
+        b->tail->next = item;
+    } else {
+        b->head = item;
+    }
+    b->tail = item;
+    b->n_items++;
+    return 0;
+}
+
+static void collect_one(struct rkv_node *node, struct rkv_node__replica *r)
+{
+    struct rkv_raft_ready *rd;
+    int rv;
+
+    rv = rkv_raft_ready(r->raft, &rd);
+    if (rv != 0) {
+        RKV_LOG(RKV_ERROR, "taking raft work failed range=%llu error=%s",
+                (unsigned long long)r->range_id, rkv_strerror(rv));
+        abort();
+    }
+    if (rd->role_changed) {
+        replica_role_changed(r, rd);
+    }
+    r->leader_id = rkv_raft_leader(r->raft);
+    for (size_t i = 0; i < rd->n_messages; i++) {
+        rkv_node__send_raft(node, rd->messages[i]);
+    }
+    replica_take_reads(r, rd);
+    for (size_t i = 0; i < rd->n_snapshot_requests; i++) {
+        replica_serve_snapshot(r, &rd->snapshot_requests[i]);
+    }
+    if (!ready_needs_writer(rd)) {
+        rkv_raft_ready_free(rd);
+        return;
+    }
+    rv = batch_append(node, r, rd);
+    if (rv != 0) {
+        /* Raft handed the batch out; losing it would lose the log. */
+        RKV_LOG(RKV_ERROR, "queueing raft work failed range=%llu error=%s",
+                (unsigned long long)r->range_id, rkv_strerror(rv));
+        abort();
+    }
+}
+
+void rkv_node__collect_ready(struct rkv_node *node)
+{
+    while (node->work_head != NULL) {
+        struct rkv_node__replica *r = node->work_head;
+
+        node->work_head = r->work_next;
+        r->work_next = NULL;
+        r->on_work_list = false;
+        if (rkv_raft_has_ready(r->raft)) {
+            collect_one(node, r);
+        }
+    }
+    if (!node->writer.busy && node->next_batch != NULL) {
+        struct rkv_node__wbatch *b = node->next_batch;
+
+        node->next_batch = NULL;
+        node->counters.n_batches++;
+        rkv_node__writer_submit(&node->writer, b);
+    }
+}
+
+/* Answers the client proposals up to index: the one at index with the same
+ * term succeeded, every other was dropped (its entry was replaced). */
+static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
+                             uint64_t term,
+                             const struct rkv_range_apply_result *result)
+{
+    while (r->proposals.head != NULL && r->proposals.head->index <= index) {
+        struct rkv_node__request *req = r->proposals.head;
+
+        rkv_node__request_list_remove(&r->proposals, req);
+        if (req->index == index && req->term == term) {
+            rkv_node__request_applied(req, result);
+        } else {
+            rkv_node__request_fail(req, RKV_EDROPPED,
+                                   "the proposal was dropped by a leader "
+                                   "change; retry");
+        }
+    }
+}
+
+static void item_applied(struct rkv_node *node, struct rkv_node__witem *item)
+{
+    struct rkv_node__replica *r = item->replica;
+    struct rkv_raft_ready *rd = item->rd;
+
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const RkvRaft__Entry *entry = rd->committed[i];
+        const struct rkv_range_apply_result *result = &item->results[i];
+
+        r->applied_index = entry->index;
+        if (result->kind == RKV_RANGE_CMD_SPLIT && result->rv == 0) {
+            rkv_node__split_applied(r, entry->index, entry->term, result);
+        }
+        rkv_node__iprop_applied(r, entry->index, entry->term, result);
+        finish_proposals(r, entry->index, entry->term, result);
+    }
+}
+
+/* Refreshes the stats of replicas that applied entries. */
+static void batch_refresh_stats(struct rkv_node *node,
+                                struct rkv_node__wbatch *b)
+{
+    struct rkv_range_rtxn *rtxn;
+    int rv;
+
+    rv = rkv_range_rtxn_begin(node->store, &rtxn);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "reading stats failed error=%s", rkv_strerror(rv));
+        return;
+    }
+    for (struct rkv_node__witem *item = b->head; item != NULL;
+         item = item->next) {
+        struct rkv_node__replica *r = item->replica;
+
+        if (item->rd->n_committed == 0 && item->rd->n_chunks == 0) {
+            continue;
+        }
+        rkv_range_stats_get(rtxn, r->range_id, &r->stats);
+        if (rkv_range_desc_get(rtxn, r->range_id, &r->desc) == 0 &&
+            !r->initialized) {
+            r->initialized = true;
+            node->by_key_stale = true;
+        }
+    }
+    rkv_range_rtxn_end(rtxn);
+}
+
+static void batch_done_failed(struct rkv_node *node, int rv)
+{
+    /* The Raft cores already consider this work handed out; continuing
+     * could acknowledge writes that are not durable. Stop here, like etcd
+     * does on a storage failure; a restart recovers from the last commit. */
+    RKV_LOG(RKV_ERROR, "writing raft work failed, stopping node error=%s",
+            rkv_strerror(rv));
+    abort();
+}
+
+void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b)
+{
+    if (b->rv != 0) {
+        batch_done_failed(node, b->rv);
+    }
+    for (struct rkv_node__witem *item = b->head; item != NULL;
+         item = item->next) {
+        struct rkv_node__replica *r = item->replica;
+        struct rkv_raft_ready *rd = item->rd;
+        int rv;
+
+        rv = rkv_raft_ack(r->raft, rd->seq);
+        assert(rv == 0);
+        (void)rv;
+        for (size_t i = 0; i < rd->n_messages_after_persist; i++) {
+            rkv_node__send_raft(node, rd->messages_after_persist[i]);
+        }
+        node->counters.n_ready++;
+        rkv_node__replica_mark(r);
+    }
+    batch_refresh_stats(node, b);
+    for (struct rkv_node__witem *item = b->head; item != NULL;
+         item = item->next) {
+        item_applied(node, item);
+    }
+    for (struct rkv_node__witem *item = b->head; item != NULL;
+         item = item->next) {
+        struct rkv_node__replica *r = item->replica;
+
+        if (item->rd->n_committed > 0) {
+            serve_reads(r);
+            rkv_node__split_maybe(r);
+        }
+    }
+    rkv_node__wbatch_free(b);
+}
+
+int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
+                      size_t len, uint64_t *index, uint64_t *term)
+{
+    int rv;
+
+    rv = rkv_raft_propose(replica->raft, data, len, index, term);
+    if (rv != 0) {
+        return rv;
+    }
+    replica->node->counters.n_proposals++;
+    replica->n_ticks_idle = 0;
+    rkv_node__replica_mark(replica);
+    return 0;
+}
+
+void rkv_node__tick_replicas(struct rkv_node *node)
+{
+    for (size_t i = 0; i < node->n_buckets; i++) {
+        for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
+             r = r->hash_next) {
+            int rv = rkv_raft_tick(r->raft);
+
+            if (rv != 0) {
+                RKV_LOG(RKV_WARN, "tick failed range=%llu error=%s",
+                        (unsigned long long)r->range_id, rkv_strerror(rv));
+            }
+            rkv_node__replica_mark(r);
+        }
+    }
+}
+
+void rkv_node__replica_free(struct rkv_node__replica *replica)
+{
+    fail_request_list(&replica->proposals, RKV_ESHUTDOWN, "node stopping");
+    fail_request_list(&replica->reads, RKV_ESHUTDOWN, "node stopping");
+    fail_request_list(&replica->split_waiters, RKV_ESHUTDOWN,
+                      "node stopping");
+    rkv_raft_free(replica->raft);
+    rkv_free(replica);
+}

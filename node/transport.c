@@ -1,0 +1,593 @@
+/*
+ * The peer transport: Raft messages and forwarded proposals between nodes
+ * over TCP (node/peer.proto).
+ *
+ * Happy path: each node dials every other member of its join list and uses
+ * that connection only to send; it receives on the connections it accepts.
+ * A dialer first sends a Frame holding a Hello. The acceptor checks the
+ * protocol version, the node id, the cluster id and (when a secret is set)
+ * the secret's digest, then reads Frames of batched Raft messages and
+ * dispatches each by group id (the range id) to its replica. Messages to
+ * one peer produced in one loop iteration go out as one frame in one write.
+ *
+ * Failure modes:
+ *   - dial failure or a lost connection: the peer is redialed after a
+ *     backoff doubling from RKV_NODE_RECONNECT_MIN_MS to _MAX_MS; retries
+ *     are logged at DEBUG, then at WARN every 20th failure; messages to a
+ *     peer without a connection are dropped (Raft resends);
+ *   - a Hello with another cluster id (RKV_ECLUSTERID), a bad digest
+ *     (RKV_EAUTH), an unknown node id or version (RKV_EPROTO), a frame that
+ *     does not decode (RKV_EMALFORMED) or a frame over the size limit: the
+ *     connection is closed and the cause logged; the node carries on;
+ *   - a message for a range this node does not have (a right-hand range
+ *     whose split has not applied here yet): dropped; the leader resends
+ *     once the split has created the replica.
+ * A node without a cluster id that receives a Hello carrying one adopts it
+ * and bootstraps the first range (rkv_node__bootstrap()), which is how the
+ * members learn of `rangekv init`.
+ */
+#define RKV_LOG_SUBSYS "node"
+#include "node/node_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/sha256.h"
+
+/* Dial failures between WARN messages about one peer. */
+#define TRANSPORT_WARN_EVERY 20
+
+void rkv_node__auth_digest(const char *secret, uint64_t node_id,
+                           uint8_t digest[32])
+{
+    static const char label[] = "rangekv-peer-auth-v1";
+    uint8_t buf[sizeof(label) + 8 + 1024];
+    size_t secret_len;
+    size_t len = 0;
+
+    if (secret == NULL) {
+        memset(digest, 0, 32);
+        return;
+    }
+    secret_len = RKV_MIN(strlen(secret), 1024);
+    memcpy(buf, label, sizeof(label));
+    len += sizeof(label);
+    rkv_put_be64(buf + len, node_id);
+    len += 8;
+    memcpy(buf + len, secret, secret_len);
+    len += secret_len;
+    rkv_node__sha256(buf, len, digest);
+}
+
+/* Parses "a.b.c.d:port" into an IPv4 socket address. */
+static int parse_addr(const char *addr, struct sockaddr_in *sa)
+{
+    char host[RKV_NODE_ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long port;
+
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
+        return RKV_ECONFIG;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    if (strcmp(host, "localhost") == 0) {
+        snprintf(host, sizeof(host), "127.0.0.1");
+    }
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535) {
+        return RKV_ECONFIG;
+    }
+    return uv_ip4_addr(host, (int)port, sa) == 0 ? 0 : RKV_ECONFIG;
+}
+
+/* Binds and listens on addr; fills advertise (when empty) with the bound
+ * address. Shared with the client RPC server. */
+int rkv_node__listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr,
+                     char advertise[RKV_NODE_ADDR_MAX],
+                     uv_connection_cb connection_cb)
+{
+    struct sockaddr_in sa;
+    struct sockaddr_in bound;
+    int bound_len = sizeof(bound);
+    char host[32];
+    int rv;
+
+    rv = parse_addr(addr, &sa);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = uv_tcp_init(loop, tcp);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = uv_tcp_bind(tcp, (const struct sockaddr *)&sa, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)tcp, 1024, connection_cb);
+    }
+    if (rv == 0) {
+        rv = uv_tcp_getsockname(tcp, (struct sockaddr *)&bound, &bound_len);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (advertise[0] == '\0') {
+        uv_ip4_name(&bound, host, sizeof(host));
+        snprintf(advertise, RKV_NODE_ADDR_MAX, "%s:%u", host,
+                 (unsigned)ntohs(bound.sin_port));
+    }
+    return 0;
+}
+
+/* ---- inbound ------------------------------------------------------------ */
+
+static int peer_in_check_hello(struct rkv_node__peer_in *in,
+                               const Rkv__Peer__Hello *hello)
+{
+    struct rkv_node *node = in->node;
+    uint8_t expected[32];
+
+    if (hello->version != RKV_NODE_PEER_PROTOCOL_VERSION ||
+        hello->node_id == 0 || hello->node_id > node->n_peers ||
+        hello->node_id == node->node_id) {
+        RKV_LOG(RKV_WARN,
+                "rejected peer error=invalid hello version=%u peer=%llu",
+                (unsigned)hello->version,
+                (unsigned long long)hello->node_id);
+        return RKV_EPROTO;
+    }
+    if (node->cluster_id != 0 && hello->cluster_id != 0 &&
+        hello->cluster_id != node->cluster_id) {
+        RKV_LOG(RKV_WARN,
+                "rejected peer error=another cluster peer=%llu cluster=%llu "
+                "ours=%llu",
+                (unsigned long long)hello->node_id,
+                (unsigned long long)hello->cluster_id,
+                (unsigned long long)node->cluster_id);
+        return RKV_ECLUSTERID;
+    }
+    if (node->cluster_secret != NULL) {
+        rkv_node__auth_digest(node->cluster_secret, hello->node_id, expected);
+        if (!hello->has_auth_digest || hello->auth_digest.len != 32 ||
+            !rkv_node__digest_equal(hello->auth_digest.data, expected, 32)) {
+            RKV_LOG(RKV_WARN,
+                    "rejected peer error=cluster secret mismatch peer=%llu",
+                    (unsigned long long)hello->node_id);
+            return RKV_EAUTH;
+        }
+    }
+    return 0;
+}
+
+static int peer_in_hello(struct rkv_node__peer_in *in,
+                         const Rkv__Peer__Hello *hello)
+{
+    struct rkv_node *node = in->node;
+    struct rkv_node__peer *peer;
+    int rv;
+
+    rv = peer_in_check_hello(in, hello);
+    if (rv != 0) {
+        return rv;
+    }
+    in->node_id = hello->node_id;
+    peer = &node->peers[hello->node_id - 1];
+    snprintf(peer->client_addr, sizeof(peer->client_addr), "%s",
+             hello->client_addr);
+    RKV_LOG(RKV_DEBUG, "accepted peer peer=%llu cluster=%llu",
+            (unsigned long long)hello->node_id,
+            (unsigned long long)hello->cluster_id);
+
+    if (node->cluster_id == 0 && hello->cluster_id != 0) {
+        RKV_LOG(RKV_INFO, "joining cluster cluster=%llu from peer=%llu",
+                (unsigned long long)hello->cluster_id,
+                (unsigned long long)hello->node_id);
+        rv = rkv_node__bootstrap(node, hello->cluster_id);
+        if (rv != 0) {
+            RKV_LOG(RKV_ERROR, "joining cluster failed cluster=%llu error=%s",
+                    (unsigned long long)hello->cluster_id, rkv_strerror(rv));
+            return rv;
+        }
+    }
+    return 0;
+}
+
+static void peer_in_step(struct rkv_node__peer_in *in,
+                         const RkvRaft__Message *msg)
+{
+    struct rkv_node *node = in->node;
+    struct rkv_node__replica *replica;
+    int rv;
+
+    if (msg->to != node->node_id) {
+        RKV_LOG(RKV_DEBUG, "dropped message for another node to=%llu",
+                (unsigned long long)msg->to);
+        return;
+    }
+    replica = rkv_node__replica_find(node, msg->group_id);
+    if (replica == NULL) {
+        RKV_TRACEF("dropped message for unknown range=%llu",
+                   (unsigned long long)msg->group_id);
+        return;
+    }
+    rv = rkv_raft_step(replica->raft, msg);
+    if (rv != 0) {
+        RKV_LOG(RKV_DEBUG, "raft step failed range=%llu peer=%llu error=%s",
+                (unsigned long long)msg->group_id,
+                (unsigned long long)in->node_id, rkv_strerror(rv));
+    }
+    replica->n_ticks_idle = 0;
+    rkv_node__replica_mark(replica);
+}
+
+static int peer_in_frame_cb(struct rkv_node__conn *conn,
+                            const uint8_t *payload, size_t payload_len)
+{
+    struct rkv_node__peer_in *in = conn->data;
+    Rkv__Peer__Frame *frame;
+    int rv = 0;
+
+    frame = rkv__peer__frame__unpack(NULL, payload_len, payload);
+    if (frame == NULL) {
+        RKV_LOG(RKV_WARN, "closing peer connection error=malformed frame "
+                          "peer=%llu bytes=%zu",
+                (unsigned long long)in->node_id, payload_len);
+        return RKV_EMALFORMED;
+    }
+    if (in->node_id == 0) {
+        rv = frame->hello != NULL ? peer_in_hello(in, frame->hello)
+                                  : RKV_EPROTO;
+        if (frame->hello == NULL) {
+            RKV_LOG(RKV_WARN, "closing peer connection error=no hello");
+        }
+        rkv__peer__frame__free_unpacked(frame, NULL);
+        return rv;
+    }
+    for (size_t i = 0; i < frame->n_messages; i++) {
+        peer_in_step(in, frame->messages[i]);
+    }
+    for (size_t i = 0; i < frame->n_proposes; i++) {
+        rkv_node__iprop_recv(in->node, in->node_id, frame->proposes[i]);
+    }
+    for (size_t i = 0; i < frame->n_propose_results; i++) {
+        rkv_node__iprop_recv_result(in->node, frame->propose_results[i]);
+    }
+    rkv__peer__frame__free_unpacked(frame, NULL);
+    return 0;
+}
+
+static void peer_in_close_cb(struct rkv_node__conn *conn)
+{
+    struct rkv_node__peer_in *in = conn->data;
+    struct rkv_node *node = in->node;
+
+    if (in->prev != NULL) {
+        in->prev->next = in->next;
+    } else {
+        node->peers_in = in->next;
+    }
+    if (in->next != NULL) {
+        in->next->prev = in->prev;
+    }
+    rkv_free(in);
+}
+
+static const struct rkv_node__conn_ops peer_in_ops = {
+    .frame_cb = peer_in_frame_cb,
+    .close_cb = peer_in_close_cb,
+};
+
+static void peer_listener_cb(uv_stream_t *server, int status)
+{
+    struct rkv_node *node = server->data;
+    struct rkv_node__peer_in *in;
+    int rv;
+
+    if (status != 0) {
+        RKV_LOG(RKV_WARN, "accepting peer failed error=%s",
+                uv_strerror(status));
+        return;
+    }
+    in = rkv_calloc(1, sizeof(*in));
+    if (in == NULL) {
+        RKV_LOG(RKV_WARN, "accepting peer failed error=%s",
+                rkv_strerror(-ENOMEM));
+        return;
+    }
+    in->node = node;
+    rv = rkv_node__conn_init(&in->conn, &node->io, &peer_in_ops, in, "peer",
+                             RKV_NODE_PEER_FRAME_MAX, RKV_NODE_PEER_OUT_MAX);
+    if (rv != 0) {
+        rkv_free(in);
+        return;
+    }
+    in->next = node->peers_in;
+    if (node->peers_in != NULL) {
+        node->peers_in->prev = in;
+    }
+    node->peers_in = in;
+    rv = uv_accept(server, (uv_stream_t *)&in->conn.tcp);
+    if (rv == 0) {
+        rv = rkv_node__conn_start(&in->conn);
+    }
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "accepting peer failed error=%s", uv_strerror(rv));
+        rkv_node__conn_close(&in->conn);
+    }
+}
+
+/* ---- outbound ----------------------------------------------------------- */
+
+static void peer_dial(struct rkv_node__peer *peer);
+
+static void peer_retry_cb(uv_timer_t *timer)
+{
+    peer_dial(timer->data);
+}
+
+static void peer_schedule_dial(struct rkv_node__peer *peer)
+{
+    if (peer->node->stopping) {
+        return;
+    }
+    uv_timer_start(&peer->retry_timer, peer_retry_cb, peer->backoff_ms, 0);
+    peer->backoff_ms = RKV_MIN(peer->backoff_ms * 2,
+                               (uint64_t)RKV_NODE_RECONNECT_MAX_MS);
+}
+
+static int peer_out_frame_cb(struct rkv_node__conn *conn,
+                             const uint8_t *payload, size_t payload_len)
+{
+    /* The accepting side never sends on a dialed connection. */
+    return RKV_EPROTO;
+}
+
+static void peer_out_close_cb(struct rkv_node__conn *conn)
+{
+    struct rkv_node__peer *peer = conn->data;
+
+    rkv_free(conn);
+    peer->out = NULL;
+    if (peer->connected) {
+        RKV_LOG(RKV_INFO, "lost connection to peer peer=%llu",
+                (unsigned long long)peer->node_id);
+    }
+    peer->connected = false;
+    peer_schedule_dial(peer);
+}
+
+static const struct rkv_node__conn_ops peer_out_ops = {
+    .frame_cb = peer_out_frame_cb,
+    .close_cb = peer_out_close_cb,
+};
+
+static int peer_send_hello(struct rkv_node__peer *peer)
+{
+    struct rkv_node *node = peer->node;
+    Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
+
+    hello.version = RKV_NODE_PEER_PROTOCOL_VERSION;
+    hello.node_id = node->node_id;
+    hello.cluster_id = node->cluster_id;
+    hello.peer_addr = node->advertise_addr;
+    hello.client_addr = node->advertise_client_addr;
+    if (node->cluster_secret != NULL) {
+        hello.has_auth_digest = true;
+        hello.auth_digest.data = node->auth_digest;
+        hello.auth_digest.len = sizeof(node->auth_digest);
+    }
+    frame.hello = &hello;
+    return rkv_node__conn_send_message(peer->out, &frame);
+}
+
+static void peer_log_dial_failure(struct rkv_node__peer *peer, int status)
+{
+    peer->n_failures++;
+    if (peer->n_failures % TRANSPORT_WARN_EVERY == 0) {
+        RKV_LOG(RKV_WARN,
+                "connecting to peer keeps failing peer=%llu addr=%s "
+                "failures=%u error=%s",
+                (unsigned long long)peer->node_id, peer->peer_addr,
+                peer->n_failures, uv_strerror(status));
+    } else {
+        RKV_LOG(RKV_DEBUG,
+                "connecting to peer failed, retrying peer=%llu addr=%s "
+                "error=%s",
+                (unsigned long long)peer->node_id, peer->peer_addr,
+                uv_strerror(status));
+    }
+}
+
+static void peer_connect_cb(uv_connect_t *req, int status)
+{
+    struct rkv_node__peer *peer = req->data;
+    int rv;
+
+    if (status == UV_ECANCELED) {
+        return;
+    }
+    if (status != 0) {
+        peer_log_dial_failure(peer, status);
+        rkv_node__conn_close(peer->out);
+        return;
+    }
+    rv = rkv_node__conn_start(peer->out);
+    if (rv == 0) {
+        rv = peer_send_hello(peer);
+    }
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "starting peer connection failed peer=%llu error=%s",
+                (unsigned long long)peer->node_id, rkv_strerror(rv));
+        rkv_node__conn_close(peer->out);
+        return;
+    }
+    peer->connected = true;
+    peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
+    RKV_LOG(peer->n_failures >= TRANSPORT_WARN_EVERY ? RKV_INFO : RKV_DEBUG,
+            "connected to peer peer=%llu addr=%s after failures=%u",
+            (unsigned long long)peer->node_id, peer->peer_addr,
+            peer->n_failures);
+    peer->n_failures = 0;
+}
+
+static void peer_dial(struct rkv_node__peer *peer)
+{
+    struct rkv_node *node = peer->node;
+    struct sockaddr_in sa;
+    int rv;
+
+    if (node->stopping || peer->out != NULL) {
+        return;
+    }
+    if (parse_addr(peer->peer_addr, &sa) != 0) {
+        RKV_LOG(RKV_ERROR, "invalid peer address peer=%llu addr=%s",
+                (unsigned long long)peer->node_id, peer->peer_addr);
+        return;
+    }
+    peer->out = rkv_malloc(sizeof(*peer->out));
+    if (peer->out == NULL) {
+        peer_schedule_dial(peer);
+        return;
+    }
+    rv = rkv_node__conn_init(peer->out, &node->io, &peer_out_ops, peer,
+                             "peer", RKV_NODE_PEER_FRAME_MAX,
+                             RKV_NODE_PEER_OUT_MAX);
+    if (rv != 0) {
+        rkv_free(peer->out);
+        peer->out = NULL;
+        peer_schedule_dial(peer);
+        return;
+    }
+    peer->connect_req.data = peer;
+    rv = uv_tcp_connect(&peer->connect_req, &peer->out->tcp,
+                        (const struct sockaddr *)&sa, peer_connect_cb);
+    if (rv != 0) {
+        peer_log_dial_failure(peer, rv);
+        rkv_node__conn_close(peer->out);
+    }
+}
+
+void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg)
+{
+    struct rkv_node__peer *peer;
+    int rv;
+
+    if (msg->to == 0 || msg->to > node->n_peers || msg->to == node->node_id) {
+        RKV_LOG(RKV_WARN, "dropped message to unknown node range=%llu to=%llu",
+                (unsigned long long)msg->group_id,
+                (unsigned long long)msg->to);
+        return;
+    }
+    peer = &node->peers[msg->to - 1];
+    if (peer->out == NULL || !peer->connected) {
+        peer->n_dropped++;
+        return;
+    }
+    rv = rkv_node__conn_append_field(peer->out, 1, msg);
+    if (rv != 0) {
+        peer->n_dropped++;
+        RKV_TRACEF("dropped message range=%llu to=%llu error=%s",
+                   (unsigned long long)msg->group_id,
+                   (unsigned long long)msg->to, rkv_strerror(rv));
+    }
+}
+
+int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
+                           const Rkv__Peer__Propose *propose)
+{
+    struct rkv_node__peer *peer;
+
+    if (to_node_id == 0 || to_node_id > node->n_peers ||
+        to_node_id == node->node_id) {
+        return -EINVAL;
+    }
+    peer = &node->peers[to_node_id - 1];
+    if (peer->out == NULL || !peer->connected) {
+        return RKV_EUNAVAILABLE;
+    }
+    return rkv_node__conn_append_field(peer->out, 3, propose);
+}
+
+void rkv_node__send_propose_result(struct rkv_node *node,
+                                   uint64_t to_node_id,
+                                   const Rkv__Peer__ProposeResult *result)
+{
+    struct rkv_node__peer *peer;
+
+    if (to_node_id == 0 || to_node_id > node->n_peers ||
+        to_node_id == node->node_id) {
+        return;
+    }
+    peer = &node->peers[to_node_id - 1];
+    if (peer->out == NULL || !peer->connected) {
+        return;
+    }
+    rkv_node__conn_append_field(peer->out, 4, result);
+}
+
+void rkv_node__transport_reset(struct rkv_node *node)
+{
+    for (size_t i = 0; i < node->n_peers; i++) {
+        struct rkv_node__peer *peer = &node->peers[i];
+
+        peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
+        if (peer->out != NULL && peer->connected) {
+            /* The close callback redials with the new Hello. */
+            rkv_node__conn_close(peer->out);
+        }
+    }
+}
+
+int rkv_node__transport_start(struct rkv_node *node)
+{
+    int rv;
+
+    node->peer_listener.data = node;
+    rv = rkv_node__listen(&node->loop, &node->peer_listener,
+                          node->listen_addr, node->advertise_addr,
+                          peer_listener_cb);
+    node->peer_listener.data = node;
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = 0; i < node->n_peers; i++) {
+        struct rkv_node__peer *peer = &node->peers[i];
+
+        uv_timer_init(&node->loop, &peer->retry_timer);
+        peer->retry_timer.data = peer;
+        peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
+        if (peer->node_id != node->node_id) {
+            peer_dial(peer);
+        }
+    }
+    return 0;
+}
+
+void rkv_node__transport_close(struct rkv_node *node)
+{
+    /* loop is set once uv_tcp_init ran on the listener. */
+    if (node->peer_listener.loop != NULL &&
+        !uv_is_closing((uv_handle_t *)&node->peer_listener)) {
+        uv_close((uv_handle_t *)&node->peer_listener, NULL);
+    }
+    for (struct rkv_node__peer_in *in = node->peers_in; in != NULL;
+         in = in->next) {
+        rkv_node__conn_close(&in->conn);
+    }
+    for (size_t i = 0; i < node->n_peers; i++) {
+        struct rkv_node__peer *peer = &node->peers[i];
+
+        if (peer->retry_timer.loop != NULL &&
+            !uv_is_closing((uv_handle_t *)&peer->retry_timer)) {
+            uv_timer_stop(&peer->retry_timer);
+            uv_close((uv_handle_t *)&peer->retry_timer, NULL);
+        }
+        if (peer->out != NULL) {
+            rkv_node__conn_close(peer->out);
+        }
+    }
+}
