@@ -101,4 +101,69 @@ size_t rkv_bench__key_ycsb(uint64_t index, char *buf);
 /* Returns the distribution's display name ("zipfian"). */
 const char *rkv_bench__dist_name(enum rkv_bench_dist dist);
 
+/* ---- operation accounting ----------------------------------------------- */
+
+enum rkv_bench__outcome {
+    RKV_BENCH__SUCCEEDED = 0,
+    RKV_BENCH__FAILED,
+    RKV_BENCH__UNKNOWN, /* RKV_EUNKNOWN: the write may have been applied */
+};
+
+/* Returns how an operation of type op that ended with rv counts. A get of a
+ * missing key (RKV_ENOTFOUND) succeeded. */
+enum rkv_bench__outcome rkv_bench__classify(enum rkv_bench_op op, int rv);
+
+void rkv_bench__stats_init(struct rkv_bench_op_stats *stats);
+/* Counts one issued operation with its outcome; latency_ns goes into the
+ * histogram when it succeeded, rv into the error table when it did not. */
+void rkv_bench__stats_add(struct rkv_bench_op_stats *stats, int rv,
+                          enum rkv_bench__outcome outcome,
+                          uint64_t latency_ns);
+/* Adds src's counts, errors and histogram to dst. */
+void rkv_bench__stats_merge(struct rkv_bench_op_stats *dst,
+                            const struct rkv_bench_op_stats *src);
+
+/* Returns CLOCK_MONOTONIC in nanoseconds. */
+uint64_t rkv_bench__now_ns(void);
+
+/* ---- cluster figures ----------------------------------------------------- */
+
+struct rkv_client;
+
+/* Reads every node's status counters into out; out->rv tells whether that
+ * failed (and the node that failed is left out). */
+void rkv_bench__nodes_sample(struct rkv_client *client,
+                             struct rkv_bench_nodes *out);
+/* Sums the CPU time of the config's server_pids from /proc; returns false
+ * when one could not be read. */
+bool rkv_bench__proc_cpu_total(const struct rkv_bench_config *config,
+                               uint64_t *cpu_ms_out);
+/* Fills report->server_cpu_ms and server_cpu_known at the end of a run:
+ * from /proc when the config has server_pids (proc_start_ms read at the
+ * start, proc_start_ok false if that failed), else from the status
+ * counters in nodes_start and nodes_end. */
+void rkv_bench__report_server_cpu(struct rkv_bench_report *report,
+                                  bool proc_start_ok, uint64_t proc_start_ms);
+/* Returns the cluster's range count, or -1 when it cannot be read. */
+int64_t rkv_bench__count_ranges(struct rkv_client *client);
+
+/* ---- output -------------------------------------------------------------- */
+
+/* Figures for one progress line, over the interval since the last one. */
+struct rkv_bench__progress {
+    double elapsed_s;  /* since the run phase (or the load) started */
+    double interval_s; /* length of the interval */
+    const struct rkv_bench_op_stats *interval; /* RKV_BENCH_N_OPS entries */
+    uint64_t cum_succeeded; /* measured successes so far */
+    double cum_s;           /* measured seconds so far; 0 in warm-up */
+    int64_t n_ranges;       /* -1 when unknown */
+    const char *phase;      /* "load", "warmup" or "run" */
+};
+
+/* Prints the column header of the progress lines. */
+void rkv_bench__progress_header(FILE *out);
+/* Prints one progress line, in the manner of `cockroach workload`. */
+void rkv_bench__progress_line(FILE *out,
+                              const struct rkv_bench__progress *progress);
+
 #endif /* RKV_BENCH_INTERNAL_H */
