@@ -280,7 +280,7 @@ struct rkv_client__op {
     struct rkv_client_batch_op *batch_ops; /* BATCH; pointers into arena */
     size_t n_batch_ops;
     char target_addr[RKV_CLIENT_ADDR_MAX]; /* STATUS: node to ask */
-    void *arena;               /* owned; holds the copies above */
+    void *arena;               /* owned; contains the copies above */
 
     /* Routing and retry state. */
     uint64_t id;               /* request id of the attempt in flight */
@@ -293,7 +293,7 @@ struct rkv_client__op {
     uint64_t preferred_node_id; /* RANGES: the node a hint named, or 0 */
     struct rkv_client__conn *conn; /* INFLIGHT: the connection */
     uint64_t frame_seq;        /* INFLIGHT: conn->n_frames_queued after it */
-    bool is_ambiguous;         /* a write attempt may have been applied */
+    bool is_resend;            /* the next send is a retry (n_retries) */
     int last_rv;               /* last retryable error, for timeouts */
     bool is_refresh;           /* the client's own cache refresh */
 
@@ -400,7 +400,7 @@ struct rkv_client__conn *rkv_client__node_conn(struct rkv_client__node *node,
                                                uint64_t now_ms);
 void rkv_client__nodes_free(struct rkv_client *client);
 
-/* client_wire.c: the only code that sees node/rpc.proto types. */
+/* client_wire.c: the only code that uses node/rpc.proto types. */
 int rkv_client__wire_encode(const struct rkv_client__op *op, uint64_t id,
                             uint64_t range_id, uint64_t generation,
                             uint64_t deadline_ms, struct rkv_client__buf *out);

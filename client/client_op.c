@@ -20,8 +20,8 @@
  *   - RKV_EUNAVAILABLE, RKV_ESPLITTING, RKV_EBUSY, RKV_ESTALE: backoff;
  *   - RKV_ETIMEOUT or RKV_EDROPPED from the node: a read backs off, a write
  *     may have been applied, so it ends as RKV_EUNKNOWN;
- *   - the connection drops: a read, or a write whose frame was never handed
- *     to the socket, backs off and is re-routed; a sent write ends as
+ *   - the connection drops: a read backs off and is re-routed, and so does a
+ *     write whose frame never reached the socket. A sent write ends as
  *     RKV_EUNKNOWN;
  *   - the deadline passes: RKV_ETIMEOUT, except for a write whose frame
  *     was queued or sent, which ends as RKV_EUNKNOWN because the frame
@@ -263,7 +263,7 @@ static void op_retry_later(struct rkv_client__op *op, int reason)
     assert(op->state == RKV_CLIENT_OP_ROUTING);
     op->last_rv = reason;
     op->n_redirects = 0;
-    op->result.n_retries++;
+    op->is_resend = true;
     /* Up to a quarter of jitter, from the id, so ops that failed together
      * do not retry together. */
     pause_ms += (uint32_t)((op->id * 0x9e3779b97f4a7c15ULL) >> 32) %
@@ -286,7 +286,7 @@ static void op_redirect(struct rkv_client__op *op, int reason)
         return;
     }
     op->n_redirects++;
-    op->result.n_retries++;
+    op->is_resend = true;
     op->last_rv = reason;
     rkv_client__op_start(op);
 }
@@ -303,6 +303,10 @@ static void op_send(struct rkv_client__op *op, struct rkv_client__conn *conn,
     op->id = client->next_id++;
     op->range_id = range_id;
     op->n_attempts++;
+    if (op->is_resend) {
+        op->result.n_retries++;
+        op->is_resend = false;
+    }
     rv = rkv_client__conn_send(conn, op, range_id, generation);
     if (rv == RKV_EUNAVAILABLE) {
         op_retry_later(op, rv);
@@ -700,12 +704,20 @@ void rkv_client__op_on_conn_lost(struct rkv_client__op *op, int reason)
 
 static void op_expire(struct rkv_client__op *op)
 {
+    struct rkv_client__op *refresh = op->client->refresh;
     uint32_t timeout_ms = op->client->timeout_ms;
 
     if (op->state == RKV_CLIENT_OP_INFLIGHT && op_is_write(op)) {
         op_fail(op, RKV_EUNKNOWN,
                 "outcome unknown: no reply within %u ms from node %llu",
                 timeout_ms, (unsigned long long)op->conn->node->node_id);
+        return;
+    }
+    if (op->state == RKV_CLIENT_OP_WAIT_CACHE && refresh != NULL) {
+        op_fail(op, RKV_ETIMEOUT,
+                "timed out after %u ms looking up the range of the key; "
+                "last error: %s",
+                timeout_ms, rkv_strerror(refresh->last_rv));
         return;
     }
     if (op->last_rv != 0) {
