@@ -210,9 +210,11 @@ int rkv_raft_ack(struct rkv_raft *r, uint64_t seq)
         }
         n_done++;
     }
-    memmove(r->batches, r->batches + n_done,
-            (r->n_batches - n_done) * sizeof(*r->batches));
-    r->n_batches -= n_done;
+    if (n_done > 0) {
+        memmove(r->batches, r->batches + n_done,
+                (r->n_batches - n_done) * sizeof(*r->batches));
+        r->n_batches -= n_done;
+    }
 
     if (r->role == RKV_RAFT_LEADER) {
         return rkv_raft__maybe_commit(r);

@@ -694,9 +694,11 @@ int rkv_raft__reads_release(struct rkv_raft *r)
         }
         n_done++;
     }
-    memmove(r->reads, r->reads + n_done,
-            (r->n_reads - n_done) * sizeof(*r->reads));
-    r->n_reads -= n_done;
+    if (n_done > 0) {
+        memmove(r->reads, r->reads + n_done,
+                (r->n_reads - n_done) * sizeof(*r->reads));
+        r->n_reads -= n_done;
+    }
     return 0;
 }
 

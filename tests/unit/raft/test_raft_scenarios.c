@@ -1,0 +1,492 @@
+/*
+ * Scenario tests for the Raft core, each driving an in-memory cluster
+ * (tests/lib/raft_fixture.h) through one situation with explicit message
+ * delivery, drops, partitions and crashes.
+ */
+#include <string.h>
+
+#include "rangekv/error.h"
+#include "raft/raft.h"
+#include "tests/lib/raft_fixture.h"
+#include "tests/lib/test.h"
+
+struct fixture {
+    struct rkv_raft_fixture *cluster;
+};
+
+static void setup(struct fixture *fx, unsigned n_nodes, unsigned n_voters)
+{
+    rkv_raft_fixture_new(n_nodes, n_voters, 1, &fx->cluster);
+}
+
+static void setup_started(struct fixture *fx, unsigned n_nodes,
+                          unsigned n_voters)
+{
+    setup(fx, n_nodes, n_voters);
+    for (unsigned i = 0; i < n_voters; i++) {
+        rkv_raft_fixture_start(fx->cluster, i);
+    }
+}
+
+static void teardown(struct fixture *fx)
+{
+    rkv_raft_fixture_free(fx->cluster);
+}
+
+#define CLUSTER fx.cluster
+#define RAFT(i) rkv_raft_fixture_raft(CLUSTER, (i))
+#define CLUSTER_ELECT(i) rkv_raft_fixture_elect(CLUSTER, (i))
+#define CLUSTER_RUN(n) rkv_raft_fixture_run(CLUSTER, (n))
+#define CLUSTER_FLUSH() rkv_raft_fixture_flush(CLUSTER, 100000)
+
+/* Proposes a short string on replica i and asserts it was accepted. */
+static uint64_t propose_ok(struct rkv_raft_fixture *cluster, unsigned i,
+                           const char *text)
+{
+    uint64_t index = 0;
+
+    ASSERT_OK(rkv_raft_fixture_propose(cluster, i, text, strlen(text),
+                                       &index));
+    return index;
+}
+
+/* A three-voter group elects the replica that campaigns and replicates a
+ * proposal to every replica. */
+TEST(raft, elects_and_replicates)
+{
+    struct fixture fx;
+    uint64_t index;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    ASSERT_INT_EQ(rkv_raft_fixture_leader(CLUSTER), 0);
+    ASSERT_UINT_EQ(rkv_raft_term(RAFT(0)), 1);
+
+    index = propose_ok(CLUSTER, 0, "hello");
+    CLUSTER_FLUSH();
+    for (unsigned i = 0; i < 3; i++) {
+        ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, i), index);
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i), 1);
+    }
+    teardown(&fx);
+}
+
+/* Without an explicit campaign, randomized timeouts elect exactly one
+ * leader within a few election timeouts. */
+TEST(raft, election_by_timeout)
+{
+    struct fixture fx;
+
+    setup_started(&fx, 5, 5);
+    CLUSTER_RUN(60);
+    ASSERT_INT_GE(rkv_raft_fixture_leader(CLUSTER), 0);
+    teardown(&fx);
+}
+
+/* ---- selective delivery ------------------------------------------------- */
+
+/* Returns true when the message should be dropped instead of delivered. */
+typedef bool (*drop_fn)(struct rkv_raft_fixture *cluster,
+                        const RkvRaft__Message *msg, void *arg);
+
+/* Delivers messages oldest first, dropping those drop() selects, until
+ * the network is empty or max messages were handled. */
+static void deliver_filtered(struct rkv_raft_fixture *cluster, drop_fn drop,
+                             void *arg, unsigned max)
+{
+    for (unsigned n = 0; n < max && rkv_raft_fixture_n_messages(cluster) > 0;
+         n++) {
+        RkvRaft__Message *msg = rkv_raft_fixture_peek(cluster, 0);
+        bool dropped = drop(cluster, msg, arg);
+
+        rkv_raft__message__free_unpacked(msg, NULL);
+        if (dropped) {
+            rkv_raft_fixture_drop(cluster, 0);
+        } else {
+            rkv_raft_fixture_deliver(cluster, 0);
+        }
+    }
+}
+
+/* Keeps campaigning on replica i (at most 5 rounds) until it leads. */
+static void campaign_until_leader(struct rkv_raft_fixture *cluster,
+                                  unsigned i, drop_fn drop, void *arg)
+{
+    for (int round = 0; round < 5; round++) {
+        struct rkv_raft *r = rkv_raft_fixture_raft(cluster, i);
+
+        if (rkv_raft_role(r) == RKV_RAFT_LEADER) {
+            return;
+        }
+        ASSERT_OK(rkv_raft_campaign(r));
+        rkv_raft_fixture_flush(cluster, 0);
+        deliver_filtered(cluster, drop, arg, 100000);
+    }
+    ASSERT_INT_EQ(rkv_raft_role(rkv_raft_fixture_raft(cluster, i)),
+                  RKV_RAFT_LEADER);
+}
+
+static bool drop_nothing(struct rkv_raft_fixture *cluster,
+                         const RkvRaft__Message *msg, void *arg)
+{
+    return false;
+}
+
+static bool drop_appends(struct rkv_raft_fixture *cluster,
+                         const RkvRaft__Message *msg, void *arg)
+{
+    return msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_APPEND;
+}
+
+/* Figure 8 step (c): the new leader's entry at index 3 must reach nobody
+ * who would accept it, so that index 2 (term 1) is spread without any
+ * entry of the leader's term. */
+static bool drop_index3_where_accepted(struct rkv_raft_fixture *cluster,
+                                       const RkvRaft__Message *msg, void *arg)
+{
+    struct rkv_raft *to = rkv_raft_fixture_raft(cluster,
+                                                (unsigned)msg->to - 1);
+    uint64_t term = 0;
+
+    if (msg->type != RKV_RAFT__MESSAGE_TYPE__MSG_APPEND || to == NULL) {
+        return false;
+    }
+    for (size_t k = 0; k < msg->n_entries; k++) {
+        if (msg->entries[k]->index >= 3 &&
+            rkv_raft_term_at(to, msg->prev_log_index, &term) == 0 &&
+            term == msg->prev_log_term) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void disable_prevote_and_lease(struct rkv_raft_fixture *cluster,
+                                      unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct rkv_raft_config *config = rkv_raft_fixture_config(cluster, i);
+
+        config->pre_vote = false;
+        config->check_quorum = false;
+        /* One entry per append, so that entries travel separately. */
+        config->append_bytes_max = 1;
+    }
+}
+
+/* Raft thesis Figure 3.7 (Figure 8 of the paper): an entry of an earlier
+ * term stored on a majority is not committed by counting replicas, and a
+ * later leader may rightly overwrite it. */
+TEST(raft, figure8_old_term_not_committed)
+{
+    struct fixture fx;
+    uint64_t term = 0;
+
+    setup(&fx, 5, 5);
+    disable_prevote_and_lease(CLUSTER, 5);
+    rkv_raft_fixture_start_all(CLUSTER);
+
+    /* (a) S1 leads term 1 and puts index 2 on S2 only. */
+    CLUSTER_ELECT(0);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), 1);
+    for (unsigned i = 2; i < 5; i++) {
+        rkv_raft_fixture_cut(CLUSTER, 0, i, true);
+    }
+    propose_ok(CLUSTER, 0, "x");
+    CLUSTER_FLUSH();
+    rkv_raft_fixture_heal(CLUSTER);
+    ASSERT_OK(rkv_raft_term_at(RAFT(1), 2, &term));
+    ASSERT_UINT_EQ(term, 1);
+
+    /* (b) S1 crashes; S5 wins with S3 and S4 and its no-op (index 2,
+     * term 2) reaches nobody. */
+    rkv_raft_fixture_crash(CLUSTER, 0);
+    campaign_until_leader(CLUSTER, 4, drop_appends, NULL);
+    ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(4)), 2);
+    rkv_raft_fixture_crash(CLUSTER, 4);
+
+    /* (c) S1 restarts and leads a later term; index 2 (term 1) spreads to
+     * a majority, but without an entry of the current term it must not be
+     * counted as committed. */
+    rkv_raft_fixture_start(CLUSTER, 0);
+    campaign_until_leader(CLUSTER, 0, drop_index3_where_accepted, NULL);
+    rkv_raft_fixture_tick(CLUSTER, 0);
+    deliver_filtered(CLUSTER, drop_index3_where_accepted, NULL, 100000);
+    for (unsigned i = 0; i < 4; i++) {
+        ASSERT_OK(rkv_raft_term_at(RAFT(i), 2, &term));
+        ASSERT_UINT_EQ(term, 1);
+    }
+    ASSERT_UINT_GT(rkv_raft_term(RAFT(0)), 2);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), 1);
+
+    /* (d) S1 crashes; S5 restarts, wins (its last term 2 beats 1) and
+     * overwrites index 2 everywhere; nothing committed changes. */
+    rkv_raft_fixture_crash(CLUSTER, 0);
+    while (rkv_raft_fixture_n_messages(CLUSTER) > 0) {
+        rkv_raft_fixture_drop(CLUSTER, 0);
+    }
+    rkv_raft_fixture_start(CLUSTER, 4);
+    campaign_until_leader(CLUSTER, 4, drop_nothing, NULL);
+    CLUSTER_FLUSH();
+    rkv_raft_fixture_start(CLUSTER, 0);
+    CLUSTER_RUN(3);
+    for (unsigned i = 0; i < 5; i++) {
+        ASSERT_OK(rkv_raft_term_at(RAFT(i), 2, &term));
+        ASSERT_UINT_EQ(term, 2);
+        ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, i),
+                       rkv_raft_last_index(RAFT(4)));
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i), 0);
+    }
+    teardown(&fx);
+}
+
+/* A leader cut off from the majority cannot commit, steps down by
+ * check-quorum within two election timeouts (the lease period in which it
+ * last heard from followers, then one without), and its entry is
+ * replaced. */
+TEST(raft, partitioned_leader_steps_down)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t commit;
+    int leader;
+    uint64_t term = 0;
+
+    setup_started(&fx, 5, 5);
+    CLUSTER_ELECT(0);
+    propose_ok(CLUSTER, 0, "before");
+    CLUSTER_FLUSH();
+    commit = rkv_raft_commit_index(RAFT(0));
+
+    rkv_raft_fixture_isolate(CLUSTER, 0);
+    index = propose_ok(CLUSTER, 0, "lost");
+    for (unsigned t = 0; t < 20; t++) {
+        CLUSTER_RUN(1);
+        ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), commit);
+    }
+    ASSERT_INT_NE(rkv_raft_role(RAFT(0)), RKV_RAFT_LEADER);
+
+    CLUSTER_RUN(40);
+    leader = rkv_raft_fixture_leader(CLUSTER);
+    ASSERT_INT_GT(leader, 0);
+    propose_ok(CLUSTER, (unsigned)leader, "after");
+    CLUSTER_FLUSH();
+
+    rkv_raft_fixture_heal(CLUSTER);
+    CLUSTER_RUN(5);
+    ASSERT_INT_EQ(rkv_raft_fixture_leader(CLUSTER), leader);
+    for (unsigned i = 0; i < 5; i++) {
+        ASSERT_OK(rkv_raft_term_at(RAFT(i), index, &term));
+        ASSERT_UINT_GT(term, 1);
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i), 2);
+    }
+    teardown(&fx);
+}
+
+struct vote_count {
+    unsigned n_pre_votes;
+};
+
+static bool count_pre_votes(struct rkv_raft_fixture *cluster,
+                            const RkvRaft__Message *msg, void *arg)
+{
+    struct vote_count *count = arg;
+
+    if (msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_PRE_VOTE) {
+        count->n_pre_votes++;
+    }
+    return false;
+}
+
+/* With pre-vote (and check-quorum's lease), a replica rejoining after a
+ * partition asks for votes in a higher term but neither raises anyone's
+ * term nor deposes the stable leader. */
+TEST(raft, prevote_rejoin_keeps_leader)
+{
+    struct fixture fx;
+    struct vote_count count = {0};
+    uint64_t term;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    term = rkv_raft_term(RAFT(0));
+
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    CLUSTER_RUN(100);
+    ASSERT_UINT_EQ(rkv_raft_term(RAFT(2)), term);
+    ASSERT_INT_EQ(rkv_raft_role(RAFT(2)), RKV_RAFT_PRE_CANDIDATE);
+
+    /* Its pre-votes for term + 1 now reach the others. */
+    rkv_raft_fixture_heal(CLUSTER);
+    ASSERT_OK(rkv_raft_campaign(RAFT(2)));
+    rkv_raft_fixture_flush(CLUSTER, 0);
+    deliver_filtered(CLUSTER, count_pre_votes, &count, 100000);
+    ASSERT_UINT_EQ(count.n_pre_votes, 2);
+    CLUSTER_RUN(30);
+
+    ASSERT_INT_EQ(rkv_raft_fixture_leader(CLUSTER), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        ASSERT_UINT_EQ(rkv_raft_term(RAFT(i)), term);
+        ASSERT_UINT_EQ(rkv_raft_leader(RAFT(i)), 1);
+    }
+    teardown(&fx);
+}
+
+/* A leader new in its term serves ReadIndex only after committing an
+ * entry of that term: until then its commit index may be stale. */
+TEST(raft, read_index_waits_for_term_commit)
+{
+    struct fixture fx;
+    uint64_t ctx;
+    uint64_t read_index = 0;
+    uint64_t noop_index;
+
+    setup(&fx, 3, 3);
+    disable_prevote_and_lease(CLUSTER, 3);
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    propose_ok(CLUSTER, 0, "a");
+    CLUSTER_FLUSH();
+
+    /* S2 takes over, but its no-op is held back. */
+    campaign_until_leader(CLUSTER, 1, drop_appends, NULL);
+    noop_index = rkv_raft_last_index(RAFT(1));
+    ASSERT_UINT_LT(rkv_raft_commit_index(RAFT(1)), noop_index);
+    ASSERT_OK(rkv_raft_fixture_read(CLUSTER, 1, &ctx));
+    for (int t = 0; t < 3; t++) {
+        rkv_raft_fixture_tick(CLUSTER, 1);
+        deliver_filtered(CLUSTER, drop_appends, NULL, 100000);
+        ASSERT_FALSE(rkv_raft_fixture_read_done(CLUSTER, 1, ctx,
+                                                &read_index));
+    }
+
+    /* Once the no-op commits, a quorum round releases the read. */
+    CLUSTER_RUN(2);
+    ASSERT_TRUE(rkv_raft_fixture_read_done(CLUSTER, 1, ctx, &read_index));
+    ASSERT_UINT_EQ(read_index, noop_index);
+    ASSERT_INT_EQ(rkv_raft_read_index(RAFT(0), 7), RKV_ENOTLEADER);
+    teardown(&fx);
+}
+
+/* A follower that makes an append durable and crashes before its
+ * acknowledgment leaves keeps the entry, and the leader commits it after
+ * the restart. */
+TEST(raft, follower_crash_before_ack)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t commit;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    commit = rkv_raft_commit_index(RAFT(0));
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 1, false);
+
+    index = propose_ok(CLUSTER, 0, "durable");
+    CLUSTER_FLUSH();
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_pending(CLUSTER, 1), 1);
+    ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(1)), index);
+    rkv_raft_fixture_persist_then_crash(CLUSTER, 1);
+    CLUSTER_FLUSH();
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), commit);
+
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 1, true);
+    rkv_raft_fixture_start(CLUSTER, 1);
+    ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(1)), index);
+    CLUSTER_RUN(2);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), index);
+    ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, 1), index);
+    teardown(&fx);
+}
+
+/* A follower that crashes before its append is durable loses it, never
+ * acknowledged it, and receives it again. */
+TEST(raft, follower_crash_before_persist)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t commit;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    commit = rkv_raft_commit_index(RAFT(0));
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 1, false);
+
+    index = propose_ok(CLUSTER, 0, "volatile");
+    CLUSTER_FLUSH();
+    rkv_raft_fixture_crash(CLUSTER, 1);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 1, true);
+    rkv_raft_fixture_start(CLUSTER, 1);
+    ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(1)), index - 1);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), commit);
+
+    CLUSTER_RUN(2);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), index);
+    ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, 1), index);
+    teardown(&fx);
+}
+
+/* A leader sends its entries before they are durable locally, but counts
+ * itself toward the commit only after its own ack. */
+TEST(raft, leader_counts_itself_once_durable)
+{
+    struct fixture fx;
+    uint64_t index;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 0, false);
+
+    index = propose_ok(CLUSTER, 0, "x");
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_pending(CLUSTER, 0), 1);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 1);
+    CLUSTER_FLUSH();
+    ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, 1), index - 1);
+    ASSERT_UINT_LT(rkv_raft_commit_index(RAFT(0)), index);
+
+    ASSERT_TRUE(rkv_raft_fixture_persist(CLUSTER, 0));
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(0)), index);
+    teardown(&fx);
+}
+
+/* Term and vote are durable before a vote request or a grant leaves. */
+TEST(raft, vote_waits_for_durable_term)
+{
+    struct fixture fx;
+    struct rkv_raft_hard_state before;
+
+    setup_started(&fx, 3, 3);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 0, false);
+    rkv_raft_fixture_set_auto_persist(CLUSTER, 1, false);
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    before.term = rkv_raft_term(RAFT(0));
+
+    ASSERT_OK(rkv_raft_campaign(RAFT(0)));
+    rkv_raft_fixture_flush(CLUSTER, 0);
+    /* The pre-vote round changes nothing durable; its requests go out
+     * with the (empty) batch. */
+    ASSERT_TRUE(rkv_raft_fixture_persist(CLUSTER, 0));
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 1);
+    rkv_raft_fixture_deliver(CLUSTER, 0);
+    while (rkv_raft_fixture_persist(CLUSTER, 1)) {
+    }
+    rkv_raft_fixture_deliver(CLUSTER, 0);
+
+    /* Now a candidate of term + 1: its vote request waits for the term. */
+    ASSERT_UINT_EQ(rkv_raft_term(RAFT(0)), before.term + 1);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 0);
+    ASSERT_TRUE(rkv_raft_fixture_persist(CLUSTER, 0));
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 1);
+
+    /* The voter's grant waits for its vote to be durable too. */
+    rkv_raft_fixture_deliver(CLUSTER, 0);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 0);
+    ASSERT_TRUE(rkv_raft_fixture_persist(CLUSTER, 1));
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 1);
+    rkv_raft_fixture_deliver(CLUSTER, 0);
+    ASSERT_INT_EQ(rkv_raft_role(RAFT(0)), RKV_RAFT_LEADER);
+    teardown(&fx);
+}
