@@ -221,7 +221,7 @@ int rkv_range__split_apply(struct rkv_range__tx *tx,
     return 0;
 }
 
-/* Finds the first key at which the running byte count reaches half. */
+/* Finds the key nearest the byte middle of the span. */
 static int split_find_middle(MDB_cursor *cursor, const uint8_t *upper,
                              size_t upper_len, uint64_t half,
                              uint8_t *key_out, size_t *key_len_out)
@@ -243,8 +243,10 @@ static int split_find_middle(MDB_cursor *cursor, const uint8_t *upper,
         if (key[0] != RKV_RANGE__PREFIX_USER) {
             continue;
         }
-        /* The first user key stays left so the left side is non-empty. */
-        if (n_keys > 0 && bytes >= half) {
+        /* Split before the pair whose middle byte crosses half, which
+         * balances the sides best; the first user key always stays left
+         * so that the left side is non-empty. */
+        if (n_keys > 0 && bytes + (k.mv_size - 1 + v.mv_size) / 2 >= half) {
             memcpy(key_out, key + 1, k.mv_size - 1);
             *key_len_out = k.mv_size - 1;
             return 0;
