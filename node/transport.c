@@ -536,7 +536,9 @@ void rkv_node__transport_reset(struct rkv_node *node)
 
         peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
         if (peer->out != NULL && peer->connected) {
-            /* The close callback redials with the new Hello. */
+            /* The close callback redials with the new Hello; this is no
+             * lost connection worth logging. */
+            peer->connected = false;
             rkv_node__conn_close(peer->out);
         }
     }

@@ -77,23 +77,28 @@ static int rpc_io_all(int fd, uint8_t *buf, size_t len, bool is_write)
     return 0;
 }
 
-Rkv__Rpc__Response *rkv_test_rpc_call(int fd, Rkv__Rpc__Request *request)
+int rkv_test_rpc_send(int fd, Rkv__Rpc__Request *request)
 {
-    Rkv__Rpc__Response *response = NULL;
     size_t len = rkv__rpc__request__get_packed_size(request);
-    uint8_t header[4];
     uint8_t *buf = malloc(4 + len);
+    int rv;
 
     if (buf == NULL) {
-        return NULL;
+        return -ENOMEM;
     }
     rkv_put_be32(buf, (uint32_t)len);
     rkv__rpc__request__pack(request, buf + 4);
-    if (rpc_io_all(fd, buf, 4 + len, true) != 0) {
-        free(buf);
-        return NULL;
-    }
+    rv = rpc_io_all(fd, buf, 4 + len, true);
     free(buf);
+    return rv;
+}
+
+Rkv__Rpc__Response *rkv_test_rpc_recv(int fd)
+{
+    Rkv__Rpc__Response *response = NULL;
+    uint8_t header[4];
+    uint8_t *buf;
+    size_t len;
 
     if (rpc_io_all(fd, header, 4, false) != 0) {
         return NULL;
@@ -111,6 +116,14 @@ Rkv__Rpc__Response *rkv_test_rpc_call(int fd, Rkv__Rpc__Request *request)
     }
     free(buf);
     return response;
+}
+
+Rkv__Rpc__Response *rkv_test_rpc_call(int fd, Rkv__Rpc__Request *request)
+{
+    if (rkv_test_rpc_send(fd, request) != 0) {
+        return NULL;
+    }
+    return rkv_test_rpc_recv(fd);
 }
 
 Rkv__Rpc__Response *rkv_test_rpc_call_addr(const char *addr,
@@ -241,7 +254,7 @@ int rkv_test_get(char addrs[][RKV_TEST_ADDR_MAX], size_t n_addrs,
 
 /* ---- processes ---------------------------------------------------------- */
 
-static uint16_t cluster_pick_port(void)
+uint16_t rkv_test_pick_port(void)
 {
     struct sockaddr_in sa = {0};
     socklen_t sa_len = sizeof(sa);
@@ -271,7 +284,7 @@ void rkv_test_cluster_setup(struct rkv_test_cluster *cluster, size_t n,
 
         snprintf(proc->store, sizeof(proc->store), "%s/node%zu", dir, i + 1);
         snprintf(proc->peer_addr, sizeof(proc->peer_addr), "127.0.0.1:%u",
-                 (unsigned)cluster_pick_port());
+                 (unsigned)rkv_test_pick_port());
     }
 }
 
@@ -420,7 +433,7 @@ void rkv_test_cluster_stop(struct rkv_test_cluster *cluster)
             continue;
         }
         kill(proc->pid, SIGTERM);
-        for (int tries = 0; tries < 500; tries++) {
+        for (int tries = 0; tries < 1000; tries++) {
             if (waitpid(proc->pid, &status, WNOHANG) == proc->pid) {
                 proc->pid = 0;
                 break;
@@ -431,6 +444,16 @@ void rkv_test_cluster_stop(struct rkv_test_cluster *cluster)
             kill(proc->pid, SIGKILL);
             waitpid(proc->pid, NULL, 0);
             proc->pid = 0;
+            rkv_test_fail(__FILE__, __LINE__,
+                          "node %zu did not stop within 10 s of SIGTERM",
+                          i + 1);
+        }
+        /* A clean stop exits 0; a sanitizer report (leak, overflow) makes
+         * the status non-zero, and its text is in node.log. */
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            rkv_test_fail(__FILE__, __LINE__,
+                          "node %zu exited with status %d: see %s/node.log",
+                          i + 1, status, proc->store);
         }
     }
 }

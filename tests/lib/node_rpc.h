@@ -23,6 +23,11 @@
 /* Connects to "host:port"; returns a socket or a negative errno. */
 int rkv_test_rpc_connect(const char *addr);
 
+/* Sends one request frame; 0 or a negative errno. */
+int rkv_test_rpc_send(int fd, Rkv__Rpc__Request *request);
+/* Reads one response frame; NULL on an I/O error or a malformed reply. */
+Rkv__Rpc__Response *rkv_test_rpc_recv(int fd);
+
 /* Sends request on fd and reads its response; NULL on an I/O error or a
  * malformed reply. Free with rkv__rpc__response__free_unpacked(r, NULL). */
 Rkv__Rpc__Response *rkv_test_rpc_call(int fd, Rkv__Rpc__Request *request);
@@ -50,6 +55,10 @@ int rkv_test_get(char addrs[][RKV_TEST_ADDR_MAX], size_t n_addrs,
                  uint32_t timeout_ms);
 
 /* ---- processes ---------------------------------------------------------- */
+
+/* Returns a free port on 127.0.0.1 chosen by the OS (bind to port 0, read
+ * it, close). */
+uint16_t rkv_test_pick_port(void);
 
 /* One `rangekv start` process of a test cluster. */
 struct rkv_test_proc {

@@ -1,0 +1,267 @@
+/*
+ * The embedding API (include/rangekv/rangekv.h): whole clusters started
+ * inside the test process, each node on its own threads, with real LMDB
+ * stores in the test's folder and real TCP on 127.0.0.1.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "rangekv/rangekv.h"
+#include "tests/lib/node_rpc.h"
+#include "tests/lib/test.h"
+
+#define NODES_MAX 3
+/* Time one routed request may take, retries included. */
+#define REQUEST_TIMEOUT_MS 20000
+/* Requests sent on one connection before reading the responses. */
+#define PIPELINE_DEPTH 64
+
+struct fixture {
+    struct rkv_node *nodes[NODES_MAX];
+    size_t n_nodes;
+    char stores[NODES_MAX][512];
+    char peer_addrs[NODES_MAX][RKV_NODE_ADDR_MAX];
+    const char *join[NODES_MAX];
+    char client_addrs[NODES_MAX][RKV_TEST_ADDR_MAX];
+    const char *secrets[NODES_MAX]; /* per node; NULL: none */
+};
+
+static void start_node(struct fixture *f, size_t i)
+{
+    struct rkv_node_config config = {0};
+    char peer[RKV_NODE_ADDR_MAX];
+    char client[RKV_NODE_ADDR_MAX];
+    char errmsg[256];
+
+    config.store_dir = f->stores[i];
+    config.listen_addr = f->peer_addrs[i];
+    config.join = f->join;
+    config.n_join = f->n_nodes;
+    config.node_id = i + 1;
+    config.tick_ms = 20;
+    config.cluster_secret = f->secrets[i];
+    config.split_bytes = 512ull * 1024 * 1024;
+    if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) != 0) {
+        rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
+                      i + 1, errmsg);
+    }
+    rkv_node_addresses(f->nodes[i], peer, client);
+    ASSERT_STR_EQ(peer, f->peer_addrs[i]);
+    snprintf(f->client_addrs[i], RKV_TEST_ADDR_MAX, "%s", client);
+    ASSERT_UINT_EQ(rkv_node_id(f->nodes[i]), i + 1);
+}
+
+static void setup(struct fixture *f, size_t n)
+{
+    memset(f, 0, sizeof(*f));
+    f->n_nodes = n;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(f->stores[i], sizeof(f->stores[i]), "%s/node%zu",
+                 rkv_test_tmpdir(), i + 1);
+        snprintf(f->peer_addrs[i], sizeof(f->peer_addrs[i]), "127.0.0.1:%u",
+                 (unsigned)rkv_test_pick_port());
+        f->join[i] = f->peer_addrs[i];
+    }
+}
+
+static void start_all(struct fixture *f)
+{
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        start_node(f, i);
+    }
+}
+
+static void teardown(struct fixture *f)
+{
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        if (f->nodes[i] != NULL) {
+            rkv_node_stop(f->nodes[i]);
+            f->nodes[i] = NULL;
+        }
+    }
+}
+
+static Rkv__Rpc__StatusResponse *status_of(struct fixture *f, size_t i,
+                                           Rkv__Rpc__Response **response)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+
+    request.id = 1;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    *response = rkv_test_rpc_call_addr(f->client_addrs[i], &request);
+    ASSERT_TRUE(*response != NULL);
+    ASSERT_INT_EQ((*response)->error, 0);
+    ASSERT_INT_EQ((*response)->result_case,
+                  RKV__RPC__RESPONSE__RESULT_STATUS);
+    return (*response)->status;
+}
+
+/* Returns the node that leads the (single) first range. */
+static size_t find_leader(struct fixture *f)
+{
+    for (int attempt = 0; attempt < 500; attempt++) {
+        for (size_t i = 0; i < f->n_nodes; i++) {
+            Rkv__Rpc__Response *response;
+            Rkv__Rpc__StatusResponse *status = status_of(f, i, &response);
+            bool leads = status->n_leaders > 0;
+
+            rkv__rpc__response__free_unpacked(response, NULL);
+            if (leads) {
+                return i;
+            }
+        }
+        usleep(20 * 1000);
+    }
+    rkv_test_fail(__FILE__, __LINE__, "no leader was elected");
+}
+
+TEST(embed, three_nodes_in_process)
+{
+    /* Three nodes in one process form a cluster through rkv_node_init(),
+     * serve writes and reads through every node, and refuse a second
+     * init. */
+    struct fixture f;
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[1]));
+    ASSERT_INT_EQ(rkv_node_init(f.nodes[1]), RKV_ESTALE);
+    for (size_t i = 0; i < 3; i++) {
+        char one[1][RKV_TEST_ADDR_MAX];
+        char key[32];
+        char value[32];
+        bool found;
+
+        snprintf(one[0], RKV_TEST_ADDR_MAX, "%s", f.client_addrs[i]);
+        snprintf(key, sizeof(key), "embedded-%zu", i);
+        ASSERT_OK(rkv_test_put(one, 1, key, "v", REQUEST_TIMEOUT_MS));
+        ASSERT_OK(rkv_test_get(one, 1, key, &found, value, sizeof(value),
+                               REQUEST_TIMEOUT_MS));
+        ASSERT_TRUE(found);
+        ASSERT_STR_EQ(value, "v");
+    }
+    teardown(&f);
+}
+
+TEST(embed, restart_keeps_writes)
+{
+    /* Stopping every node and starting them again from their folders keeps
+     * every acknowledged write, the node ids and the cluster id. */
+    struct fixture f;
+    Rkv__Rpc__Response *response;
+    uint64_t cluster_id;
+    bool found;
+    char value[64];
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "r%03d", i);
+        ASSERT_OK(rkv_test_put(f.client_addrs, 3, key, key,
+                               REQUEST_TIMEOUT_MS));
+    }
+    cluster_id = status_of(&f, 2, &response)->cluster_id;
+    ASSERT_UINT_NE(cluster_id, 0);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    teardown(&f);
+
+    start_all(&f);
+    ASSERT_UINT_EQ(status_of(&f, 2, &response)->cluster_id, cluster_id);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "r%03d", i);
+        ASSERT_OK(rkv_test_get(f.client_addrs, 3, key, &found, value,
+                               sizeof(value), REQUEST_TIMEOUT_MS));
+        ASSERT_TRUE(found);
+        ASSERT_STR_EQ(value, key);
+    }
+    teardown(&f);
+}
+
+TEST(embed, group_commit_counters)
+{
+    /* 64 puts pipelined on one connection to the leader are committed with
+     * far fewer fsyncs than puts, and status counts proposals, puts,
+     * commits and fsyncs. */
+    struct fixture f;
+    Rkv__Rpc__Response *response;
+    Rkv__Rpc__StatusResponse *status;
+    size_t leader;
+    int fd;
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "warm", "up",
+                           REQUEST_TIMEOUT_MS));
+    leader = find_leader(&f);
+    fd = rkv_test_rpc_connect(f.client_addrs[leader]);
+    ASSERT_TRUE(fd >= 0);
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < PIPELINE_DEPTH; i++) {
+            Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+            Rkv__Rpc__PutRequest put = RKV__RPC__PUT_REQUEST__INIT;
+            char key[32];
+
+            snprintf(key, sizeof(key), "p%02d-%03d", round, i);
+            put.key.data = (uint8_t *)key;
+            put.key.len = strlen(key);
+            put.value.data = (uint8_t *)key;
+            put.value.len = strlen(key);
+            request.id = (uint64_t)(round * PIPELINE_DEPTH + i + 1);
+            request.op_case = RKV__RPC__REQUEST__OP_PUT;
+            request.put = &put;
+            ASSERT_OK(rkv_test_rpc_send(fd, &request));
+        }
+        for (int i = 0; i < PIPELINE_DEPTH; i++) {
+            response = rkv_test_rpc_recv(fd);
+            ASSERT_TRUE(response != NULL);
+            ASSERT_INT_EQ(response->error, 0);
+            rkv__rpc__response__free_unpacked(response, NULL);
+        }
+    }
+    close(fd);
+
+    status = status_of(&f, leader, &response);
+    ASSERT_UINT_GE(status->n_puts, 10 * PIPELINE_DEPTH);
+    ASSERT_UINT_GE(status->n_proposals, 10 * PIPELINE_DEPTH);
+    ASSERT_UINT_GT(status->n_commits, 0);
+    ASSERT_UINT_GT(status->n_fsyncs, 0);
+    /* One fsync per put would be 640; group commit needs only a few per
+     * round of 64. */
+    ASSERT_UINT_LT(status->n_fsyncs, status->n_puts / 4);
+    ASSERT_UINT_EQ(status->n_nodes, 3);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    teardown(&f);
+}
+
+TEST(embed, wrong_secret_is_rejected)
+{
+    /* A node whose cluster secret differs is rejected at the handshake: the
+     * two nodes that share the secret elect a leader and serve writes, and
+     * the third never learns the cluster id. */
+    struct fixture f;
+    Rkv__Rpc__Response *response;
+
+    setup(&f, 3);
+    f.secrets[0] = "correct horse";
+    f.secrets[1] = "correct horse";
+    f.secrets[2] = "battery staple";
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 2, "secret", "kept",
+                           REQUEST_TIMEOUT_MS));
+    usleep(300 * 1000);
+    ASSERT_UINT_EQ(status_of(&f, 2, &response)->cluster_id, 0);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    teardown(&f);
+}
