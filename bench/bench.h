@@ -8,8 +8,8 @@
  *   run      issues the workload's operation mix for warm-up plus duration.
  * Operations started during warm-up are executed but not recorded. An
  * operation is recorded when its start time (closed loop) or intended start
- * time (open loop) falls inside the measured window; the run ends when every
- * recorded operation has completed.
+ * time (open loop) falls inside the measured window. The run ends when
+ * every recorded operation has completed.
  *
  * Invariants:
  *  1. Every recorded operation is exactly one of succeeded, failed or unknown
@@ -36,9 +36,9 @@
 
 /*
  * A log-linear histogram of non-negative integers (nanoseconds here), in the
- * manner of HdrHistogram. Values below 256 have a bucket each; above, every
- * power of two is cut into 128 equal buckets, so a bucket is at most 1/128 of
- * its lower bound wide. A percentile reports its bucket's midpoint, clamped to
+ * manner of HdrHistogram. Each value below 256 has its own bucket. Above
+ * 256, every power of two is cut into 128 equal buckets, so a bucket is at
+ * most 1/128 of its lower bound wide. A percentile reports its bucket's midpoint, clamped to
  * the exact minimum and maximum, so its relative error is below 0.4%.
  * Values of 2^40 (about 18 minutes in ns) and above land in the last bucket
  * and are counted in n_clamped.
@@ -118,9 +118,9 @@ enum rkv_bench_workload {
 #define RKV_BENCH_CONCURRENCY_MAX 4096
 #define RKV_BENCH_CLIENT_THREADS_MAX 64
 #define RKV_BENCH_CONNECTIONS_MAX 64
-/* The most server processes whose CPU time --server-pids reads. */
+/* Maximum number of --server-pids processes. */
 #define RKV_BENCH_PIDS_MAX 16
-/* The longest scan a YCSB E operation requests. */
+/* Maximum --max-scan-length, in pairs. */
 #define RKV_BENCH_SCAN_LENGTH_MAX 1000
 
 struct rkv_bench_config {
@@ -168,8 +168,8 @@ int rkv_bench_config_check(const struct rkv_bench_config *config,
 
 /* ---- results ------------------------------------------------------------ */
 
-/* The most distinct error codes counted per operation type; later codes go
- * into n_other_errors. */
+/* Maximum number of distinct error codes counted per operation type; later
+ * codes go into n_other_errors. */
 #define RKV_BENCH_ERROR_KINDS_MAX 8
 
 struct rkv_bench_error_count {

@@ -23,7 +23,7 @@
 #define BENCH_DEFAULT_HOST "127.0.0.1:26257"
 /* Most --host addresses accepted, counting each comma-separated one. */
 #define BENCH_HOSTS_MAX 64
-/* YCSB's records loaded before the run unless --record-count says. */
+/* Records a YCSB run loads when --record-count is not given. */
 #define BENCH_YCSB_RECORDS_DEFAULT 10000
 
 static const char bench_usage[] =
@@ -528,7 +528,8 @@ static int bench_main(int argc, char **argv)
     int status;
     int rv;
 
-    /* The parsed command line holds a config and 4 KiB of host names. */
+    /* The parsed command line contains 4 KiB of host names: heap, not
+     * stack. */
     cli = rkv_calloc(1, sizeof(*cli));
     if (cli == NULL) {
         fprintf(stderr, "rangekv bench: out of memory\n");

@@ -130,8 +130,8 @@ uint64_t rkv_bench__now_ns(void);
 
 struct rkv_client;
 
-/* Reads every node's status counters into out; out->rv tells whether that
- * failed (and the node that failed is left out). */
+/* Reads every node's status counters into out. out->rv is the error of
+ * the first node that could not be read, which is left out, or 0. */
 void rkv_bench__nodes_sample(struct rkv_client *client,
                              struct rkv_bench_nodes *out);
 /* Sums the CPU time of the config's server_pids from /proc; returns false

@@ -1,8 +1,8 @@
 /*
- * What the bench reads from the cluster besides its own operations: the
- * nodes' status counters, the range count, and the servers' CPU time, from
- * status or from /proc/PID/stat of the --server-pids processes.
- * These calls block on the client library; they run on the caller's thread.
+ * Cluster figures besides the bench's own operations: the nodes' status
+ * counters, the range count, and the servers' CPU time (from status, or
+ * from /proc/PID/stat of the --server-pids processes).
+ * These calls block on the client library and run on the caller's thread.
  */
 #define RKV_LOG_SUBSYS "bench"
 #include "bench/bench_internal.h"

@@ -27,7 +27,7 @@ enum rkv_bench__outcome rkv_bench__classify(enum rkv_bench_op op, int rv)
     if (rv == 0) {
         return RKV_BENCH__SUCCEEDED;
     }
-    /* A read of a missing key is an answer, not an error. */
+    /* A read of a missing key is a result, not an error. */
     if (rv == RKV_ENOTFOUND &&
         (op == RKV_BENCH_OP_GET || op == RKV_BENCH_OP_RMW)) {
         return RKV_BENCH__SUCCEEDED;

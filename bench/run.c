@@ -4,9 +4,9 @@
  * the caller's thread, which prints progress and gathers the report.
  *
  * Happy path of one logical client (closed loop):
- *   client_issue() picks an operation and a key and submits the request;
- *   client_done_cb() runs on the client library's loop thread, records the
- *   outcome and calls client_issue() again at once.
+ *   client_issue() picks an operation and a key and submits the request.
+ *   client_done_cb() runs on the client library's loop thread. It records
+ *   the outcome and calls client_issue() again at once.
  * In an open loop (--rate) client_done_cb() advances the client's intended
  * start by one interval and, when that time is still ahead, hands the client
  * to the scheduler thread (schedule_push), which issues it when due.
@@ -405,7 +405,7 @@ static void client_done_cb(void *data, struct rkv_client_result *result)
 
     rkv_client_result_free(result);
 
-    /* A read-modify-write goes on with its put once the get answered. */
+    /* A read-modify-write continues with its put once the get returned. */
     if (c->op == RKV_BENCH_OP_RMW && !c->rmw_writing &&
         rkv_bench__classify(RKV_BENCH_OP_GET, rv) == RKV_BENCH__SUCCEEDED) {
         c->rmw_writing = true;

@@ -16,12 +16,14 @@
 #   KEY_SIZE=16 VAL_SIZE=256 KEYSPACE=100000 GET_KEYSPACE=10000
 #   DURATION_S=20 WARMUP_S=2 RATE=0 CONSISTENCY=l, BENCH_TMPDIR for the
 #   cluster's folder, RKV_BUILD_DIR for a build other than build/.
-# Mapping: CONNS gRPC connections spread over 3 members become
-#   ceil(CONNS / 3) connections to each node; keys are decimal numbers
-#   zero-padded to KEY_SIZE and values random letters, as in etcdload; the
-#   get workload first writes its GET_KEYSPACE keys (unmeasured); server
-#   CPU is read from /proc/PID/stat of the three nodes over the whole
-#   workload, load and warm-up included, as the harness does for etcd.
+# Mapping to etcdload:
+#   - CONNS gRPC connections spread over 3 members become ceil(CONNS / 3)
+#     connections to each node.
+#   - Keys are decimal numbers zero-padded to KEY_SIZE, values random
+#     letters.
+#   - The get workload first writes its GET_KEYSPACE keys, unmeasured.
+#   - Server CPU comes from /proc/PID/stat of the three nodes over the whole
+#     workload, load and warm-up included, as the harness measures etcd.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

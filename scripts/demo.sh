@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds rangekv into build/, starts
-# a 3-node local cluster with a low split threshold, runs a zipfian kv
-# workload and a short YCSB-A, prints the bench summaries and the range
-# table (each range's leader and size), then stops the cluster.
+# The main job. It installs what is missing, builds rangekv into build/ and
+# starts a 3-node local cluster with a low split threshold. It then runs a
+# zipfian kv workload and a short YCSB-A, prints the bench summaries and the
+# range table (each range's leader and size), and stops the cluster.
 #
 # Usage: bash scripts/demo.sh [--short] [--build-dir DIR]
 #   --short          a few seconds per workload (the ctest "demo_short")
@@ -39,10 +39,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-# Sizes: the preload writes keyspace * (16 + value) bytes, so with these
-# thresholds the cluster ends with about 2 * data / split_bytes ranges
-# (each range holds between half the threshold and the threshold), well
-# over 10 in both modes.
+# Sizes: the preload writes keyspace * (16 + value) bytes. A range contains
+# between half the threshold and the threshold once it has split, so the
+# cluster ends with 1 to 2 times data / split_bytes ranges: 32 or more in
+# both modes.
 if [ "$short" -eq 1 ]; then
     seconds=${DEMO_SECONDS:-4}
     ycsb_seconds=2
@@ -77,8 +77,8 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     "$rangekv" cluster stop --dir "$dir/cluster" >/dev/null 2>&1 || true
-    # cluster stop ends every node; anything still alive is a bug, so say
-    # so and end it by its process id.
+    # cluster stop ends every node. A node still alive is a bug, so report
+    # it and end it by its process id.
     for pid in "${pids[@]:-}"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             echo "demo: node pid $pid survived cluster stop; killing it" >&2

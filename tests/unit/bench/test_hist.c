@@ -1,4 +1,5 @@
-/* Checks the bench's log-linear latency histogram against exact answers. */
+/* Checks the bench's log-linear latency histogram against exact
+ * percentiles. */
 #define RKV_LOG_SUBSYS "test"
 #include "common/common.h"
 
@@ -157,7 +158,7 @@ TEST(bench_hist, uniform_latencies)
 }
 
 /* Log-uniform random values from 1 us to 10 s: every percentile is within
- * 1% of the exact nearest-rank answer. */
+ * 1% of the exact nearest-rank percentile. */
 TEST(bench_hist, random_within_one_percent)
 {
     enum { N = 200000 };
