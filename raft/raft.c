@@ -361,8 +361,15 @@ static int step_term(struct rkv_raft *r, const RkvRaft__Message *msg)
             !msg->reject) {
             return 0;
         }
-        rkv_raft__become_follower(
-            r, msg->term, msg_is_from_leader(msg) ? msg->from : 0);
+        if (msg_is_from_leader(msg) || r->role != RKV_RAFT_FOLLOWER) {
+            rkv_raft__become_follower(
+                r, msg->term, msg_is_from_leader(msg) ? msg->from : 0);
+        } else {
+            /* Thesis Figure 3.1: only a leader's message or a granted vote
+             * resets a follower's election timer, so a candidate that
+             * cannot win does not keep everyone else from campaigning. */
+            rkv_raft__adopt_term(r, msg->term);
+        }
         return 0;
     }
     if (msg->term < r->term) {

@@ -83,6 +83,16 @@ void rkv_raft__become_follower(struct rkv_raft *r, uint64_t term,
     rkv_raft__reset_election_timer(r);
 }
 
+void rkv_raft__adopt_term(struct rkv_raft *r, uint64_t term)
+{
+    assert(r->role == RKV_RAFT_FOLLOWER);
+    assert(term > r->term);
+
+    r->term = term;
+    r->vote = 0;
+    set_role(r, RKV_RAFT_FOLLOWER, 0);
+}
+
 int rkv_raft__become_leader(struct rkv_raft *r)
 {
     int rv;

@@ -191,6 +191,8 @@ unsigned rkv_raft__n_voters(const struct rkv_raft_conf *conf);
 /* ---- raft_election.c ---- */
 void rkv_raft__become_follower(struct rkv_raft *r, uint64_t term,
                                uint64_t leader_id);
+/* Moves a follower to a higher term without touching its timer. */
+void rkv_raft__adopt_term(struct rkv_raft *r, uint64_t term);
 int rkv_raft__become_leader(struct rkv_raft *r);
 int rkv_raft__campaign(struct rkv_raft *r, bool pre_vote, bool transfer);
 int rkv_raft__tick_election(struct rkv_raft *r);

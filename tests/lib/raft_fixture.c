@@ -157,6 +157,9 @@ static uint64_t fnv_mix(uint64_t hash, const void *data, size_t len)
 
 static void fsm_append(struct fsm *fsm, const void *data, size_t len)
 {
+    if (len == 0) {
+        return;
+    }
     if (fsm->len + len > fsm->cap) {
         fsm->cap = (fsm->len + len) * 2 + 64;
         fsm->data = xrealloc(fsm->data, fsm->cap);

@@ -3,6 +3,8 @@
  * (tests/lib/raft_fixture.h) through one situation with explicit message
  * delivery, drops, partitions and crashes.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "rangekv/error.h"
@@ -488,5 +490,223 @@ TEST(raft, vote_waits_for_durable_term)
     ASSERT_UINT_EQ(rkv_raft_fixture_n_messages(CLUSTER), 1);
     rkv_raft_fixture_deliver(CLUSTER, 0);
     ASSERT_INT_EQ(rkv_raft_role(RAFT(0)), RKV_RAFT_LEADER);
+    teardown(&fx);
+}
+
+static void set_chunk_bytes(struct rkv_raft_fixture *cluster, unsigned n,
+                            uint64_t chunk_bytes)
+{
+    for (unsigned i = 0; i < n; i++) {
+        rkv_raft_fixture_config(cluster, i)->chunk_bytes_max = chunk_bytes;
+    }
+}
+
+/* A follower whose next entries were compacted away catches up by a
+ * chunked snapshot; a crash in the middle of the install leaves a partial
+ * staging area, and the transfer starts over and completes. */
+TEST(raft, snapshot_catch_up_with_crash)
+{
+    struct fixture fx;
+    char text[32];
+    uint64_t applied;
+    unsigned n_chunks_before;
+
+    setup(&fx, 3, 3);
+    set_chunk_bytes(CLUSTER, 3, 16);
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_crash(CLUSTER, 2);
+    for (int k = 0; k < 20; k++) {
+        snprintf(text, sizeof(text), "entry-%02d", k);
+        propose_ok(CLUSTER, 0, text);
+        CLUSTER_FLUSH();
+    }
+    rkv_raft_fixture_compact(CLUSTER, 0);
+    rkv_raft_fixture_compact(CLUSTER, 1);
+    applied = rkv_raft_fixture_applied(CLUSTER, 0);
+    ASSERT_UINT_EQ(rkv_raft_first_index(RAFT(0)), applied + 1);
+
+    /* Restart S3 and let a few chunks through, then crash it. */
+    rkv_raft_fixture_start(CLUSTER, 2);
+    for (int t = 0; t < 30 && rkv_raft_fixture_n_chunks(CLUSTER, 2) < 3;
+         t++) {
+        rkv_raft_fixture_tick_all(CLUSTER);
+        while (rkv_raft_fixture_n_messages(CLUSTER) > 0 &&
+               rkv_raft_fixture_n_chunks(CLUSTER, 2) < 3) {
+            rkv_raft_fixture_deliver(CLUSTER, 0);
+        }
+    }
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_chunks(CLUSTER, 2), 3);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_installs(CLUSTER, 2), 0);
+    rkv_raft_fixture_crash(CLUSTER, 2);
+    n_chunks_before = rkv_raft_fixture_n_chunks(CLUSTER, 2);
+
+    /* After the restart the transfer starts again from chunk 0. */
+    rkv_raft_fixture_start(CLUSTER, 2);
+    CLUSTER_RUN(40);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_installs(CLUSTER, 2), 1);
+    ASSERT_UINT_GT(rkv_raft_fixture_n_chunks(CLUSTER, 2),
+                   n_chunks_before + 3);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 2), 20);
+    ASSERT_UINT_EQ(rkv_raft_fixture_applied(CLUSTER, 2),
+                   rkv_raft_fixture_applied(CLUSTER, 0));
+
+    /* Replication continues normally after the install. */
+    propose_ok(CLUSTER, 0, "after");
+    CLUSTER_FLUSH();
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 2), 21);
+    teardown(&fx);
+}
+
+/* Proposes a membership change on i and asserts it was accepted. */
+static void change_ok(struct rkv_raft_fixture *cluster, unsigned i,
+                      enum rkv_raft_conf_change change, uint64_t id)
+{
+    uint64_t index;
+    uint64_t term;
+
+    ASSERT_OK(rkv_raft_propose_conf_change(rkv_raft_fixture_raft(cluster, i),
+                                           change, id, &index, &term));
+    rkv_raft_fixture_flush(cluster, 0);
+}
+
+static bool conf_has(struct rkv_raft *r, uint64_t id, bool learner)
+{
+    struct rkv_raft_conf conf;
+
+    rkv_raft_conf_get(r, &conf);
+    for (unsigned k = 0; k < conf.n_servers; k++) {
+        if (conf.servers[k].id == id) {
+            return conf.servers[k].learner == learner;
+        }
+    }
+    return false;
+}
+
+/* A fourth replica joins as a learner (catching up by snapshot), is
+ * promoted to voter, and then the leader removes itself and steps down
+ * once that change commits. */
+TEST(raft, learner_promote_remove_leader)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t term;
+    int leader;
+
+    setup_started(&fx, 4, 3);
+    CLUSTER_ELECT(0);
+    propose_ok(CLUSTER, 0, "one");
+    CLUSTER_FLUSH();
+    rkv_raft_fixture_compact(CLUSTER, 0);
+
+    rkv_raft_fixture_start(CLUSTER, 3);
+    change_ok(CLUSTER, 0, RKV_RAFT_ADD_LEARNER, 4);
+    /* One change at a time: the next waits for this one to commit. */
+    ASSERT_INT_EQ(rkv_raft_propose_conf_change(RAFT(0), RKV_RAFT_PROMOTE, 4,
+                                               &index, &term),
+                  RKV_ECONFCHANGE);
+    CLUSTER_RUN(30);
+    ASSERT_TRUE(conf_has(RAFT(3), 4, true));
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_installs(CLUSTER, 3), 1);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 3), 1);
+    ASSERT_INT_EQ(rkv_raft_campaign(RAFT(3)), -EINVAL);
+
+    change_ok(CLUSTER, 0, RKV_RAFT_PROMOTE, 4);
+    CLUSTER_FLUSH();
+    ASSERT_TRUE(conf_has(RAFT(3), 4, false));
+    ASSERT_INT_EQ(rkv_raft_propose_conf_change(RAFT(0), RKV_RAFT_PROMOTE, 4,
+                                               &index, &term),
+                  -EINVAL);
+
+    change_ok(CLUSTER, 0, RKV_RAFT_REMOVE, 1);
+    CLUSTER_FLUSH();
+    ASSERT_INT_NE(rkv_raft_role(RAFT(0)), RKV_RAFT_LEADER);
+    for (unsigned i = 1; i < 4; i++) {
+        ASSERT_FALSE(conf_has(RAFT(i), 1, false));
+        ASSERT_FALSE(conf_has(RAFT(i), 1, true));
+    }
+
+    CLUSTER_RUN(50);
+    leader = rkv_raft_fixture_leader(CLUSTER);
+    ASSERT_INT_GT(leader, 0);
+    propose_ok(CLUSTER, (unsigned)leader, "two");
+    CLUSTER_FLUSH();
+    for (unsigned i = 1; i < 4; i++) {
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i), 2);
+    }
+    teardown(&fx);
+}
+
+/* A leader new in its term refuses a membership change until it has
+ * committed an entry of that term, the rule that makes single-server
+ * changes safe across leader changes. */
+TEST(raft, conf_change_waits_for_term_commit)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t term;
+
+    setup(&fx, 4, 3);
+    disable_prevote_and_lease(CLUSTER, 3);
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    campaign_until_leader(CLUSTER, 1, drop_appends, NULL);
+    ASSERT_INT_EQ(rkv_raft_propose_conf_change(RAFT(1), RKV_RAFT_ADD_LEARNER,
+                                               4, &index, &term),
+                  RKV_ECONFCHANGE);
+    CLUSTER_RUN(2);
+    ASSERT_UINT_EQ(rkv_raft_commit_index(RAFT(1)),
+                   rkv_raft_last_index(RAFT(1)));
+    change_ok(CLUSTER, 1, RKV_RAFT_ADD_LEARNER, 4);
+    teardown(&fx);
+}
+
+/* Leadership moves to a chosen voter while proposals keep arriving: the
+ * old leader refuses proposals during the transfer, the target catches up
+ * first, and every accepted proposal survives. */
+TEST(raft, transfer_under_load)
+{
+    struct fixture fx;
+    char text[32];
+    unsigned n_accepted = 0;
+    unsigned n_busy = 0;
+    uint64_t term;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    term = rkv_raft_term(RAFT(0));
+    for (int k = 0; k < 40; k++) {
+        uint64_t index;
+        int rv;
+
+        snprintf(text, sizeof(text), "load-%02d", k);
+        if (k == 10) {
+            ASSERT_OK(rkv_raft_transfer_leadership(RAFT(0), 2));
+            ASSERT_INT_EQ(rkv_raft_transfer_leadership(RAFT(0), 3),
+                          RKV_EBUSY);
+        }
+        rv = rkv_raft_fixture_propose(CLUSTER, 0, text, strlen(text), &index);
+        if (rv == 0) {
+            n_accepted++;
+        } else if (rv == RKV_EBUSY) {
+            n_busy++;
+        } else {
+            ASSERT_INT_EQ(rv, RKV_ENOTLEADER);
+        }
+        /* Deliver only part of the traffic per proposal. */
+        for (int d = 0; d < 3 && rkv_raft_fixture_n_messages(CLUSTER) > 0;
+             d++) {
+            rkv_raft_fixture_deliver(CLUSTER, 0);
+        }
+    }
+    CLUSTER_RUN(5);
+    ASSERT_INT_EQ(rkv_raft_fixture_leader(CLUSTER), 1);
+    ASSERT_UINT_EQ(rkv_raft_term(RAFT(1)), term + 1);
+    ASSERT_UINT_GE(n_accepted, 10);
+    ASSERT_UINT_GE(n_busy, 1);
+    for (unsigned i = 0; i < 3; i++) {
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i),
+                       n_accepted);
+    }
     teardown(&fx);
 }
