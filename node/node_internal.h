@@ -59,6 +59,10 @@
 #define RKV_NODE_REPLICAS_BUCKETS_MIN 64
 /* Client requests in flight on one node before new ones get RKV_EBUSY. */
 #define RKV_NODE_REQUESTS_MAX 65536
+/* Leadership spread: how often a node checks its share of leaders, and
+ * how many transfers it starts per check. */
+#define RKV_NODE_SPREAD_INTERVAL_MS 2000
+#define RKV_NODE_SPREAD_MOVES_MAX 4
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -300,6 +304,8 @@ struct rkv_node {
     uint64_t next_iprop_id;
 
     struct rkv_node__counters counters;
+    uint64_t spread_after_ms;           /* next leadership spread check */
+    uint64_t spread_next_target;        /* round-robin transfer target */
     bool stopping;
 
     /* Init handshake with the calling thread of rkv_node_init(). */

@@ -278,3 +278,74 @@ TEST(cluster, garbage_frames_do_not_kill_nodes)
     check_keys(&f, "g", 0, 40);
     teardown(&f);
 }
+
+/* Reads n_leaders and n_ranges from node i's status. */
+static void leader_counts(struct fixture *f, size_t i, uint64_t *n_leaders,
+                          uint64_t *n_ranges)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+
+    request.id = 11;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    response = rkv_test_rpc_call_addr(f->cluster.client_addrs[i], &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    *n_leaders = response->status->n_leaders;
+    *n_ranges = response->status->n_ranges;
+    rkv__rpc__response__free_unpacked(response, NULL);
+}
+
+TEST(cluster, leadership_spreads)
+{
+    /* After many splits driven by one leader, leadership spreads until no
+     * node leads more than its share (ranges / nodes, rounded up) plus
+     * one. */
+    struct fixture f;
+    bool spread = false;
+    uint64_t leaders[3];
+    uint64_t n_ranges = 0;
+
+    setup(&f, 3, 4096);
+    put_keys(&f, "l", 0, 600);
+    for (int attempt = 0; attempt < 150 && !spread; attempt++) {
+        uint64_t share;
+
+        usleep(100 * 1000);
+        for (size_t i = 0; i < 3; i++) {
+            leader_counts(&f, i, &leaders[i], &n_ranges);
+        }
+        share = (n_ranges + 2) / 3;
+        spread = n_ranges >= 6 && leaders[0] <= share + 1 &&
+                 leaders[1] <= share + 1 && leaders[2] <= share + 1 &&
+                 leaders[0] + leaders[1] + leaders[2] == n_ranges;
+    }
+    ASSERT_UINT_GE(n_ranges, 6);
+    ASSERT_UINT_LE(leaders[0], (n_ranges + 2) / 3 + 1);
+    ASSERT_UINT_LE(leaders[1], (n_ranges + 2) / 3 + 1);
+    ASSERT_UINT_LE(leaders[2], (n_ranges + 2) / 3 + 1);
+    check_keys(&f, "l", 0, 600);
+    teardown(&f);
+}
+
+TEST(cluster, all_killed_keep_acknowledged_writes)
+{
+    /* kill -9 of every node at once loses no acknowledged write: after a
+     * restart of all three from their folders every key reads back. */
+    struct fixture f;
+
+    setup(&f, 3, 8192);
+    put_keys(&f, "d", 0, 300);
+    for (size_t i = 0; i < 3; i++) {
+        rkv_test_cluster_kill_node(&f.cluster, i);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        rkv_test_cluster_start_node(&f.cluster, i);
+    }
+    check_keys(&f, "d", 0, 300);
+    put_keys(&f, "d", 300, 350);
+    check_keys(&f, "d", 300, 350);
+    teardown(&f);
+}
