@@ -766,6 +766,30 @@ int rkv_client_node_status(struct rkv_client *client, const char *host,
     return 0;
 }
 
+int rkv_client_init_cluster(struct rkv_client *client, const char *host,
+                            uint64_t *cluster_id_out)
+{
+    struct rkv_client__op *op;
+    int rv;
+
+    if (client == NULL || host == NULL || strrchr(host, ':') == NULL ||
+        strlen(host) >= RKV_CLIENT_ADDR_MAX) {
+        return -EINVAL;
+    }
+    op = client_op_new(client, RKV_CLIENT__OP_INIT);
+    if (op == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(op->target_addr, sizeof(op->target_addr), "%s", host);
+    rv = client_run_internal(client, op, &op);
+    if (rv != 0) {
+        return rv;
+    }
+    *cluster_id_out = op->status.cluster_id;
+    rkv_client__op_free(op);
+    return 0;
+}
+
 int rkv_client_node_addrs(struct rkv_client *client, char ***addrs_out,
                           size_t *n_addrs_out)
 {

@@ -238,6 +238,7 @@ enum {
     RKV_CLIENT__OP_RANGES = 100, /* RangesRequest to any node */
     RKV_CLIENT__OP_SPLIT,        /* SplitRequest to the key's leader */
     RKV_CLIENT__OP_STATUS,       /* StatusRequest to target_addr */
+    RKV_CLIENT__OP_INIT,         /* InitRequest to target_addr */
 };
 
 enum rkv_client__op_state {
@@ -279,7 +280,7 @@ struct rkv_client__op {
     bool serializable;         /* GET/SCAN skip ReadIndex */
     struct rkv_client_batch_op *batch_ops; /* BATCH; pointers into arena */
     size_t n_batch_ops;
-    char target_addr[RKV_CLIENT_ADDR_MAX]; /* STATUS: node to ask */
+    char target_addr[RKV_CLIENT_ADDR_MAX]; /* STATUS, INIT: node to ask */
     void *arena;               /* owned; contains the copies above */
 
     /* Routing and retry state. */
@@ -308,7 +309,7 @@ struct rkv_client__op {
     size_t n_ranges;
     char **node_addrs;         /* RANGES: client addresses; owned */
     size_t n_node_addrs;
-    struct rkv_client_node_status status; /* STATUS */
+    struct rkv_client_node_status status; /* STATUS; INIT: cluster_id */
 
     /* Completion: exactly one of done and waiter is set. */
     rkv_client_done_cb done;

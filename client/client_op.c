@@ -51,6 +51,7 @@ static bool op_is_write(const struct rkv_client__op *op)
     case RKV_CLIENT_CAS:
     case RKV_CLIENT_BATCH:
     case RKV_CLIENT__OP_SPLIT:
+    case RKV_CLIENT__OP_INIT:
         return true;
     default:
         return false;
@@ -477,7 +478,8 @@ void rkv_client__op_start(struct rkv_client__op *op)
     }
 
     switch (op->kind) {
-    case RKV_CLIENT__OP_STATUS: {
+    case RKV_CLIENT__OP_STATUS:
+    case RKV_CLIENT__OP_INIT: {
         struct rkv_client__node *node =
             rkv_client__node_learn(client, 0, op->target_addr);
         struct rkv_client__conn *conn =

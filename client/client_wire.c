@@ -68,6 +68,7 @@ struct wire_request_parts {
     Rkv__Rpc__RangesRequest ranges;
     Rkv__Rpc__SplitRequest split;
     Rkv__Rpc__StatusRequest status;
+    Rkv__Rpc__InitRequest init;
 };
 
 /* Points request's oneof at the part for op->kind. The scan starts at the
@@ -139,6 +140,11 @@ static void wire_fill_op(const struct rkv_client__op *op,
         rkv__rpc__status_request__init(&p->status);
         request->op_case = RKV__RPC__REQUEST__OP_STATUS;
         request->status = &p->status;
+        break;
+    case RKV_CLIENT__OP_INIT:
+        rkv__rpc__init_request__init(&p->init);
+        request->op_case = RKV__RPC__REQUEST__OP_INIT;
+        request->init = &p->init;
         break;
     default:
         assert(false);
@@ -533,6 +539,12 @@ int rkv_client__wire_take_result(struct rkv_client__op *op,
             return RKV_EMALFORMED;
         }
         wire_take_status(op, msg->status);
+        return 0;
+    case RKV_CLIENT__OP_INIT:
+        if (msg->result_case != RKV__RPC__RESPONSE__RESULT_INIT) {
+            return RKV_EMALFORMED;
+        }
+        op->status.cluster_id = msg->init->cluster_id;
         return 0;
     default:
         /* PUT, BATCH and SPLIT succeed without a body. */

@@ -209,6 +209,14 @@ struct rkv_client_node_status {
 int rkv_client_node_status(struct rkv_client *client, const char *host,
                            struct rkv_client_node_status *status_out);
 
+/* Bootstraps a new cluster through the node at host ("host:port", a client
+ * address), as `rangekv init` does, once every initial member runs. Sets
+ * *cluster_id_out on success. Fails with RKV_ESTALE when the node already
+ * belongs to a cluster, and RKV_EUNKNOWN when the connection dropped after
+ * the request was sent (check with a request before retrying). */
+int rkv_client_init_cluster(struct rkv_client *client, const char *host,
+                            uint64_t *cluster_id_out);
+
 /* Lists the client addresses of every node the cluster knows, so callers
  * can ask each for its status. Free with rkv_client_strings_free(). */
 int rkv_client_node_addrs(struct rkv_client *client, char ***addrs_out,
