@@ -38,20 +38,37 @@
  * the same replicas and the new generation, its Raft state starts at
  * RKV_RANGE_SPLIT_INDEX / RKV_RANGE_SPLIT_TERM, and stats are divided.
  *
- * Right-hand ranges on lagging replicas: a node that receives Raft messages
- * for a range id it does not have must drop them (Raft resends) unless the
- * range is created by a later split apply; after a snapshot of the left
- * range has skipped the split, the node calls rkv_range_create_uninit(),
- * and the right range is then filled by a snapshot from its leader, which
- * rkv_range_snapshot_install_finish() accepts only while its span does not
- * overlap another initialized range on this node.
+ * Right-hand ranges on lagging replicas: a node that receives a Raft
+ * message for a range id it does not have creates an uninitialized replica
+ * (rkv_range_create_uninit(), then a Raft core with an empty
+ * configuration) and steps the message into it. Two things can then
+ * happen, and tests/unit/range/test_range_cluster.c runs both:
+ *   - the left range's split applies here: the split initializes the
+ *     replica's store records, and the node restarts that range's Raft core
+ *     from rkv_range_state_load();
+ *   - the leader sends a snapshot: rkv_range_snapshot_install_finish()
+ *     fails the commit with RKV_EBUSY while the span still overlaps the
+ *     unsplit left range here. The node then drops that ready batch and
+ *     restarts the range's Raft core from the store, as after a crash, and
+ *     the leader sends the snapshot again later.
+ * Dropping such messages instead is also safe, but a replica whose left
+ * range was caught up by a snapshot past the split would then never get
+ * the right range.
+ *
+ * Raft restart: boot a range's core with hard state, snapshot index and
+ * term = compacted_index and compacted_term, configuration = desc.replicas
+ * (empty when not initialized), applied = applied_index, and the entries
+ * from rkv_range_log_load(compacted_index + 1, last_index).
  *
  * Threads: a store may be used from many threads. Write transactions
  * (struct rkv_range_wtxn) run one at a time (LMDB serializes them); the
  * node's writer thread owns them. Read transactions (struct rkv_range_rtxn)
  * and snapshot readers may be opened on any thread, several per thread,
  * while a write transaction runs. Encode functions are pure and may run on
- * any thread.
+ * any thread. Growing the map waits until every read transaction and
+ * snapshot reader in the process has ended, so the thread that commits
+ * must not hold one itself (it would deadlock), and a long-lived snapshot
+ * reader delays writes that need a bigger map.
  *
  * Invariants:
  *   1. An entry's effects and the new applied index commit in one LMDB
@@ -130,9 +147,10 @@ struct rkv_range_store_options {
     uint32_t readers_max;     /* concurrent read txns; 0: 126 */
 };
 
-/* Opens (creating if needed) the store in options->path. On success *out is
- * a new store freed by rkv_range_store_close(). On failure errmsg (may be
- * NULL; RKV_RANGE_ERRMSG_SIZE bytes) names the step and the cause. Errors:
+/* Opens the store in options->path, creating the folder (one level) and
+ * the database when missing. On success *out is a new store freed by
+ * rkv_range_store_close(). On failure errmsg (may be NULL;
+ * RKV_RANGE_ERRMSG_SIZE bytes) names the step and the cause. Errors:
  * -errno from the file system, RKV_ECONFIG (bad option, LMDB key size
  * limit too small), RKV_ECORRUPT. Call from one thread, once per path. */
 int rkv_range_store_open(const struct rkv_range_store_options *options,
@@ -533,8 +551,10 @@ struct rkv_range_snapshot_meta {
 };
 
 /* Opens a reader of a range's data and state from one read transaction.
- * chunk_bytes_max 0 means RKV_RANGE_SNAPSHOT_CHUNK_DEFAULT. meta_out (may
- * be NULL) receives the snapshot's position. Free with
+ * chunk_bytes_max 0 means RKV_RANGE_SNAPSHOT_CHUNK_DEFAULT. A chunk holds
+ * at least one pair, so it can exceed chunk_bytes_max by one pair (up to
+ * value_max plus about 530 bytes); Raft's chunk limit must allow that.
+ * meta_out (may be NULL) receives the snapshot's position. Free with
  * rkv_range_snapshot_close(). Errors: RKV_ERANGENOTFOUND, -ENOMEM. */
 int rkv_range_snapshot_open(struct rkv_range_store *store, uint64_t range_id,
                             size_t chunk_bytes_max,

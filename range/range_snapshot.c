@@ -4,8 +4,8 @@
  * then swaps them in atomically.
  *
  * Sending: rkv_range_snapshot_open() starts a read transaction and reads
- * the descriptor and applied state; each rkv_range_snapshot_next() encodes
- * the next pairs of the stored span into a SnapshotChunk. Chunk 0 carries
+ * the descriptor and applied state. Each rkv_range_snapshot_next() then
+ * encodes the next pairs of the stored span into a SnapshotChunk. Chunk 0 carries
  * the descriptor, index and term. A chunk holds at least one pair, so it
  * may exceed chunk_bytes_max by one pair (at most value_max plus about
  * 530 bytes of key and framing).

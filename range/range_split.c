@@ -243,9 +243,9 @@ static int split_find_middle(MDB_cursor *cursor, const uint8_t *upper,
         if (key[0] != RKV_RANGE__PREFIX_USER) {
             continue;
         }
-        /* Split before the pair whose middle byte crosses half, which
-         * balances the sides best; the first user key always stays left
-         * so that the left side is non-empty. */
+        /* Split before the pair whose middle byte crosses half, because
+         * that balances the sides best. The first user key always stays
+         * left, so the left side is never empty. */
         if (n_keys > 0 && bytes + (k.mv_size - 1 + v.mv_size) / 2 >= half) {
             memcpy(key_out, key + 1, k.mv_size - 1);
             *key_len_out = k.mv_size - 1;

@@ -293,8 +293,8 @@ static int wtxn_run_replicas(struct rkv_range__tx *tx, const struct wtxn_op *op)
     RKV_LOG(RKV_INFO, "replicas changed range=%llu generation=%llu n=%zu",
             (unsigned long long)desc.range_id,
             (unsigned long long)desc.generation, desc.n_replicas);
-    /* The first range holds its own meta record; others are refreshed by
-     * a meta update proposed to the first range. */
+    /* The first range stores its own meta record. Other ranges are
+     * refreshed by a meta update proposed to the first range. */
     if (desc.range_id == RKV_RANGE_ID_FIRST) {
         return rkv_range__meta_write(tx, &desc);
     }

@@ -456,8 +456,8 @@ static void assert_matches_model(struct fixture *f, const struct model *m)
     fx_assert_stats_exact(f, 1);
 }
 
-/* Every write of every apply is made to fail once, followed by a restart:
- * the store then holds exactly the entries before it, and the retried
+/* Every write of every apply is made to fail once, followed by a restart.
+ * The store then contains exactly the entries before it, and the retried
  * entry applies once. */
 TEST(apply, exactly_once_across_failures)
 {

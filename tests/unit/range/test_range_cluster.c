@@ -1,8 +1,8 @@
-/* Checks splits under replication: three nodes in one process, each with a
- * real LMDB store and one Raft core per range, exchange Raft messages over
- * an in-memory network while a workload drives ranges through 20 and more
- * splits, with one node paused and resumed in the middle. All replicas
- * must end with the same descriptors and content.
+/* Checks splits under replication. Three nodes in one process, each with
+ * a real LMDB store and one Raft core per range, exchange Raft messages
+ * over an in-memory network. A workload drives ranges through 20 and more
+ * splits while one node is paused and resumed, and all replicas must end
+ * with the same descriptors and content.
  *
  * The harness plays the node runtime: it persists each ready batch in one
  * write transaction, applies committed entries, creates the right-hand
@@ -141,7 +141,8 @@ static void replica_boot(struct cluster *c, unsigned n,
                                      &n_entries));
         msgs = calloc(n_entries, sizeof(*msgs));
         ptrs = calloc(n_entries, sizeof(*ptrs));
-        ASSERT_TRUE(msgs != NULL && ptrs != NULL);
+        ASSERT_TRUE(msgs != NULL);
+        ASSERT_TRUE(ptrs != NULL);
         for (size_t i = 0; i < n_entries; i++) {
             rkv_raft__entry__init(&msgs[i]);
             msgs[i].index = entries[i].index;
@@ -291,7 +292,8 @@ static void apply_committed(struct cluster *c, unsigned n,
     }
     results = calloc(rd->n_committed, sizeof(*results));
     entries = calloc(rd->n_committed, sizeof(*entries));
-    ASSERT_TRUE(results != NULL && entries != NULL);
+    ASSERT_TRUE(results != NULL);
+    ASSERT_TRUE(entries != NULL);
     ASSERT_OK(rkv_range_wtxn_begin(node->fx.store, &wtxn));
     for (size_t i = 0; i < rd->n_committed; i++) {
         entries[i].index = rd->committed[i]->index;
@@ -348,7 +350,8 @@ static void serve_snapshots(struct cluster *c, unsigned n,
                                     (s->n_chunks + 1) * sizeof(*s->chunks));
                 s->lens = realloc(s->lens,
                                   (s->n_chunks + 1) * sizeof(*s->lens));
-                ASSERT_TRUE(s->chunks != NULL && s->lens != NULL);
+                ASSERT_TRUE(s->chunks != NULL);
+                ASSERT_TRUE(s->lens != NULL);
                 ASSERT_OK(rkv_range_snapshot_next(reader,
                                                   &s->chunks[s->n_chunks],
                                                   &s->lens[s->n_chunks],
@@ -715,7 +718,7 @@ static void cluster_stop(struct cluster *c)
     free(c->queue);
 }
 
-/* Returns whether every node holds every range at the same applied index
+/* Returns whether every node has every range at the same applied index
  * with the same content. */
 static bool cluster_converged(struct cluster *c, bool fail)
 {
@@ -764,9 +767,9 @@ static bool cluster_converged(struct cluster *c, bool fail)
     return same;
 }
 
-/* Writes random keys until ranges split 20 times or more, pausing node 3
- * from the 4th split to the 12th, with logs compacted so that node 3 must
- * catch up by snapshot; all replicas then converge. */
+/* Writes random keys until ranges split 20 times or more, with node 3
+ * paused from the 4th split to the 12th. Logs are compacted, so node 3 must
+ * catch up by snapshot, and all replicas then converge. */
 TEST(cluster, splits_converge_with_paused_replica)
 {
     struct cluster c;

@@ -183,8 +183,8 @@ TEST(split, empty_sides)
     fx_close(&f);
 }
 
-/* A split proposed against an old generation or at a bad key changes
- * nothing and says why. */
+/* A split proposed against an old generation or at an invalid key changes
+ * nothing and returns the reason. */
 TEST(split, rejected_commands)
 {
     struct fixture f;

@@ -179,7 +179,7 @@ TEST(log, append_gap_rejected)
     fx_close(&f);
 }
 
-/* Truncation and compaction move the log bounds, and restart sees them. */
+/* Truncation and compaction move the log bounds, which survive restart. */
 TEST(log, truncate_and_compact)
 {
     struct fixture f;
