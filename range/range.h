@@ -521,8 +521,8 @@ int rkv_range_encode_split(const struct rkv_range_store *store,
  * new_range_id is the id allocated. */
 int rkv_range_encode_alloc_range_id(uint8_t **buf_out, size_t *len_out);
 
-/* Writes the meta records of the two sides of a split (propose to range
- * 1). */
+/* Writes the meta records of the two sides of a split, or of one range
+ * after a replica change when right is NULL (propose to range 1). */
 int rkv_range_encode_meta_update(const struct rkv_range_desc *left,
                                  const struct rkv_range_desc *right,
                                  uint8_t **buf_out, size_t *len_out);

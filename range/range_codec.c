@@ -431,12 +431,14 @@ int rkv_range_encode_meta_update(const struct rkv_range_desc *left,
     RkvRange__Replica *replica_ptrs[2][RKV_RANGE_REPLICAS_MAX];
 
     assert(rkv_range__desc_is_valid(left));
-    assert(rkv_range__desc_is_valid(right));
+    assert(right == NULL || rkv_range__desc_is_valid(right));
 
     rkv_range__desc_to_msg(left, &msgs[0], replicas[0], replica_ptrs[0]);
-    rkv_range__desc_to_msg(right, &msgs[1], replicas[1], replica_ptrs[1]);
+    if (right != NULL) {
+        rkv_range__desc_to_msg(right, &msgs[1], replicas[1], replica_ptrs[1]);
+    }
     update.descriptors = ptrs;
-    update.n_descriptors = 2;
+    update.n_descriptors = right != NULL ? 2 : 1;
     cmd.cmd_case = RKV_RANGE__COMMAND__CMD_META_UPDATE;
     cmd.meta_update = &update;
     return codec_pack(NULL, &cmd, buf_out, len_out, NULL);

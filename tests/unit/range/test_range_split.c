@@ -298,6 +298,47 @@ TEST(split, meta_addressing)
     fx_close(&f);
 }
 
+/* A replica change of another range reaches the meta span through a
+ * one-descriptor meta update. */
+TEST(split, meta_update_after_replica_change)
+{
+    struct fixture f;
+    struct rkv_range_replica replicas[2] = {
+        {.node_id = 1, .replica_id = 1},
+        {.node_id = 4, .replica_id = 2, .learner = true},
+    };
+    struct rkv_range_apply_result result;
+    struct rkv_range_wtxn *wtxn;
+    struct rkv_range_rtxn *rtxn;
+    struct rkv_range_desc desc;
+    struct rkv_range_desc found;
+    uint8_t *cmd;
+    size_t len;
+
+    fx_open(&f, "s", 0);
+    fx_bootstrap(&f);
+    fx_split(&f, 1, "m", 1);
+    ASSERT_OK(rkv_range_wtxn_begin(f.store, &wtxn));
+    ASSERT_OK(rkv_range_replicas_set(wtxn, 2, replicas, 2));
+    ASSERT_OK(rkv_range_wtxn_commit(wtxn));
+    desc = desc_of(&f, 2);
+    ASSERT_UINT_EQ(desc.generation, 3);
+
+    ASSERT_OK(rkv_range_encode_meta_update(&desc, NULL, &cmd, &len));
+    ASSERT_OK(fx_apply(&f, 1, cmd, len, &result));
+    rkv_free(cmd);
+    ASSERT_INT_EQ(result.rv, 0);
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+    ASSERT_OK(rkv_range_meta_lookup(rtxn, "x", 1, &found));
+    rkv_range_rtxn_end(rtxn);
+    ASSERT_UINT_EQ(found.range_id, 2);
+    ASSERT_UINT_EQ(found.generation, 3);
+    ASSERT_UINT_EQ(found.n_replicas, 2);
+    ASSERT_UINT_EQ(found.replicas[1].node_id, 4);
+    ASSERT_TRUE(found.replicas[1].learner);
+    fx_close(&f);
+}
+
 /* An uninitialized replica keeps its vote when the split creates it. */
 TEST(split, initializes_uninit_replica)
 {
