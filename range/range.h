@@ -7,7 +7,7 @@
  *   data   the user keyspace, shared by all ranges, plus the system span.
  *          A user key K is stored as 0x02 K; the system span is every
  *          stored key starting with 0x01, so it sorts before all user keys.
- *          The system span holds the meta records (one range descriptor per
+ *          The system span contains the meta records (one range descriptor per
  *          range, keyed by its start key) and the range id counter. It is
  *          part of range 1, whose start key is always the empty key, so no
  *          split can fall inside it.
@@ -135,12 +135,12 @@ struct rkv_range_snapshot_reader;
 /* ---- store -------------------------------------------------------------- */
 
 struct rkv_range_store_options {
-    const char *path;      /* existing directory; borrowed during open */
-    uint64_t map_size;     /* initial map size in bytes; 0: 1 GiB */
-    uint64_t map_size_max; /* growth limit in bytes; 0: 1 TiB */
-    bool no_sync;          /* true: commits skip fsync (MDB_NOSYNC); a crash
-                              may lose recent commits. Tests only. */
-    uint32_t value_max;    /* bytes; 0: RKV_RANGE_VALUE_MAX_DEFAULT */
+    const char *path;         /* directory; borrowed during open */
+    uint64_t map_size;        /* initial map size in bytes; 0: 1 GiB */
+    uint64_t map_size_max;    /* growth limit in bytes; 0: 1 TiB */
+    bool no_sync;             /* true: commits skip fsync (MDB_NOSYNC); a crash
+                                 may lose recent commits. Tests only. */
+    uint32_t value_max;       /* bytes; 0: RKV_RANGE_VALUE_MAX_DEFAULT */
     uint32_t batch_ops_max;   /* 0: RKV_RANGE_BATCH_OPS_MAX_DEFAULT */
     uint32_t batch_bytes_max; /* 0: RKV_RANGE_BATCH_BYTES_MAX_DEFAULT */
     uint64_t split_bytes;     /* 0: RKV_RANGE_SPLIT_BYTES_DEFAULT */
@@ -222,7 +222,7 @@ struct rkv_range_stats {
     uint64_t key_count;
 };
 
-/* Raft's persistent state (Raft paper figure 2). */
+/* Raft's hard state, the same fields as struct rkv_raft_hard_state. */
 struct rkv_range_hard_state {
     uint64_t term;
     uint64_t vote;   /* replica id voted for in term; 0: none */
@@ -231,15 +231,14 @@ struct rkv_range_hard_state {
 
 /* Everything a node needs to restart one replica. */
 struct rkv_range_state {
-    struct rkv_range_desc desc;        /* valid when initialized */
-    bool initialized;                  /* false: placeholder, no span */
+    struct rkv_range_desc desc; /* valid when initialized */
+    bool initialized;           /* false: placeholder, no span */
     struct rkv_range_hard_state hard_state;
     uint64_t applied_index;
     uint64_t applied_term;
-    uint64_t compacted_index;          /* log holds compacted_index + 1 .. */
-    uint64_t compacted_term;           /* term of compacted_index */
-    uint64_t last_index;               /* compacted_index when the log is
-                                          empty */
+    uint64_t compacted_index; /* the log starts after it */
+    uint64_t compacted_term;  /* term of compacted_index */
+    uint64_t last_index;      /* compacted_index when the log is empty */
     uint64_t last_term;
     struct rkv_range_stats stats;
 };
@@ -281,8 +280,8 @@ struct rkv_range_entry {
  * below the compacted index, RKV_ENOTFOUND past the last index,
  * RKV_ERANGENOTFOUND, -ENOMEM. Any thread. */
 int rkv_range_log_load(struct rkv_range_store *store, uint64_t range_id,
-                       uint64_t from_index, uint64_t to_index,
-                       size_t bytes_max, struct rkv_range_entry **entries_out,
+                       uint64_t from_index, uint64_t to_index, size_t bytes_max,
+                       struct rkv_range_entry **entries_out,
                        size_t *n_entries_out);
 void rkv_range_entries_free(struct rkv_range_entry *entries, size_t n_entries);
 
@@ -340,7 +339,7 @@ int rkv_range_log_compact(struct rkv_range_wtxn *wtxn, uint64_t range_id,
 
 /* What applying one committed entry did, for the client waiting on it. */
 enum rkv_range_cmd_kind {
-    RKV_RANGE_CMD_NONE = 0,      /* no-op and configuration entries */
+    RKV_RANGE_CMD_NONE = 0, /* no-op and configuration entries */
     RKV_RANGE_CMD_PUT,
     RKV_RANGE_CMD_DELETE,
     RKV_RANGE_CMD_CAS,
@@ -359,12 +358,12 @@ struct rkv_range_apply_result {
      * the range, a command for range 1 sent elsewhere), RKV_EMALFORMED (the
      * entry does not decode), RKV_ETOOLARGE (over this node's limits). */
     int rv;
-    bool found;        /* DELETE: the key existed; CAS: swapped */
-    uint8_t *value;    /* CAS not swapped: the current value, NULL when the
-                          key is absent; owned, see _result_free() */
+    bool found;     /* DELETE: the key existed; CAS: swapped */
+    uint8_t *value; /* CAS not swapped: the current value, NULL when the
+                       key is absent; owned, see _result_free() */
     size_t value_len;
-    uint64_t new_range_id;      /* ALLOC_RANGE_ID */
-    struct rkv_range_desc desc; /* SPLIT: left; EKEYMISMATCH: current */
+    uint64_t new_range_id;       /* ALLOC_RANGE_ID */
+    struct rkv_range_desc desc;  /* SPLIT: left; EKEYMISMATCH: current */
     struct rkv_range_desc right; /* SPLIT: the new right-hand range */
 };
 
@@ -435,7 +434,7 @@ struct rkv_range_kv {
 struct rkv_range_scan_result {
     struct rkv_range_kv *pairs; /* owned array; pairs borrowed from rtxn */
     size_t n_pairs;
-    bool more_after;            /* stopped by limit or by the range end */
+    bool more_after; /* stopped by limit or by the range end */
     uint8_t resume_key[RKV_RANGE_KEY_MAX]; /* where to continue */
     size_t resume_key_len;
 };

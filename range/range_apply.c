@@ -36,8 +36,8 @@ static int apply_read(struct rkv_range__tx *tx, const uint8_t *stored_key,
                       size_t stored_key_len, MDB_val *value_out,
                       bool *found_out)
 {
-    int rv = rkv_range__get(tx, tx->store->dbi_data, stored_key,
-                            stored_key_len, value_out);
+    int rv = rkv_range__get(tx, tx->store->dbi_data, stored_key, stored_key_len,
+                            value_out);
 
     if (rv == RKV_ENOTFOUND) {
         *found_out = false;
@@ -74,9 +74,9 @@ static int apply_write_key(struct rkv_range__tx *tx,
         *existed_out = found;
     }
     if (is_delete) {
-        return found ? rkv_range__del(tx, tx->store->dbi_data, stored,
-                                      stored_len)
-                     : 0;
+        return found
+                   ? rkv_range__del(tx, tx->store->dbi_data, stored, stored_len)
+                   : 0;
     }
     stats->key_count++;
     stats->key_bytes += key_len;
@@ -100,8 +100,10 @@ static int apply_check_key(const struct rkv_range_desc *desc,
     return 0;
 }
 
-static int apply_put(struct rkv_range__tx *tx, const struct rkv_range_desc *desc,
-                     struct rkv_range__applied *applied, const RkvRange__Put *put,
+static int apply_put(struct rkv_range__tx *tx,
+                     const struct rkv_range_desc *desc,
+                     struct rkv_range__applied *applied,
+                     const RkvRange__Put *put,
                      struct rkv_range_apply_result *result)
 {
     result->rv = apply_check_key(desc, &put->key, result);
@@ -129,8 +131,10 @@ static int apply_delete(struct rkv_range__tx *tx,
                            true, NULL, 0, &result->found);
 }
 
-static int apply_cas(struct rkv_range__tx *tx, const struct rkv_range_desc *desc,
-                     struct rkv_range__applied *applied, const RkvRange__Cas *cas,
+static int apply_cas(struct rkv_range__tx *tx,
+                     const struct rkv_range_desc *desc,
+                     struct rkv_range__applied *applied,
+                     const RkvRange__Cas *cas,
                      struct rkv_range_apply_result *result)
 {
     uint8_t stored[RKV_RANGE__STORED_KEY_MAX];
@@ -208,9 +212,9 @@ static int apply_batch(struct rkv_range__tx *tx,
     for (size_t i = 0; i < batch->n_ops; i++) {
         const RkvRange__BatchOp *op = batch->ops[i];
 
-        rv = apply_write_key(tx, &applied->stats, op->key.data, op->key.len,
-                             op->is_delete, op->value.data, op->value.len,
-                             NULL);
+        rv =
+            apply_write_key(tx, &applied->stats, op->key.data, op->key.len,
+                            op->is_delete, op->value.data, op->value.len, NULL);
         if (rv != 0) {
             return rv;
         }
@@ -333,8 +337,7 @@ int rkv_range__apply(struct rkv_range__tx *tx, uint64_t range_id,
     if (entry->index != applied.index + 1) {
         RKV_LOG(RKV_ERROR,
                 "apply out of order range=%llu index=%llu applied=%llu",
-                (unsigned long long)range_id,
-                (unsigned long long)entry->index,
+                (unsigned long long)range_id, (unsigned long long)entry->index,
                 (unsigned long long)applied.index);
         return -EINVAL;
     }

@@ -21,15 +21,15 @@
 bool rkv_range_desc_contains_key(const struct rkv_range_desc *desc,
                                  const void *key, size_t key_len)
 {
-    if (rkv_range__key_cmp(key, key_len, desc->start_key,
-                           desc->start_key_len) < 0) {
+    if (rkv_range__key_cmp(key, key_len, desc->start_key, desc->start_key_len) <
+        0) {
         return false;
     }
     if (desc->end_key_len == 0) {
         return true;
     }
-    return rkv_range__key_cmp(key, key_len, desc->end_key,
-                              desc->end_key_len) < 0;
+    return rkv_range__key_cmp(key, key_len, desc->end_key, desc->end_key_len) <
+           0;
 }
 
 bool rkv_range__desc_is_valid(const struct rkv_range_desc *desc)
@@ -178,8 +178,7 @@ static int codec_check_value(const struct rkv_range_store *store,
                              size_t value_len, char *errmsg)
 {
     if (value_len > store->value_max) {
-        codec_errmsg(errmsg,
-                     "value of %zu bytes is over the limit of %u bytes",
+        codec_errmsg(errmsg, "value of %zu bytes is over the limit of %u bytes",
                      value_len, store->value_max);
         return RKV_ETOOLARGE;
     }
@@ -196,8 +195,8 @@ static int codec_pack(const struct rkv_range_store *store,
 
     if (store != NULL && len > store->batch_bytes_max) {
         codec_errmsg(errmsg,
-                     "command of %zu bytes is over the limit of %u bytes",
-                     len, store->batch_bytes_max);
+                     "command of %zu bytes is over the limit of %u bytes", len,
+                     store->batch_bytes_max);
         return RKV_ETOOLARGE;
     }
     buf = rkv_malloc(len > 0 ? len : 1);
@@ -274,8 +273,8 @@ int rkv_range_encode_cas(const struct rkv_range_store *store, const void *key,
     if (rv != 0) {
         return rv;
     }
-    rv = codec_check_value(store, new_value != NULL ? new_value_len : 0,
-                           errmsg);
+    rv =
+        codec_check_value(store, new_value != NULL ? new_value_len : 0, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -307,8 +306,7 @@ static int codec_check_batch(const struct rkv_range_store *store,
         return -EINVAL;
     }
     if (n_ops > store->batch_ops_max) {
-        codec_errmsg(errmsg,
-                     "batch of %zu operations is over the limit of %u",
+        codec_errmsg(errmsg, "batch of %zu operations is over the limit of %u",
                      n_ops, store->batch_ops_max);
         return RKV_ETOOLARGE;
     }
@@ -394,8 +392,7 @@ int rkv_range_encode_split(const struct rkv_range_store *store,
     if (!rkv_range_desc_contains_key(desc, split_key, split_key_len) ||
         rkv_range__key_cmp(split_key, split_key_len, desc->start_key,
                            desc->start_key_len) == 0) {
-        codec_errmsg(errmsg,
-                     "split key is not strictly inside range %llu",
+        codec_errmsg(errmsg, "split key is not strictly inside range %llu",
                      (unsigned long long)desc->range_id);
         return -EINVAL;
     }

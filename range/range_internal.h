@@ -64,11 +64,11 @@ struct rkv_range_store {
      * grows, because LMDB allows mdb_env_set_mapsize() only with no
      * transaction active in the process. */
     pthread_rwlock_t map_lock;
-    uint64_t map_size_max;      /* bytes */
+    uint64_t map_size_max; /* bytes */
     bool no_sync;
-    uint32_t value_max;         /* bytes */
+    uint32_t value_max; /* bytes */
     uint32_t batch_ops_max;
-    uint32_t batch_bytes_max;   /* bytes of one encoded command */
+    uint32_t batch_bytes_max; /* bytes of one encoded command */
     _Atomic uint64_t split_bytes;
     _Atomic uint64_t n_commits;
     _Atomic uint64_t n_fsyncs;

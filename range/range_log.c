@@ -138,8 +138,8 @@ int rkv_range__log_append(struct rkv_range__tx *tx, uint64_t range_id,
 
     rv = rkv_range__bounds_load(tx, range_id, &bounds);
     if (rv == 0) {
-        rv = rkv_range__log_last(tx, range_id, &bounds, &last_index,
-                                 &last_term);
+        rv =
+            rkv_range__log_last(tx, range_id, &bounds, &last_index, &last_term);
     }
     if (rv != 0) {
         return rv;
@@ -281,8 +281,7 @@ static int log_entry_copy(const MDB_val *k, const MDB_val *v,
 /* Reads entries [from, to] of a range into a growing array. */
 static int log_load_entries(struct rkv_range__tx *tx, uint64_t range_id,
                             uint64_t from, uint64_t to, size_t bytes_max,
-                            struct rkv_range_entry **entries_out,
-                            size_t *n_out)
+                            struct rkv_range_entry **entries_out, size_t *n_out)
 {
     uint8_t key[LOG_KEY_LEN];
     MDB_cursor *cursor;
@@ -345,8 +344,8 @@ err:
 }
 
 int rkv_range_log_load(struct rkv_range_store *store, uint64_t range_id,
-                       uint64_t from_index, uint64_t to_index,
-                       size_t bytes_max, struct rkv_range_entry **entries_out,
+                       uint64_t from_index, uint64_t to_index, size_t bytes_max,
+                       struct rkv_range_entry **entries_out,
                        size_t *n_entries_out)
 {
     struct rkv_range_rtxn *rtxn;

@@ -151,8 +151,8 @@ int rkv_range_meta_lookup(struct rkv_range_rtxn *rtxn, const void *key,
 }
 
 /* Appends one descriptor to a growing array. */
-static int meta_list_push(struct rkv_range_desc **descs, size_t *n,
-                          size_t *cap, const struct rkv_range_desc *desc)
+static int meta_list_push(struct rkv_range_desc **descs, size_t *n, size_t *cap,
+                          const struct rkv_range_desc *desc)
 {
     if (*n == *cap) {
         size_t new_cap = *cap == 0 ? 16 : *cap * 2;

@@ -57,8 +57,8 @@ int rkv_range_get(struct rkv_range_rtxn *rtxn, uint64_t range_id,
         return RKV_EKEYMISMATCH;
     }
     stored_len = rkv_range__user_key(stored, key, key_len);
-    rv = rkv_range__get(&rtxn->tx, rtxn->tx.store->dbi_data, stored,
-                        stored_len, &v);
+    rv = rkv_range__get(&rtxn->tx, rtxn->tx.store->dbi_data, stored, stored_len,
+                        &v);
     if (rv != 0) {
         return rv;
     }
@@ -81,16 +81,16 @@ void rkv_range_scan_result_free(struct rkv_range_scan_result *result)
 static void scan_upper(const struct rkv_range_desc *desc, const void *end,
                        size_t end_len, uint8_t *upper, size_t *upper_len)
 {
-    bool use_request = end_len > 0 &&
-                       (desc->end_key_len == 0 ||
+    bool use_request =
+        end_len > 0 && (desc->end_key_len == 0 ||
                         rkv_range__key_cmp(end, end_len, desc->end_key,
                                            desc->end_key_len) < 0);
 
     if (use_request) {
         *upper_len = rkv_range__user_key(upper, end, end_len);
     } else if (desc->end_key_len > 0) {
-        *upper_len = rkv_range__user_key(upper, desc->end_key,
-                                         desc->end_key_len);
+        *upper_len =
+            rkv_range__user_key(upper, desc->end_key, desc->end_key_len);
     } else {
         /* The end of the user keyspace: the prefix after the user one. */
         upper[0] = RKV_RANGE__PREFIX_USER + 1;
@@ -224,8 +224,8 @@ static int hash_span(struct rkv_range__tx *tx, const uint8_t *lower,
     if (rv != 0) {
         return rv;
     }
-    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-         rv == MDB_SUCCESS; rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE); rv == MDB_SUCCESS;
+         rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
         if (upper_len > 0 &&
             rkv_range__key_cmp(k.mv_data, k.mv_size, upper, upper_len) >= 0) {
             break;

@@ -5,10 +5,10 @@
  *
  * Sending: rkv_range_snapshot_open() starts a read transaction and reads
  * the descriptor and applied state. Each rkv_range_snapshot_next() then
- * encodes the next pairs of the stored span into a SnapshotChunk. Chunk 0 carries
- * the descriptor, index and term. A chunk holds at least one pair, so it
- * may exceed chunk_bytes_max by one pair (at most value_max plus about
- * 530 bytes of key and framing).
+ * encodes the next pairs of the stored span into a SnapshotChunk. Chunk 0
+ * carries the descriptor, index and term. A chunk holds at least one pair, so
+ * it may exceed chunk_bytes_max by one pair (at most value_max plus about 530
+ * bytes of key and framing).
  *
  * Receiving: rkv_range_snapshot_install_chunk() writes a chunk's pairs to
  * the `snap` database (chunk 0 first clears any earlier staged snapshot of
@@ -42,7 +42,7 @@ struct rkv_range_snapshot_reader {
     uint8_t upper[RKV_RANGE__STORED_KEY_MAX]; /* end of the stored span */
     size_t upper_len;                         /* 0: end of the database */
     size_t chunk_bytes_max;
-    uint32_t seq;   /* next chunk's sequence number */
+    uint32_t seq;    /* next chunk's sequence number */
     bool positioned; /* the cursor is on the next pair to send */
     bool done;       /* the last chunk was produced */
 };
@@ -81,8 +81,8 @@ int rkv_range_snapshot_open(struct rkv_range_store *store, uint64_t range_id,
     reader->meta.index = applied.index;
     reader->meta.term = applied.term;
     reader->meta.stats = applied.stats;
-    rkv_range__stored_span(&reader->meta.desc, lower, &lower_len,
-                           reader->upper, &reader->upper_len);
+    rkv_range__stored_span(&reader->meta.desc, lower, &lower_len, reader->upper,
+                           &reader->upper_len);
 
     rv = rkv_range__mdb_error(mdb_cursor_open(
         reader->rtxn->tx.txn, store->dbi_data, &reader->cursor));
@@ -376,8 +376,8 @@ static int snap_stage_pairs(struct rkv_range__tx *tx, uint64_t range_id,
         rkv_put_be64(key, range_id);
         rkv_put_be32(key + 8, chunk->seq);
         rkv_put_be32(key + 12, (uint32_t)i);
-        rv = rkv_range__put(tx, tx->store->dbi_snap, key, sizeof(key), buf,
-                            len);
+        rv =
+            rkv_range__put(tx, tx->store->dbi_snap, key, sizeof(key), buf, len);
     }
     rkv_free(buf);
     return rv;
@@ -522,8 +522,8 @@ static int snap_copy_pairs(struct rkv_range__tx *tx, uint64_t range_id,
     if (rv != 0) {
         return rv;
     }
-    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-         rv == MDB_SUCCESS; rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE); rv == MDB_SUCCESS;
+         rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
         const uint8_t *p = v.mv_data;
         size_t key_len;
 

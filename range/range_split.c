@@ -48,8 +48,8 @@ int rkv_range__stats_count(struct rkv_range__tx *tx, const uint8_t *lower,
     if (rv != 0) {
         return rv;
     }
-    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-         rv == MDB_SUCCESS; rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+    for (rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE); rv == MDB_SUCCESS;
+         rv = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
         const uint8_t *key = k.mv_data;
 
         if (upper_len > 0 &&
@@ -172,8 +172,7 @@ int rkv_range__split_apply(struct rkv_range__tx *tx,
     if (result->rv != 0) {
         RKV_LOG(RKV_WARN, "split rejected range=%llu generation=%llu error=%s",
                 (unsigned long long)desc->range_id,
-                (unsigned long long)split->generation,
-                rkv_errname(result->rv));
+                (unsigned long long)split->generation, rkv_errname(result->rv));
         result->desc = *desc;
         return 0;
     }
@@ -228,8 +227,8 @@ int rkv_range__split_apply(struct rkv_range__tx *tx,
 
 /* Finds the key nearest the byte middle of the span. */
 static int split_find_middle(MDB_cursor *cursor, const uint8_t *upper,
-                             size_t upper_len, uint64_t half,
-                             uint8_t *key_out, size_t *key_len_out)
+                             size_t upper_len, uint64_t half, uint8_t *key_out,
+                             size_t *key_len_out)
 {
     MDB_val k;
     MDB_val v;
@@ -300,10 +299,10 @@ int rkv_range_pick_split_key(struct rkv_range_rtxn *rtxn, uint64_t range_id,
     k.mv_data = lower;
     rv = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
     if (rv == MDB_SUCCESS) {
-        rv = split_find_middle(cursor, upper, upper_len,
-                               (applied.stats.key_bytes +
-                                applied.stats.value_bytes) / 2,
-                               key_out, key_len_out);
+        rv = split_find_middle(
+            cursor, upper, upper_len,
+            (applied.stats.key_bytes + applied.stats.value_bytes) / 2, key_out,
+            key_len_out);
     } else {
         rv = rkv_range__mdb_error(rv);
     }

@@ -26,8 +26,8 @@ static void state_key(uint8_t *key, uint64_t range_id, uint8_t tag)
     key[8] = tag;
 }
 
-static int state_read(struct rkv_range__tx *tx, uint64_t range_id,
-                      uint8_t tag, size_t len, uint8_t *buf)
+static int state_read(struct rkv_range__tx *tx, uint64_t range_id, uint8_t tag,
+                      size_t len, uint8_t *buf)
 {
     uint8_t key[STATE_KEY_LEN];
     MDB_val v;
@@ -50,14 +50,13 @@ static int state_read(struct rkv_range__tx *tx, uint64_t range_id,
     return 0;
 }
 
-static int state_write(struct rkv_range__tx *tx, uint64_t range_id,
-                       uint8_t tag, const uint8_t *buf, size_t len)
+static int state_write(struct rkv_range__tx *tx, uint64_t range_id, uint8_t tag,
+                       const uint8_t *buf, size_t len)
 {
     uint8_t key[STATE_KEY_LEN];
 
     state_key(key, range_id, tag);
-    return rkv_range__put(tx, tx->store->dbi_raft, key, sizeof(key), buf,
-                          len);
+    return rkv_range__put(tx, tx->store->dbi_raft, key, sizeof(key), buf, len);
 }
 
 int rkv_range__applied_load(struct rkv_range__tx *tx, uint64_t range_id,

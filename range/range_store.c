@@ -116,8 +116,7 @@ int rkv_range__get(struct rkv_range__tx *tx, MDB_dbi dbi, const void *key,
     return rkv_range__mdb_error(mdb_get(tx->txn, dbi, &k, value_out));
 }
 
-int rkv_range__key_cmp(const void *a, size_t a_len, const void *b,
-                       size_t b_len)
+int rkv_range__key_cmp(const void *a, size_t a_len, const void *b, size_t b_len)
 {
     size_t n = RKV_MIN(a_len, b_len);
     int c = n > 0 ? memcmp(a, b, n) : 0;
@@ -195,14 +194,14 @@ void rkv_range__stored_span(const struct rkv_range_desc *desc, uint8_t *lower,
         lower[0] = RKV_RANGE__PREFIX_SYSTEM;
         *lower_len = 1;
     } else {
-        *lower_len = rkv_range__user_key(lower, desc->start_key,
-                                         desc->start_key_len);
+        *lower_len =
+            rkv_range__user_key(lower, desc->start_key, desc->start_key_len);
     }
     if (desc->end_key_len == 0) {
         *upper_len = 0;
     } else {
-        *upper_len = rkv_range__user_key(upper, desc->end_key,
-                                         desc->end_key_len);
+        *upper_len =
+            rkv_range__user_key(upper, desc->end_key, desc->end_key_len);
     }
 }
 
@@ -530,8 +529,8 @@ int rkv_range_ident_save(struct rkv_range_store *store,
     if (rv != 0) {
         goto out;
     }
-    rv = rkv_range__put(&tx, store->dbi_node, ident_key,
-                        sizeof(ident_key) - 1, buf, sizeof(buf));
+    rv = rkv_range__put(&tx, store->dbi_node, ident_key, sizeof(ident_key) - 1,
+                        buf, sizeof(buf));
     if (rv != 0) {
         mdb_txn_abort(tx.txn);
         goto out;

@@ -210,8 +210,7 @@ int rkv_range_replicas_set(struct rkv_range_wtxn *wtxn, uint64_t range_id,
     if (op == NULL) {
         return -ENOMEM;
     }
-    memcpy(op->u.replicas.replicas, replicas,
-           n_replicas * sizeof(*replicas));
+    memcpy(op->u.replicas.replicas, replicas, n_replicas * sizeof(*replicas));
     op->u.replicas.n_replicas = n_replicas;
     return 0;
 }
@@ -229,8 +228,7 @@ int rkv_range_bootstrap(struct rkv_range_wtxn *wtxn,
     if (op == NULL) {
         return -ENOMEM;
     }
-    memcpy(op->u.replicas.replicas, replicas,
-           n_replicas * sizeof(*replicas));
+    memcpy(op->u.replicas.replicas, replicas, n_replicas * sizeof(*replicas));
     op->u.replicas.n_replicas = n_replicas;
     return 0;
 }
@@ -240,8 +238,7 @@ int rkv_range_create_uninit(struct rkv_range_wtxn *wtxn, uint64_t range_id)
     if (range_id == 0) {
         return -EINVAL;
     }
-    return wtxn_push(wtxn, WTXN_CREATE_UNINIT, range_id) != NULL ? 0
-                                                                  : -ENOMEM;
+    return wtxn_push(wtxn, WTXN_CREATE_UNINIT, range_id) != NULL ? 0 : -ENOMEM;
 }
 
 int rkv_range_snapshot_install_chunk(struct rkv_range_wtxn *wtxn,
@@ -367,8 +364,7 @@ static int wtxn_run_op(struct rkv_range__tx *tx, struct wtxn_op *op)
         if (rv != 0) {
             return rv;
         }
-        return rkv_range__hard_state_write(tx, op->range_id,
-                                           &op->u.hard_state);
+        return rkv_range__hard_state_write(tx, op->range_id, &op->u.hard_state);
     case WTXN_APPEND:
         return rkv_range__log_append(tx, op->range_id, op->u.append.entries,
                                      op->u.append.n_entries);
@@ -415,8 +411,8 @@ static int wtxn_attempt(struct rkv_range_wtxn *wtxn, size_t *n_applied_out)
     size_t n_applied = 0;
     int rv;
 
-    rv = rkv_range__mdb_error(
-        mdb_txn_begin(wtxn->store->env, NULL, 0, &tx.txn));
+    rv =
+        rkv_range__mdb_error(mdb_txn_begin(wtxn->store->env, NULL, 0, &tx.txn));
     if (rv != 0) {
         return rv;
     }

@@ -103,8 +103,8 @@ void fx_del(struct fixture *f, uint64_t range_id, const char *key,
     uint8_t *cmd;
     size_t len;
 
-    ASSERT_OK(rkv_range_encode_delete(f->store, key, strlen(key), &cmd, &len,
-                                      NULL));
+    ASSERT_OK(
+        rkv_range_encode_delete(f->store, key, strlen(key), &cmd, &len, NULL));
     ASSERT_OK(fx_apply(f, range_id, cmd, len, &result));
     rkv_free(cmd);
     ASSERT_INT_EQ(result.rv, 0);
@@ -188,8 +188,8 @@ void fx_recount(struct fixture *f, uint64_t range_id,
     memcpy(start, desc.start_key, desc.start_key_len);
     start_len = desc.start_key_len;
     for (;;) {
-        ASSERT_OK(rkv_range_scan(rtxn, range_id, start, start_len, NULL, 0,
-                                 100, &scan));
+        ASSERT_OK(rkv_range_scan(rtxn, range_id, start, start_len, NULL, 0, 100,
+                                 &scan));
         for (size_t i = 0; i < scan.n_pairs; i++) {
             ASSERT_TRUE(rkv_range_desc_contains_key(&desc, scan.pairs[i].key,
                                                     scan.pairs[i].key_len));

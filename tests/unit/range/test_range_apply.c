@@ -199,17 +199,17 @@ TEST(apply, key_size_limits)
     ASSERT_STR_EQ(value, "max");
     free(value);
 
-    ASSERT_INT_EQ(rkv_range_encode_put(f.store, key, RKV_RANGE_KEY_MAX + 1,
-                                       "v", 1, &cmd, &len, errmsg),
+    ASSERT_INT_EQ(rkv_range_encode_put(f.store, key, RKV_RANGE_KEY_MAX + 1, "v",
+                                       1, &cmd, &len, errmsg),
                   RKV_ETOOLARGE);
     ASSERT_TRUE(strstr(errmsg, "510") != NULL);
     ASSERT_TRUE(strstr(errmsg, "509") != NULL);
     ASSERT_INT_EQ(rkv_range_encode_delete(f.store, key, RKV_RANGE_KEY_MAX + 1,
                                           &cmd, &len, NULL),
                   RKV_ETOOLARGE);
-    ASSERT_INT_EQ(rkv_range_encode_put(f.store, "", 0, "v", 1, &cmd, &len,
-                                       errmsg),
-                  -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_range_encode_put(f.store, "", 0, "v", 1, &cmd, &len, errmsg),
+        -EINVAL);
     ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
     ASSERT_INT_EQ(rkv_range_get(rtxn, 2, key, RKV_RANGE_KEY_MAX + 1,
                                 (const uint8_t **)&value, &len),
@@ -236,13 +236,13 @@ TEST(apply, value_and_batch_limits)
     fx_reopen(&f);
     fx_bootstrap(&f);
 
-    ASSERT_OK(rkv_range_encode_put(f.store, "k", 1, value, 1000, &cmd, &len,
-                                   NULL));
+    ASSERT_OK(
+        rkv_range_encode_put(f.store, "k", 1, value, 1000, &cmd, &len, NULL));
     ASSERT_OK(fx_apply(&f, 1, cmd, len, NULL));
     rkv_free(cmd);
-    ASSERT_INT_EQ(rkv_range_encode_put(f.store, "k", 1, value, 1001, &cmd,
-                                       &len, errmsg),
-                  RKV_ETOOLARGE);
+    ASSERT_INT_EQ(
+        rkv_range_encode_put(f.store, "k", 1, value, 1001, &cmd, &len, errmsg),
+        RKV_ETOOLARGE);
     ASSERT_TRUE(strstr(errmsg, "1001") != NULL);
     ASSERT_TRUE(strstr(errmsg, "1000") != NULL);
     ASSERT_INT_EQ(rkv_range_encode_cas(f.store, "k", 1, NULL, 0, value, 1001,
@@ -250,8 +250,8 @@ TEST(apply, value_and_batch_limits)
                   RKV_ETOOLARGE);
 
     for (size_t i = 0; i < RKV_ARRAY_SIZE(ops); i++) {
-        ops[i] = (struct rkv_range_op){.key = "k", .key_len = 1,
-                                       .value = value, .value_len = 10};
+        ops[i] = (struct rkv_range_op){
+            .key = "k", .key_len = 1, .value = value, .value_len = 10};
     }
     ASSERT_OK(rkv_range_encode_batch(f.store, ops, 4, &cmd, &len, NULL));
     rkv_free(cmd);
@@ -277,8 +277,11 @@ TEST(apply, noop_and_conf_entries)
     struct rkv_range_apply_result result;
     struct rkv_range_entry entries[2] = {
         {.index = 1, .term = 2, .type = RKV_RANGE_ENTRY_NOOP},
-        {.index = 2, .term = 2, .type = RKV_RANGE_ENTRY_CONF,
-         .data = (const uint8_t *)"conf", .data_len = 4},
+        {.index = 2,
+         .term = 2,
+         .type = RKV_RANGE_ENTRY_CONF,
+         .data = (const uint8_t *)"conf",
+         .data_len = 4},
     };
     struct rkv_range_replica replicas[2] = {
         {.node_id = 1, .replica_id = 1},
@@ -317,8 +320,8 @@ TEST(apply, noop_and_conf_entries)
 TEST(apply, out_of_order_rejected)
 {
     struct fixture f;
-    struct rkv_range_entry entry = {.index = 2, .term = 1,
-                                    .type = RKV_RANGE_ENTRY_NOOP};
+    struct rkv_range_entry entry = {
+        .index = 2, .term = 1, .type = RKV_RANGE_ENTRY_NOOP};
     struct rkv_range_wtxn *wtxn;
 
     fx_open(&f, "s", 0);
@@ -404,11 +407,12 @@ static void command_make(struct fixture *f, struct command *c)
     c->n_keys = kind == 3 ? 3 : 1;
     for (int i = 0; i < c->n_keys; i++) {
         c->keys[i] = rand() % MODEL_KEYS;
-        c->values[i] = rand() % 4 == 0 ? NULL
-                                       : command_values[rand() % 5];
+        c->values[i] = rand() % 4 == 0 ? NULL : command_values[rand() % 5];
         key_name(names[i], c->keys[i]);
         ops[i] = (struct rkv_range_op){
-            .is_delete = c->values[i] == NULL, .key = names[i], .key_len = 3,
+            .is_delete = c->values[i] == NULL,
+            .key = names[i],
+            .key_len = 3,
             .value = c->values[i],
             .value_len = c->values[i] ? strlen(c->values[i]) : 0};
     }
@@ -418,8 +422,7 @@ static void command_make(struct fixture *f, struct command *c)
         ASSERT_OK(rkv_range_encode_cas(
             f->store, names[0], 3, c->expected,
             c->expected ? strlen(c->expected) : 0, c->values[0],
-            c->values[0] ? strlen(c->values[0]) : 0, &c->bytes, &c->len,
-            NULL));
+            c->values[0] ? strlen(c->values[0]) : 0, &c->bytes, &c->len, NULL));
     } else {
         ASSERT_OK(rkv_range_encode_batch(f->store, ops, c->n_keys, &c->bytes,
                                          &c->len, NULL));
@@ -430,10 +433,10 @@ static void model_apply(struct model *m, const struct command *c)
 {
     if (c->is_cas) {
         const char *current = m->values[c->keys[0]];
-        bool matches = c->expected == NULL
-                           ? current == NULL
-                           : current != NULL &&
-                                 strcmp(current, c->expected) == 0;
+        bool matches =
+            c->expected == NULL
+                ? current == NULL
+                : current != NULL && strcmp(current, c->expected) == 0;
 
         if (matches) {
             model_set(m, c->keys[0], c->values[0]);
@@ -474,7 +477,8 @@ TEST(apply, exactly_once_across_failures)
         int rv = -EIO;
 
         command_make(&f, &command);
-        entry = (struct rkv_range_entry){.index = index, .term = 1,
+        entry = (struct rkv_range_entry){.index = index,
+                                         .term = 1,
                                          .data = command.bytes,
                                          .data_len = command.len};
         for (long n = 0; rv != 0; n++) {
@@ -520,8 +524,8 @@ TEST(apply, allocation_failures)
     ASSERT_OK(rkv_range_encode_cas(f.store, "k", 1, "x", 1, "new", 3, &cmd,
                                    &len, NULL));
     for (long n = 0; rv != 0; n++) {
-        struct rkv_range_entry entry = {.index = 2, .term = 1, .data = cmd,
-                                        .data_len = len};
+        struct rkv_range_entry entry = {
+            .index = 2, .term = 1, .data = cmd, .data_len = len};
         struct rkv_range_wtxn *wtxn;
 
         ASSERT_INT_LT(n, 100);

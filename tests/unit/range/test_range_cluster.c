@@ -104,8 +104,7 @@ static void peer_snapshot_free(struct peer_snapshot *s)
 }
 
 /* Builds the Raft boot state of a range from the store. */
-static void replica_boot(struct cluster *c, unsigned n,
-                         struct replica *replica)
+static void replica_boot(struct cluster *c, unsigned n, struct replica *replica)
 {
     struct node *node = &c->nodes[n];
     struct rkv_range_state state;
@@ -116,8 +115,7 @@ static void replica_boot(struct cluster *c, unsigned n,
     RkvRaft__Entry **ptrs = NULL;
     size_t n_entries = 0;
 
-    ASSERT_OK(rkv_range_state_load(node->fx.store, replica->range_id,
-                                   &state));
+    ASSERT_OK(rkv_range_state_load(node->fx.store, replica->range_id, &state));
     rkv_raft_config_init(&config, n + 1, replica->range_id,
                          c->seed * 131 + n * 17 + replica->range_id);
     boot.hard_state.term = state.hard_state.term;
@@ -127,7 +125,8 @@ static void replica_boot(struct cluster *c, unsigned n,
     boot.snapshot.term = state.compacted_term;
     if (state.initialized) {
         for (size_t i = 0; i < state.desc.n_replicas; i++) {
-            boot.snapshot.conf.servers[i].id = state.desc.replicas[i].replica_id;
+            boot.snapshot.conf.servers[i].id =
+                state.desc.replicas[i].replica_id;
             boot.snapshot.conf.servers[i].learner =
                 state.desc.replicas[i].learner;
         }
@@ -135,10 +134,9 @@ static void replica_boot(struct cluster *c, unsigned n,
     }
     boot.applied = state.applied_index;
     if (state.last_index > state.compacted_index) {
-        ASSERT_OK(rkv_range_log_load(node->fx.store, replica->range_id,
-                                     state.compacted_index + 1,
-                                     state.last_index, 0, &entries,
-                                     &n_entries));
+        ASSERT_OK(rkv_range_log_load(
+            node->fx.store, replica->range_id, state.compacted_index + 1,
+            state.last_index, 0, &entries, &n_entries));
         msgs = calloc(n_entries, sizeof(*msgs));
         ptrs = calloc(n_entries, sizeof(*ptrs));
         ASSERT_TRUE(msgs != NULL);
@@ -230,12 +228,12 @@ static int persist_batch(struct node *node, struct replica *replica,
 
     ASSERT_OK(rkv_range_wtxn_begin(node->fx.store, &wtxn));
     for (size_t i = 0; i < rd->n_chunks; i++) {
-        ASSERT_OK(rkv_range_snapshot_install_chunk(
-            wtxn, replica->range_id, rd->chunks[i].data,
-            rd->chunks[i].data_len));
+        ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, replica->range_id,
+                                                   rd->chunks[i].data,
+                                                   rd->chunks[i].data_len));
         if (rd->chunks[i].last) {
-            ASSERT_OK(rkv_range_snapshot_install_finish(
-                wtxn, replica->range_id, NULL));
+            ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, replica->range_id,
+                                                        NULL));
         }
     }
     if (rd->n_entries > 0) {
@@ -340,22 +338,20 @@ static void serve_snapshots(struct cluster *c, unsigned n,
             bool last = false;
 
             peer_snapshot_free(s);
-            ASSERT_OK(rkv_range_snapshot_open(node->fx.store,
-                                              replica->range_id,
+            ASSERT_OK(rkv_range_snapshot_open(node->fx.store, replica->range_id,
                                               SNAPSHOT_CHUNK_BYTES, &reader,
                                               &meta));
             s->index = meta.index;
             while (!last) {
-                s->chunks = realloc(s->chunks,
-                                    (s->n_chunks + 1) * sizeof(*s->chunks));
-                s->lens = realloc(s->lens,
-                                  (s->n_chunks + 1) * sizeof(*s->lens));
+                s->chunks =
+                    realloc(s->chunks, (s->n_chunks + 1) * sizeof(*s->chunks));
+                s->lens =
+                    realloc(s->lens, (s->n_chunks + 1) * sizeof(*s->lens));
                 ASSERT_TRUE(s->chunks != NULL);
                 ASSERT_TRUE(s->lens != NULL);
-                ASSERT_OK(rkv_range_snapshot_next(reader,
-                                                  &s->chunks[s->n_chunks],
-                                                  &s->lens[s->n_chunks],
-                                                  &last));
+                ASSERT_OK(
+                    rkv_range_snapshot_next(reader, &s->chunks[s->n_chunks],
+                                            &s->lens[s->n_chunks], &last));
                 s->n_chunks++;
             }
             rkv_range_snapshot_close(reader);
@@ -364,8 +360,7 @@ static void serve_snapshots(struct cluster *c, unsigned n,
             continue;
         }
         rv = rkv_raft_snapshot_chunk(replica->raft, req->to, s->index,
-                                     req->chunk_seq,
-                                     s->chunks[req->chunk_seq],
+                                     req->chunk_seq, s->chunks[req->chunk_seq],
                                      s->lens[req->chunk_seq],
                                      req->chunk_seq + 1 == s->n_chunks);
         if (rv == RKV_ESTALE) {
@@ -529,13 +524,11 @@ static int cluster_leader(struct cluster *c, uint64_t range_id)
                   (unsigned long long)range_id);
 }
 
-static const struct applied_result *find_result(struct node *node,
-                                                uint64_t range_id,
-                                                uint64_t index,
-                                                uint64_t term)
+static const struct applied_result *
+find_result(struct node *node, uint64_t range_id, uint64_t index, uint64_t term)
 {
-    size_t first = node->n_results > N_RESULTS ? node->n_results - N_RESULTS
-                                               : 0;
+    size_t first =
+        node->n_results > N_RESULTS ? node->n_results - N_RESULTS : 0;
 
     for (size_t i = first; i < node->n_results; i++) {
         const struct applied_result *r = &node->results[i % N_RESULTS];
@@ -622,8 +615,8 @@ static void maybe_split(struct cluster *c, uint64_t range_id)
         return;
     }
     new_id = result->result.new_range_id;
-    ASSERT_OK(rkv_range_encode_split(store, &desc, key, key_len, new_id,
-                                     &cmd, &len, NULL));
+    ASSERT_OK(rkv_range_encode_split(store, &desc, key, key_len, new_id, &cmd,
+                                     &len, NULL));
     result = cluster_propose(c, range_id, cmd, len);
     rkv_free(cmd);
     if (result == NULL || result->result.rv != 0) {
@@ -680,8 +673,8 @@ static void cluster_start(struct cluster *c, uint64_t seed)
     memset(c, 0, sizeof(*c));
     c->seed = seed;
     for (unsigned n = 0; n < N_NODES; n++) {
-        replicas[n] = (struct rkv_range_replica){.node_id = n + 1,
-                                                 .replica_id = n + 1};
+        replicas[n] =
+            (struct rkv_range_replica){.node_id = n + 1, .replica_id = n + 1};
     }
     for (unsigned n = 0; n < N_NODES; n++) {
         struct rkv_range_wtxn *wtxn;
@@ -740,18 +733,15 @@ static bool cluster_converged(struct cluster *c, bool fail)
                    descs[n][i].generation == descs[0][i].generation;
             if (fail) {
                 ASSERT_UINT_EQ(descs[n][i].range_id, descs[0][i].range_id);
-                ASSERT_UINT_EQ(descs[n][i].generation,
-                               descs[0][i].generation);
-                ASSERT_MEM_EQ(descs[n][i].start_key,
-                              descs[n][i].start_key_len,
-                              descs[0][i].start_key,
-                              descs[0][i].start_key_len);
+                ASSERT_UINT_EQ(descs[n][i].generation, descs[0][i].generation);
+                ASSERT_MEM_EQ(descs[n][i].start_key, descs[n][i].start_key_len,
+                              descs[0][i].start_key, descs[0][i].start_key_len);
                 ASSERT_MEM_EQ(descs[n][i].end_key, descs[n][i].end_key_len,
                               descs[0][i].end_key, descs[0][i].end_key_len);
             }
-            same = same && fx_applied(&c->nodes[n].fx, descs[0][i].range_id) ==
-                               fx_applied(&c->nodes[0].fx,
-                                          descs[0][i].range_id);
+            same =
+                same && fx_applied(&c->nodes[n].fx, descs[0][i].range_id) ==
+                            fx_applied(&c->nodes[0].fx, descs[0][i].range_id);
             if (same || fail) {
                 ASSERT_UINT_EQ(fx_hash(&c->nodes[n].fx, descs[0][i].range_id),
                                fx_hash(&c->nodes[0].fx, descs[0][i].range_id));
@@ -834,7 +824,7 @@ TEST(cluster, splits_converge_with_paused_replica)
     RKV_LOG(RKV_INFO,
             "cluster done writes=%u splits=%u snapshots=%u uninit=%u "
             "busy_snapshots=%u ticks_to_converge=%u",
-            n_writes, c.n_splits, c.n_snapshots_installed,
-            c.n_uninit_created, c.n_busy_snapshots, n_ticks);
+            n_writes, c.n_splits, c.n_snapshots_installed, c.n_uninit_created,
+            c.n_busy_snapshots, n_ticks);
     cluster_stop(&c);
 }

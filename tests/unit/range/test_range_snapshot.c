@@ -38,8 +38,8 @@ static void snapshot_take(struct fixture *f, uint64_t range_id,
     struct rkv_range_snapshot_reader *reader;
 
     memset(s, 0, sizeof(*s));
-    ASSERT_OK(rkv_range_snapshot_open(f->store, range_id, chunk_bytes,
-                                      &reader, &s->meta));
+    ASSERT_OK(rkv_range_snapshot_open(f->store, range_id, chunk_bytes, &reader,
+                                      &s->meta));
     snapshot_read_all(reader, s);
     rkv_range_snapshot_close(reader);
 }
@@ -61,12 +61,11 @@ static int snapshot_install(struct fixture *f, uint64_t range_id,
 
     ASSERT_OK(rkv_range_wtxn_begin(f->store, &wtxn));
     for (size_t i = 0; i < n; i++) {
-        ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, range_id,
-                                                   s->chunks[i], s->lens[i]));
+        ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, range_id, s->chunks[i],
+                                                   s->lens[i]));
     }
     if (finish) {
-        ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, range_id,
-                                                    meta_out));
+        ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, range_id, meta_out));
     }
     return rkv_range_wtxn_commit(wtxn);
 }
@@ -196,18 +195,18 @@ TEST(snapshot, install_rejections)
 
     /* Chunk 1 without chunk 0. */
     ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
-    ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, 1, s.chunks[1],
-                                               s.lens[1]));
+    ASSERT_OK(
+        rkv_range_snapshot_install_chunk(wtxn, 1, s.chunks[1], s.lens[1]));
     ASSERT_INT_EQ(rkv_range_wtxn_commit(wtxn), RKV_EMALFORMED);
     /* A chunk sent to another range id. */
     ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
-    ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, 5, s.chunks[0],
-                                               s.lens[0]));
+    ASSERT_OK(
+        rkv_range_snapshot_install_chunk(wtxn, 5, s.chunks[0], s.lens[0]));
     ASSERT_INT_EQ(rkv_range_wtxn_commit(wtxn), RKV_EMALFORMED);
     /* Bytes that do not decode. */
     ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
-    ASSERT_OK(rkv_range_snapshot_install_chunk(
-        wtxn, 1, (const uint8_t *)"\xff\xff", 2));
+    ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, 1,
+                                               (const uint8_t *)"\xff\xff", 2));
     ASSERT_INT_EQ(rkv_range_wtxn_commit(wtxn), RKV_EMALFORMED);
     /* Finishing before the last chunk. */
     ASSERT_INT_EQ(snapshot_install(&b, 1, &s, 2, true, NULL), RKV_EMALFORMED);
@@ -215,8 +214,8 @@ TEST(snapshot, install_rejections)
     ASSERT_OK(snapshot_install(&b, 1, &s, 2, false, NULL));
     ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
     for (size_t i = 2; i < s.n_chunks; i++) {
-        ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, 1, s.chunks[i],
-                                                   s.lens[i]));
+        ASSERT_OK(
+            rkv_range_snapshot_install_chunk(wtxn, 1, s.chunks[i], s.lens[i]));
     }
     ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, 1, NULL));
     ASSERT_OK(rkv_range_wtxn_commit(wtxn));
@@ -285,8 +284,7 @@ TEST(snapshot, right_range_waits_for_left)
     ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
     ASSERT_OK(rkv_range_create_uninit(wtxn, 2));
     ASSERT_OK(rkv_range_wtxn_commit(wtxn));
-    ASSERT_INT_EQ(snapshot_install(&b, 2, &right, right.n_chunks, true,
-                                   NULL),
+    ASSERT_INT_EQ(snapshot_install(&b, 2, &right, right.n_chunks, true, NULL),
                   RKV_EBUSY);
     ASSERT_OK(rkv_range_state_load(b.store, 2, &state));
     ASSERT_FALSE(state.initialized);

@@ -199,8 +199,8 @@ TEST(split, rejected_commands)
     old = desc_of(&f, 1);
     fx_split(&f, 1, "m", 1);
 
-    ASSERT_OK(rkv_range_encode_split(f.store, &old, "f", 1, 9, &cmd, &len,
-                                     NULL));
+    ASSERT_OK(
+        rkv_range_encode_split(f.store, &old, "f", 1, 9, &cmd, &len, NULL));
     ASSERT_OK(fx_apply(&f, 1, cmd, len, &result));
     rkv_free(cmd);
     ASSERT_INT_EQ(result.rv, RKV_ESTALE);
@@ -208,20 +208,20 @@ TEST(split, rejected_commands)
 
     /* The encoder refuses keys outside or at the start of the range. */
     now = desc_of(&f, 2);
-    ASSERT_INT_EQ(rkv_range_encode_split(f.store, &now, "m", 1, 9, &cmd,
-                                         &len, NULL),
-                  -EINVAL);
-    ASSERT_INT_EQ(rkv_range_encode_split(f.store, &now, "a", 1, 9, &cmd,
-                                         &len, NULL),
-                  -EINVAL);
-    ASSERT_INT_EQ(rkv_range_encode_split(f.store, &now, "n", 1, 1, &cmd,
-                                         &len, NULL),
-                  -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_range_encode_split(f.store, &now, "m", 1, 9, &cmd, &len, NULL),
+        -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_range_encode_split(f.store, &now, "a", 1, 9, &cmd, &len, NULL),
+        -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_range_encode_split(f.store, &now, "n", 1, 1, &cmd, &len, NULL),
+        -EINVAL);
 
     /* A split reusing an existing range id is refused at apply. */
     now = desc_of(&f, 1);
-    ASSERT_OK(rkv_range_encode_split(f.store, &now, "c", 1, 2, &cmd, &len,
-                                     NULL));
+    ASSERT_OK(
+        rkv_range_encode_split(f.store, &now, "c", 1, 2, &cmd, &len, NULL));
     ASSERT_OK(fx_apply(&f, 1, cmd, len, &result));
     rkv_free(cmd);
     ASSERT_INT_EQ(result.rv, -EINVAL);
@@ -263,10 +263,10 @@ TEST(split, meta_addressing)
     for (size_t i = 0; i < RKV_ARRAY_SIZE(keys); i++) {
         struct rkv_range_desc local;
 
-        ASSERT_OK(rkv_range_meta_lookup(rtxn, keys[i], strlen(keys[i]),
-                                        &found));
-        ASSERT_TRUE(rkv_range_desc_contains_key(&found, keys[i],
-                                                strlen(keys[i])));
+        ASSERT_OK(
+            rkv_range_meta_lookup(rtxn, keys[i], strlen(keys[i]), &found));
+        ASSERT_TRUE(
+            rkv_range_desc_contains_key(&found, keys[i], strlen(keys[i])));
         ASSERT_OK(rkv_range_desc_get(rtxn, found.range_id, &local));
         ASSERT_UINT_EQ(local.generation, found.generation);
     }
@@ -283,8 +283,8 @@ TEST(split, meta_addressing)
 
     /* Replay the first split's meta update (range 2 before its split). */
     stale_left.generation = 1;
-    ASSERT_OK(rkv_range_encode_meta_update(&stale_left, &stale_right, &cmd,
-                                           &len));
+    ASSERT_OK(
+        rkv_range_encode_meta_update(&stale_left, &stale_right, &cmd, &len));
     ASSERT_OK(fx_apply(&f, 1, cmd, len, &result));
     rkv_free(cmd);
     ASSERT_INT_EQ(result.rv, 0);
@@ -377,8 +377,8 @@ TEST(split, initializes_uninit_replica)
 TEST(split, threshold_setting)
 {
     struct fixture f;
-    struct rkv_range_stats stats = {.key_bytes = 400, .value_bytes = 624,
-                                    .key_count = 3};
+    struct rkv_range_stats stats = {
+        .key_bytes = 400, .value_bytes = 624, .key_count = 3};
 
     fx_open(&f, "s", 0);
     ASSERT_UINT_EQ(rkv_range_store_split_bytes(f.store),
@@ -434,8 +434,10 @@ TEST(split, stats_exact_after_random_ops)
         for (size_t j = 0; j < key_len; j++) {
             key[j] = (char)('a' + rand() % 4);
         }
-        op = (struct rkv_range_op){.is_delete = rand() % 4 == 0, .key = key,
-                                   .key_len = key_len, .value = value,
+        op = (struct rkv_range_op){.is_delete = rand() % 4 == 0,
+                                   .key = key,
+                                   .key_len = key_len,
+                                   .value = value,
                                    .value_len = (size_t)rand() % 300};
         id = route(&f, key, key_len);
         ASSERT_OK(rkv_range_encode_batch(f.store, &op, 1, &cmd, &len, NULL));

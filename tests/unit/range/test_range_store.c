@@ -10,8 +10,8 @@
 #include "tests/lib/test.h"
 #include "tests/unit/range/range_fixture.h"
 
-static void append_entries(struct fixture *f, uint64_t range_id,
-                           uint64_t first, uint64_t n, uint64_t term)
+static void append_entries(struct fixture *f, uint64_t range_id, uint64_t first,
+                           uint64_t n, uint64_t term)
 {
     struct rkv_range_entry entries[64];
     char data[64][32];
@@ -292,7 +292,8 @@ TEST(store, map_grows_when_full)
     memset(value, 'v', sizeof(value));
     for (size_t i = 0; i < RKV_ARRAY_SIZE(ops); i++) {
         snprintf(keys[i], sizeof(keys[i]), "k%02zu", i);
-        ops[i] = (struct rkv_range_op){.key = keys[i], .key_len = 3,
+        ops[i] = (struct rkv_range_op){.key = keys[i],
+                                       .key_len = 3,
                                        .value = value,
                                        .value_len = sizeof(value)};
     }
@@ -334,7 +335,8 @@ TEST(store, map_full_at_limit)
     fx_bootstrap(&f);
     for (size_t i = 0; i < RKV_ARRAY_SIZE(ops); i++) {
         snprintf(keys[i], sizeof(keys[i]), "k%02zu", i);
-        ops[i] = (struct rkv_range_op){.key = keys[i], .key_len = 3,
+        ops[i] = (struct rkv_range_op){.key = keys[i],
+                                       .key_len = 3,
                                        .value = value,
                                        .value_len = sizeof(value)};
     }
