@@ -307,6 +307,7 @@ struct rkv_sql_session {
     bool saw_create_table;
     char create_table_name[RKV_SQL_NAME_MAX + 1];
     const char *unsupported; /* a static reason, NULL when none */
+    int write_action; /* SQLITE_INSERT, _UPDATE or _DELETE seen, else 0 */
 
     struct rkv_sql_row_key_block *row_key_blocks;
     size_t n_row_key_blocks;

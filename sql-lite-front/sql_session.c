@@ -628,6 +628,10 @@ static int session_authorize_cb(void *data, int action, const char *arg1,
                  sizeof(session->create_table_name), "%s", arg1);
         return SQLITE_OK;
     case SQLITE_CREATE_INDEX:
+        /* CREATE TABLE asks for the index behind its PRIMARY KEY. */
+        if (strncmp(arg1, "sqlite_autoindex_", 17) == 0) {
+            return SQLITE_OK;
+        }
         session->unsupported = "CREATE INDEX is not supported: tables have "
                                "only their primary key index";
         return SQLITE_DENY;
@@ -646,6 +650,14 @@ static int session_authorize_cb(void *data, int action, const char *arg1,
     case SQLITE_DETACH:
         session->unsupported = "ATTACH and DETACH are not supported";
         return SQLITE_DENY;
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+        /* The first write names the statement's kind, even after WITH. */
+        if (session->write_action == 0) {
+            session->write_action = action;
+        }
+        return SQLITE_OK;
     default:
         return SQLITE_OK;
     }
@@ -666,6 +678,10 @@ static void session_set_sqlite_error(struct rkv_sql_session *session)
         name += strlen("no such column: ");
         rkv_sql__session_set_error(session, "42703",
                                    "column \"%s\" does not exist", name);
+    } else if (strstr(message, "may not be indexed") != NULL) {
+        rkv_sql__session_set_error(session, "0A000",
+                                   "CREATE INDEX is not supported: tables "
+                                   "have only their primary key index");
     } else if (strstr(message, "already exists") != NULL) {
         rkv_sql__session_set_error(session, "42P07", "%s", message);
     } else if (strstr(message, "syntax error") != NULL ||
@@ -710,6 +726,7 @@ int rkv_sql__session_run_sqlite(struct rkv_sql_session *session,
 
     session->saw_create_table = false;
     session->unsupported = NULL;
+    session->write_action = 0;
     sqlite3_set_authorizer(session->db, session_authorize_cb, session);
     rc = sqlite3_prepare_v2(session->db, text, -1, &stmt, NULL);
     sqlite3_set_authorizer(session->db, NULL, NULL);

@@ -308,7 +308,8 @@ static int step_send_row(sqlite3_stmt *stmt, rkv_sql_event_cb cb, void *data)
 }
 
 /* Builds PostgreSQL's command tag for a finished statement. */
-static void step_command_tag(sqlite3_stmt *stmt, const char *text,
+static void step_command_tag(struct rkv_sql_session *session,
+                             sqlite3_stmt *stmt, const char *text,
                              uint64_t n_rows, char *tag, size_t tag_len)
 {
     sqlite3 *db = sqlite3_db_handle(stmt);
@@ -316,11 +317,12 @@ static void step_command_tag(sqlite3_stmt *stmt, const char *text,
     const char *word = skip_space(text);
     size_t word_len = 0;
 
-    if (starts_with(text, "INSERT") || starts_with(text, "REPLACE")) {
+    if (session->write_action == SQLITE_INSERT) {
         snprintf(tag, tag_len, "INSERT 0 %lld", changes);
-    } else if (starts_with(text, "UPDATE")) {
+    } else if (session->write_action == SQLITE_UPDATE) {
         snprintf(tag, tag_len, "UPDATE %lld", changes);
-    } else if (starts_with(text, "DELETE")) {
+    } else if (session->write_action == SQLITE_DELETE &&
+               !starts_with(text, "DROP")) {
         snprintf(tag, tag_len, "DELETE %lld", changes);
     } else if (sqlite3_column_count(stmt) > 0) {
         snprintf(tag, tag_len, "SELECT %llu", (unsigned long long)n_rows);
@@ -394,7 +396,7 @@ int rkv_sql__statement_step(struct rkv_sql_session *session,
     if (rkv_sql__session_flush(session) != 0) {
         return rkv_sql__session_send_error(session, cb, data);
     }
-    step_command_tag(stmt, text, n_rows, tag, sizeof(tag));
+    step_command_tag(session, stmt, text, n_rows, tag, sizeof(tag));
     return send_complete(cb, data, tag);
 }
 

@@ -1182,18 +1182,52 @@ static int row_check_column(struct vtab *vtab, size_t index,
     return 0;
 }
 
-/* Encodes a new row (values[i] for column i) into its key and value. */
+/* Evaluates a column's DEFAULT expression into a new value (free with
+ * sqlite3_value_free), or NULL when it fails. */
+static sqlite3_value *default_value(struct vtab *vtab,
+                                    const struct rkv_sql_column *column)
+{
+    sqlite3_value *value = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char *sql = sqlite3_mprintf("SELECT (%s)", column->default_sql);
+
+    if (sql != NULL &&
+        sqlite3_prepare_v2(vtab->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        value = sqlite3_value_dup(sqlite3_column_value(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_free(sql);
+    return value;
+}
+
+/* Encodes a new row (values[i] for column i) into its key and value.
+ * SQLite passes NULL for a column an INSERT leaves out, because virtual
+ * tables get no DEFAULT handling, so an inserted NULL takes the DEFAULT.
+ * NOTE: an explicit NULL into a column with a DEFAULT therefore stores
+ * the default, unlike PostgreSQL; it matters only for nullable columns
+ * that also have a DEFAULT. */
 static int row_encode(struct vtab *vtab, sqlite3_value **values,
-                      struct rkv_sql_buf *key, struct rkv_sql_buf *value)
+                      bool is_insert, struct rkv_sql_buf *key,
+                      struct rkv_sql_buf *value)
 {
     const struct rkv_sql_table *table = vtab->table;
     struct rkv_sql_datum datums[RKV_SQL_COLUMNS_MAX];
+    sqlite3_value *defaults[RKV_SQL_COLUMNS_MAX] = {NULL};
     uint32_t ids[RKV_SQL_COLUMNS_MAX];
     size_t n_stored = 0;
     int rv = 0;
 
     for (size_t i = 0; i < table->n_columns; i++) {
-        rkv_sql__datum_from_value(values[i], table->columns[i].affinity,
+        sqlite3_value *source = values[i];
+
+        if (is_insert && table->columns[i].default_sql != NULL &&
+            sqlite3_value_type(source) == SQLITE_NULL) {
+            defaults[i] = default_value(vtab, &table->columns[i]);
+            source = defaults[i] != NULL ? defaults[i] : source;
+        }
+        values[i] = source;
+        rkv_sql__datum_from_value(source, table->columns[i].affinity,
                                   &datums[i]);
     }
     if (table->hidden_key && datums[table->key_columns[0]].type ==
@@ -1221,7 +1255,13 @@ static int row_encode(struct vtab *vtab, sqlite3_value **values,
             datums[n_stored++] = datums[i];
         }
     }
-    return rv != 0 ? rv : rkv_sql__row_encode(value, n_stored, ids, datums);
+    if (rv == 0) {
+        rv = rkv_sql__row_encode(value, n_stored, ids, datums);
+    }
+    for (size_t i = 0; i < table->n_columns; i++) {
+        sqlite3_value_free(defaults[i]);
+    }
+    return rv;
 }
 
 static int row_check_limits(struct vtab *vtab, const struct rkv_sql_buf *key,
@@ -1335,7 +1375,9 @@ static int update_put(struct vtab *vtab, sqlite3_value *old_rowid,
     bool moves;
     int rv;
 
-    rv = row_encode(vtab, values, &key, &value);
+    rv = row_encode(vtab, values,
+                    sqlite3_value_type(old_rowid) == SQLITE_NULL, &key,
+                    &value);
     if (rv == 0) {
         rv = row_check_limits(vtab, &key, &value);
     }
@@ -1362,8 +1404,10 @@ static int update_put(struct vtab *vtab, sqlite3_value *old_rowid,
         rv = rkv_sql__session_write(session, old_key, old_key_len, NULL, 0);
     }
     if (rv == 0) {
-        rv = rkv_sql__session_write(session, key.data, key.len, value.data,
-                                    value.len);
+        /* A row of NULLs has an empty value, still a put, not a delete. */
+        rv = rkv_sql__session_write(
+            session, key.data, key.len,
+            value.data != NULL ? value.data : (const uint8_t *)"", value.len);
     }
     if (rv == 0) {
         int64_t handle = 0;

@@ -39,6 +39,19 @@ struct kv_local {
     long batches_before_failure; /* -1: never fail */
 };
 
+/* The store allocates with the C library, not rkv_malloc, so that
+ * allocation-failure tests fail only the code under test. Buffers it
+ * returns are still freed with rkv_free(), which calls free(). */
+static void *local_memdup(const void *src, size_t len)
+{
+    void *copy = malloc(len > 0 ? len : 1);
+
+    if (copy != NULL && len > 0) {
+        memcpy(copy, src, len);
+    }
+    return copy;
+}
+
 static int compare(const uint8_t *a, size_t a_len, const uint8_t *b,
                    size_t b_len)
 {
@@ -105,7 +118,7 @@ static int local_get(struct rkv_sql_kv *kv, const uint8_t *key,
                 key_len) != 0) {
         return RKV_ENOTFOUND;
     }
-    *value_out = rkv_memdup(local->pairs[index].value,
+    *value_out = local_memdup(local->pairs[index].value,
                             local->pairs[index].value_len + 1);
     if (*value_out == NULL) {
         return -ENOMEM;
@@ -148,7 +161,7 @@ static int local_scan(struct rkv_sql_kv *kv, const uint8_t *start,
     struct rkv_sql_kv_pair *pairs;
     size_t n = 0;
 
-    pairs = rkv_calloc(limit > 0 ? limit : 1, sizeof(*pairs));
+    pairs = calloc(limit > 0 ? limit : 1, sizeof(*pairs));
     if (pairs == NULL) {
         return -ENOMEM;
     }
@@ -158,8 +171,8 @@ static int local_scan(struct rkv_sql_kv *kv, const uint8_t *start,
                     end, end_len) < 0)) {
         const struct local_pair *pair = &local->pairs[index++];
 
-        pairs[n].key = rkv_memdup(pair->key, pair->key_len);
-        pairs[n].value = rkv_memdup(pair->value, pair->value_len + 1);
+        pairs[n].key = local_memdup(pair->key, pair->key_len);
+        pairs[n].value = local_memdup(pair->value, pair->value_len + 1);
         pairs[n].key_len = pair->key_len;
         pairs[n].value_len = pair->value_len;
         n++;
@@ -186,21 +199,21 @@ static int local_put_one(struct kv_local *local, const struct rkv_sql_kv_op *op)
 
     if (op->is_delete) {
         if (exists) {
-            rkv_free(local->pairs[index].key);
-            rkv_free(local->pairs[index].value);
+            free(local->pairs[index].key);
+            free(local->pairs[index].value);
             memmove(&local->pairs[index], &local->pairs[index + 1],
                     (local->n_pairs - index - 1) * sizeof(*local->pairs));
             local->n_pairs--;
         }
         return 0;
     }
-    value = rkv_malloc(op->value_len + 1);
+    value = malloc(op->value_len + 1);
     if (value == NULL) {
         return -ENOMEM;
     }
     memcpy(value, op->value, op->value_len);
     if (exists) {
-        rkv_free(local->pairs[index].value);
+        free(local->pairs[index].value);
         local->pairs[index].value = value;
         local->pairs[index].value_len = op->value_len;
         return 0;
@@ -208,10 +221,10 @@ static int local_put_one(struct kv_local *local, const struct rkv_sql_kv_op *op)
     if (local->n_pairs == local->pairs_cap) {
         size_t cap = local->pairs_cap == 0 ? 64 : local->pairs_cap * 2;
         struct local_pair *grown =
-            rkv_realloc(local->pairs, cap * sizeof(*grown));
+            realloc(local->pairs, cap * sizeof(*grown));
 
         if (grown == NULL) {
-            rkv_free(value);
+            free(value);
             return -ENOMEM;
         }
         local->pairs = grown;
@@ -219,7 +232,7 @@ static int local_put_one(struct kv_local *local, const struct rkv_sql_kv_op *op)
     }
     memmove(&local->pairs[index + 1], &local->pairs[index],
             (local->n_pairs - index) * sizeof(*local->pairs));
-    local->pairs[index].key = rkv_memdup(op->key, op->key_len);
+    local->pairs[index].key = local_memdup(op->key, op->key_len);
     local->pairs[index].key_len = op->key_len;
     local->pairs[index].value = value;
     local->pairs[index].value_len = op->value_len;
@@ -300,7 +313,7 @@ static int local_ranges(struct rkv_sql_kv *kv,
 {
     struct kv_local *local = local_of(kv);
     size_t n = local->n_splits + 1;
-    struct rkv_sql_kv_range *ranges = rkv_calloc(n, sizeof(*ranges));
+    struct rkv_sql_kv_range *ranges = calloc(n, sizeof(*ranges));
 
     if (ranges == NULL) {
         return -ENOMEM;
@@ -311,12 +324,12 @@ static int local_ranges(struct rkv_sql_kv *kv,
         ranges[i].replica_node_ids[0] = 1;
         ranges[i].n_replicas = 1;
         if (i > 0) {
-            ranges[i].start_key = rkv_memdup(local->splits[i - 1].key,
+            ranges[i].start_key = local_memdup(local->splits[i - 1].key,
                                              local->splits[i - 1].key_len);
             ranges[i].start_key_len = local->splits[i - 1].key_len;
         }
         if (i < local->n_splits) {
-            ranges[i].end_key = rkv_memdup(local->splits[i].key,
+            ranges[i].end_key = local_memdup(local->splits[i].key,
                                            local->splits[i].key_len);
             ranges[i].end_key_len = local->splits[i].key_len;
         }
@@ -338,14 +351,14 @@ static void local_close(struct rkv_sql_kv *kv)
     struct kv_local *local = local_of(kv);
 
     for (size_t i = 0; i < local->n_pairs; i++) {
-        rkv_free(local->pairs[i].key);
-        rkv_free(local->pairs[i].value);
+        free(local->pairs[i].key);
+        free(local->pairs[i].value);
     }
     for (size_t i = 0; i < local->n_splits; i++) {
-        rkv_free(local->splits[i].key);
+        free(local->splits[i].key);
     }
-    rkv_free(local->pairs);
-    rkv_free(local);
+    free(local->pairs);
+    free(local);
 }
 
 static const struct rkv_sql_kv_vtable local_vtable = {
@@ -359,7 +372,7 @@ static const struct rkv_sql_kv_vtable local_vtable = {
 
 struct rkv_sql_kv *kv_local_open(void)
 {
-    struct kv_local *local = rkv_calloc(1, sizeof(*local));
+    struct kv_local *local = calloc(1, sizeof(*local));
 
     if (local == NULL) {
         return NULL;
@@ -389,7 +402,7 @@ int kv_local_split(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len)
             (local->n_splits - index) * sizeof(local->splits[0]));
     memmove(&local->range_ids[index + 2], &local->range_ids[index + 1],
             (local->n_splits - index) * sizeof(local->range_ids[0]));
-    local->splits[index].key = rkv_memdup(key, key_len);
+    local->splits[index].key = local_memdup(key, key_len);
     local->splits[index].key_len = key_len;
     local->range_ids[index + 1] = next_id;
     local->n_splits++;
