@@ -1,0 +1,751 @@
+/*
+ * The simulation loop: the world's clock, the fault schedule, the client
+ * workload, and the checks at the end of a run (see sim.h for the phases).
+ *
+ * One simulated millisecond (world_step()):
+ *   1. every message due is delivered (to a node, or to a client);
+ *   2. every node commits its due disk jobs, ticks, and collects its Raft
+ *      work (sim_node_step());
+ *   3. crashed nodes whose restart time came are restarted;
+ *   4. clients time out, or start their next operation;
+ *   5. in phase 1, the fault schedule may inject its next fault.
+ *
+ * The workload: each client runs one operation at a time on a few hot keys:
+ * reads, puts of a unique value, and appends done as a CAS of the last
+ * value the client read to that value plus a unique token. Writes go to the
+ * client's guess of the leader and follow RKV_ENOTLEADER hints; an attempt
+ * that failed definitely is retried (up to RKV_SIM_CLIENT_ATTEMPTS_MAX)
+ * with a new request id, so a late answer to an old attempt is ignored. A
+ * timed-out write is recorded as unknown and never resent. Client traffic
+ * is never duplicated by the network: with TCP a request reaches a node at
+ * most once, and the client relies on that when it retries after a
+ * definite failure.
+ */
+#define RKV_LOG_SUBSYS "sim"
+#include "tests/sim/sim_internal.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+/* How often, in simulated ms, the heal phase checks for convergence. */
+#define SIM_CONVERGE_CHECK_MS 10
+/* Most ranges a run compares (the keys bound the splits well below). */
+#define SIM_RANGES_MAX 64
+
+void sim_trace(struct rkv_sim_world *w, const char *fmt, ...)
+{
+    va_list args;
+
+    if (!w->options.verbose) {
+        return;
+    }
+    printf("t=%" PRIu64 " ", w->now_ms);
+    va_start(args, fmt);
+    vprintf(fmt, args);
+    va_end(args);
+    putchar('\n');
+}
+
+void rkv_sim_options_init(struct rkv_sim_options *options, uint64_t seed,
+                          unsigned n_nodes)
+{
+    memset(options, 0, sizeof(*options));
+    options->seed = seed;
+    options->n_nodes = n_nodes;
+    options->n_clients = 4;
+    options->n_keys = 6;
+    options->duration_ms = 2000;
+    options->heal_ms = 10000;
+    options->split_bytes = 400;
+}
+
+const char *rkv_sim_verdict_name(enum rkv_sim_verdict verdict)
+{
+    switch (verdict) {
+    case RKV_SIM_PASS:
+        return "pass";
+    case RKV_SIM_FAIL_LINEARIZABILITY:
+        return "linearizability";
+    case RKV_SIM_FAIL_DIVERGED:
+        return "diverged";
+    case RKV_SIM_FAIL_NO_CONVERGENCE:
+        return "no-convergence";
+    case RKV_SIM_FAIL_CHECK_BUDGET:
+        return "check-budget";
+    }
+    return "unknown";
+}
+
+/* ---- clients ------------------------------------------------------------ */
+
+static unsigned random_node(struct rkv_sim_world *w)
+{
+    return (unsigned)rkv_sim_prng_below(&w->prng, w->options.n_nodes);
+}
+
+static void client_send(struct rkv_sim_world *w, unsigned c)
+{
+    struct sim_client *client = &w->clients[c];
+    struct sim_msg *msg;
+    unsigned target = client->target;
+
+    if (client->op.kind == RKV_SIM_OP_GET &&
+        w->options.bug == RKV_SIM_BUG_STALE_READ) {
+        target = random_node(w);
+    }
+    client->request.req_id = ++client->next_req_id;
+    client->n_attempts++;
+    client->deadline_ms = w->now_ms + RKV_SIM_CLIENT_TIMEOUT_MS;
+    msg = sim_msg_new(SIM_MSG_REQUEST, RKV_SIM_CLIENT_ADDR_BASE + c,
+                      target + 1);
+    msg->request = client->request;
+    sim_net_send(w, msg);
+}
+
+/* Picks the next operation: hot keys are chosen more often. */
+static void client_choose_op(struct rkv_sim_world *w, unsigned c,
+                             struct rkv_sim_op *op)
+{
+    struct sim_client *client = &w->clients[c];
+    unsigned key;
+    uint64_t dice;
+
+    memset(op, 0, sizeof(*op));
+    op->client = c;
+    if (rkv_sim_prng_chance(&w->prng, 500)) {
+        key = (unsigned)rkv_sim_prng_below(&w->prng,
+                                           RKV_MIN(2u, w->options.n_keys));
+    } else {
+        key = (unsigned)rkv_sim_prng_below(&w->prng, w->options.n_keys);
+    }
+    op->key = key;
+    dice = rkv_sim_prng_below(&w->prng, 100);
+    if (dice < 40 || (dice >= 65 && !client->known[key])) {
+        op->kind = RKV_SIM_OP_GET;
+        return;
+    }
+    client->n_ops++;
+    if (dice < 65 || (!client->known_absent[key] &&
+                      strlen(client->known_value[key]) >
+                          RKV_SIM_APPEND_LEN_MAX)) {
+        op->kind = RKV_SIM_OP_PUT;
+        snprintf(op->value, sizeof(op->value), "c%u.%" PRIu64, c,
+                 client->n_ops);
+        return;
+    }
+    op->kind = RKV_SIM_OP_CAS;
+    op->expect_absent = client->known_absent[key];
+    if (op->expect_absent) {
+        snprintf(op->value, sizeof(op->value), "c%u.%" PRIu64, c,
+                 client->n_ops);
+    } else {
+        snprintf(op->expected, sizeof(op->expected), "%s",
+                 client->known_value[key]);
+        snprintf(op->value, sizeof(op->value), "%s,c%u.%" PRIu64,
+                 client->known_value[key], c, client->n_ops);
+    }
+}
+
+static void client_start_op(struct rkv_sim_world *w, unsigned c)
+{
+    struct sim_client *client = &w->clients[c];
+
+    client_choose_op(w, c, &client->op);
+    client->op.call_seq = ++w->seq;
+    memset(&client->request, 0, sizeof(client->request));
+    client->request.kind = client->op.kind;
+    client->request.key = client->op.key;
+    memcpy(client->request.value, client->op.value, sizeof(client->op.value));
+    client->request.expect_absent = client->op.expect_absent;
+    memcpy(client->request.expected, client->op.expected,
+           sizeof(client->op.expected));
+    client->waiting = true;
+    client->n_attempts = 0;
+    client_send(w, c);
+}
+
+static void client_record(struct rkv_sim_world *w, unsigned c)
+{
+    int rv = rkv_sim_history_add(&w->history, &w->clients[c].op);
+
+    if (rv != 0) {
+        sim_fatal("recording an operation", rv);
+    }
+}
+
+static void client_op_done(struct rkv_sim_world *w, unsigned c)
+{
+    struct sim_client *client = &w->clients[c];
+
+    client->waiting = false;
+    client->next_op_ms = w->now_ms + rkv_sim_prng_between(&w->prng, 0, 20);
+}
+
+/* Remembers what the client now knows of the key's value. */
+static void client_learn(struct sim_client *client,
+                         const struct rkv_sim_op *op)
+{
+    unsigned key = op->key;
+
+    if (op->kind == RKV_SIM_OP_GET) {
+        client->known[key] = true;
+        client->known_absent[key] = !op->found;
+        memcpy(client->known_value[key], op->output, sizeof(op->output));
+    } else if (op->kind == RKV_SIM_OP_PUT || op->found) {
+        client->known[key] = true;
+        client->known_absent[key] = false;
+        memcpy(client->known_value[key], op->value, sizeof(op->value));
+    } else {
+        client->known[key] = false; /* a failed CAS: read again first */
+    }
+}
+
+void sim_client_receive(struct rkv_sim_world *w, unsigned c,
+                        const struct sim_response *response)
+{
+    struct sim_client *client = &w->clients[c];
+    struct rkv_sim_op *op = &client->op;
+
+    if (!client->waiting || response->req_id != client->request.req_id) {
+        return; /* a late answer to an abandoned attempt */
+    }
+    if (response->rv == 0) {
+        op->return_seq = ++w->seq;
+        op->found = response->found;
+        if (op->kind == RKV_SIM_OP_GET) {
+            memcpy(op->output, response->value, sizeof(op->output));
+        }
+        client_record(w, c);
+        client_learn(client, op);
+        client_op_done(w, c);
+        return;
+    }
+    /* A definite failure: this attempt took no effect. */
+    if (response->rv == RKV_ENOTLEADER && response->leader_hint != 0) {
+        client->target = (unsigned)response->leader_hint - 1;
+    } else {
+        client->target = random_node(w);
+    }
+    if (client->n_attempts >= RKV_SIM_CLIENT_ATTEMPTS_MAX) {
+        client_op_done(w, c);
+        return;
+    }
+    client_send(w, c);
+}
+
+static void clients_step(struct rkv_sim_world *w)
+{
+    for (unsigned c = 0; c < w->options.n_clients; c++) {
+        struct sim_client *client = &w->clients[c];
+
+        if (client->waiting && w->now_ms >= client->deadline_ms) {
+            /* A read that timed out had no effect; a write may have. */
+            if (client->op.kind != RKV_SIM_OP_GET) {
+                client->op.unknown = true;
+                client_record(w, c);
+                client->known[client->op.key] = false;
+            }
+            client->target = random_node(w);
+            client_op_done(w, c);
+        }
+        if (!client->waiting && w->clients_on &&
+            w->now_ms >= client->next_op_ms) {
+            client_start_op(w, c);
+        }
+    }
+}
+
+static bool clients_idle(const struct rkv_sim_world *w)
+{
+    for (unsigned c = 0; c < w->options.n_clients; c++) {
+        if (w->clients[c].waiting) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- faults ------------------------------------------------------------- */
+
+struct sim_faults {
+    uint64_t next_fault_ms;
+    uint64_t heal_partition_ms; /* 0: no partition */
+};
+
+static unsigned nodes_down(const struct rkv_sim_world *w)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        n += !w->up[i];
+    }
+    return n;
+}
+
+static void partition_heal(struct rkv_sim_world *w, struct sim_faults *f)
+{
+    if (f->heal_partition_ms == 0) {
+        return;
+    }
+    memset(w->net.blocked, 0, sizeof(w->net.blocked));
+    f->heal_partition_ms = 0;
+    sim_trace(w, "heal partition");
+}
+
+static void partition_start(struct rkv_sim_world *w, struct sim_faults *f)
+{
+    unsigned n = w->options.n_nodes;
+    bool side[RKV_SIM_NODES_MAX];
+    bool one_way = rkv_sim_prng_chance(&w->prng, 300);
+    char text[64] = "";
+    size_t len = 0;
+    unsigned n_side = 0;
+
+    memset(w->net.blocked, 0, sizeof(w->net.blocked));
+    while (n_side == 0 || n_side == n) {
+        n_side = 0;
+        for (unsigned i = 0; i < n; i++) {
+            side[i] = rkv_sim_prng_chance(&w->prng, 500);
+            n_side += side[i];
+        }
+    }
+    for (unsigned a = 0; a < n; a++) {
+        for (unsigned b = 0; b < n; b++) {
+            if (side[a] && !side[b]) {
+                w->net.blocked[a][b] = true;
+                w->net.blocked[b][a] = !one_way;
+            }
+        }
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%u",
+                                a == 0 ? "" : ",", side[a] ? 1u : 0u);
+    }
+    f->heal_partition_ms =
+        w->now_ms + rkv_sim_prng_between(&w->prng, 50, 600);
+    w->report->n_partitions++;
+    sim_trace(w, "partition %s sides=%s (1 cannot send to 0%s)",
+              one_way ? "one-way" : "symmetric", text,
+              one_way ? "" : " and back");
+}
+
+static void fault_crash(struct rkv_sim_world *w)
+{
+    unsigned i = random_node(w);
+
+    /* Keep a majority up, except for a rare crash of anyone. */
+    if (!w->up[i] || (nodes_down(w) >= (w->options.n_nodes - 1) / 2 &&
+                      !rkv_sim_prng_chance(&w->prng, 100))) {
+        return;
+    }
+    sim_node_crash(w, i);
+    w->report->n_crashes++;
+    sim_trace(w, "crash node=%u restart_at=%" PRIu64, i + 1,
+              w->restart_ms[i]);
+}
+
+static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
+{
+    uint64_t dice;
+    unsigned i;
+
+    if (f->heal_partition_ms != 0 && w->now_ms >= f->heal_partition_ms) {
+        partition_heal(w, f);
+    }
+    if (w->now_ms < f->next_fault_ms) {
+        return;
+    }
+    f->next_fault_ms = w->now_ms + rkv_sim_prng_between(&w->prng, 20, 200);
+    dice = rkv_sim_prng_below(&w->prng, 100);
+    if (dice < 20) {
+        partition_start(w, f);
+    } else if (dice < 40) {
+        fault_crash(w);
+    } else if (dice < 50) {
+        i = random_node(w);
+        if (w->up[i]) {
+            unsigned skip = (unsigned)rkv_sim_prng_below(&w->prng, 8);
+
+            sim_node_fail_write(w, i, skip);
+            sim_trace(w, "disk will fail node=%u after_writes=%u", i + 1,
+                      skip);
+        }
+    } else if (dice < 75) {
+        i = random_node(w);
+        if (sim_node_transfer_some(w, i)) {
+            w->report->n_transfers++;
+        }
+    }
+}
+
+/* Draws this seed's network profile. */
+static void faults_profile(struct rkv_sim_world *w)
+{
+    struct sim_net *net = &w->net;
+
+    net->drop_per_mille = (unsigned)rkv_sim_prng_below(&w->prng, 60);
+    net->dup_per_mille = (unsigned)rkv_sim_prng_below(&w->prng, 40);
+    net->delay_min_ms = 1;
+    net->delay_max_ms = rkv_sim_prng_between(&w->prng, 2, 12);
+    net->slow_per_mille = (unsigned)rkv_sim_prng_below(&w->prng, 40);
+    net->slow_max_ms = rkv_sim_prng_between(&w->prng, 30, 300);
+    sim_trace(w,
+              "network drop=%u/1000 dup=%u/1000 delay=%" PRIu64 "..%" PRIu64
+              "ms slow=%u/1000 up to %" PRIu64 "ms",
+              net->drop_per_mille, net->dup_per_mille, net->delay_min_ms,
+              net->delay_max_ms, net->slow_per_mille, net->slow_max_ms);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void deliver(struct rkv_sim_world *w, struct sim_msg *msg)
+{
+    if (msg->to >= RKV_SIM_CLIENT_ADDR_BASE) {
+        sim_client_receive(w, msg->to - RKV_SIM_CLIENT_ADDR_BASE,
+                           &msg->response);
+    } else {
+        sim_node_receive(w, msg->to - 1, msg);
+    }
+    sim_msg_free(msg);
+}
+
+static int world_step(struct rkv_sim_world *w, struct sim_faults *f)
+{
+    struct sim_msg *msg;
+    int rv;
+
+    w->now_ms++;
+    while ((msg = sim_net_next_due(w)) != NULL) {
+        deliver(w, msg);
+    }
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        sim_node_step(w, i);
+    }
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        if (!w->up[i] && (w->now_ms >= w->restart_ms[i] || !w->faults_on)) {
+            rv = sim_node_start(w, i);
+            if (rv != 0) {
+                return rv;
+            }
+            sim_trace(w, "restart node=%u", i + 1);
+        }
+    }
+    clients_step(w);
+    if (w->faults_on) {
+        faults_step(w, f);
+    }
+    return 0;
+}
+
+/* Returns whether every range has one leader whose whole log every
+ * replica applied, with no disk work queued anywhere. */
+static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
+                            size_t *n_ids)
+{
+    *n_ids = sim_node_range_ids(w, 0, ids, SIM_RANGES_MAX);
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        if (!w->up[i] || sim_node_disk_busy(w, i)) {
+            return false;
+        }
+    }
+    for (size_t k = 0; k < *n_ids; k++) {
+        struct sim_replica_view views[RKV_SIM_NODES_MAX];
+        const struct sim_replica_view *leader = NULL;
+
+        for (unsigned i = 0; i < w->options.n_nodes; i++) {
+            sim_node_view(w, i, ids[k], &views[i]);
+            if (!views[i].present || !views[i].initialized) {
+                return false;
+            }
+            if (views[i].is_leader &&
+                (leader == NULL || views[i].term > leader->term)) {
+                leader = &views[i];
+            }
+        }
+        if (leader == NULL || leader->commit_index != leader->last_index) {
+            return false;
+        }
+        for (unsigned i = 0; i < w->options.n_nodes; i++) {
+            if (views[i].applied_index != leader->last_index) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void fail(struct rkv_sim_world *w, enum rkv_sim_verdict verdict,
+                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void fail(struct rkv_sim_world *w, enum rkv_sim_verdict verdict,
+                 const char *fmt, ...)
+{
+    va_list args;
+
+    if (w->report->verdict != RKV_SIM_PASS) {
+        return; /* keep the first failure */
+    }
+    w->report->verdict = verdict;
+    va_start(args, fmt);
+    vsnprintf(w->report->detail, sizeof(w->report->detail), fmt, args);
+    va_end(args);
+}
+
+/* Compares every range's content hash across the nodes. */
+static void check_hashes(struct rkv_sim_world *w, const uint64_t *ids,
+                         size_t n_ids)
+{
+    for (size_t k = 0; k < n_ids; k++) {
+        uint64_t first = 0;
+
+        for (unsigned i = 0; i < w->options.n_nodes; i++) {
+            struct rkv_range_rtxn *rtxn;
+            uint64_t hash = 0;
+            int rv;
+
+            rv = rkv_range_rtxn_begin(sim_node_store(w, i), &rtxn);
+            if (rv == 0) {
+                rv = rkv_range_content_hash(rtxn, ids[k], &hash);
+                rkv_range_rtxn_end(rtxn);
+            }
+            if (rv != 0) {
+                sim_fatal("hashing a range", rv);
+            }
+            if (i == 0) {
+                first = hash;
+            } else if (hash != first) {
+                fail(w, RKV_SIM_FAIL_DIVERGED,
+                     "range %llu differs: node 1 hash %016llx, node %u "
+                     "hash %016llx",
+                     (unsigned long long)ids[k], (unsigned long long)first,
+                     i + 1, (unsigned long long)hash);
+            }
+        }
+    }
+}
+
+/* Reads every key from node 1's converged store and records the reads
+ * after every other operation, so the check proves each acknowledged write
+ * is in the final state. */
+static void final_reads(struct rkv_sim_world *w, const uint64_t *ids,
+                        size_t n_ids)
+{
+    struct rkv_range_rtxn *rtxn;
+    int rv;
+
+    rv = rkv_range_rtxn_begin(sim_node_store(w, 0), &rtxn);
+    if (rv != 0) {
+        sim_fatal("beginning a read transaction", rv);
+    }
+    for (unsigned key = 0; key < w->options.n_keys; key++) {
+        struct rkv_sim_op op;
+        char key_text[16];
+        const uint8_t *value = NULL;
+        size_t value_len = 0;
+
+        memset(&op, 0, sizeof(op));
+        op.client = w->options.n_clients; /* the checker's own reader */
+        op.key = key;
+        op.kind = RKV_SIM_OP_GET;
+        snprintf(key_text, sizeof(key_text), "k%02u", key);
+        rv = RKV_EKEYMISMATCH;
+        for (size_t k = 0; k < n_ids && rv == RKV_EKEYMISMATCH; k++) {
+            rv = rkv_range_get(rtxn, ids[k], key_text, strlen(key_text),
+                               &value, &value_len);
+            if (rv == RKV_ERANGENOTFOUND) {
+                rv = RKV_EKEYMISMATCH;
+            }
+        }
+        if (rv != 0 && rv != RKV_ENOTFOUND) {
+            sim_fatal("reading a key at the end", rv);
+        }
+        op.found = rv == 0;
+        if (op.found) {
+            memcpy(op.output, value, RKV_MIN(value_len, sizeof(op.output) - 1));
+        }
+        op.call_seq = ++w->seq;
+        op.return_seq = ++w->seq;
+        rv = rkv_sim_history_add(&w->history, &op);
+        if (rv != 0) {
+            sim_fatal("recording an operation", rv);
+        }
+    }
+    rkv_range_rtxn_end(rtxn);
+}
+
+static int check_history(struct rkv_sim_world *w)
+{
+    for (unsigned key = 0; key < w->options.n_keys; key++) {
+        enum rkv_sim_check_result result;
+        int rv;
+
+        rv = rkv_sim_check_key(&w->history, key, w->options.check_steps,
+                               &result);
+        if (rv != 0) {
+            return rv;
+        }
+        if (result == RKV_SIM_CHECK_VIOLATION) {
+            fail(w, RKV_SIM_FAIL_LINEARIZABILITY,
+                 "key k%02u: history is not linearizable", key);
+        } else if (result == RKV_SIM_CHECK_UNKNOWN) {
+            fail(w, RKV_SIM_FAIL_CHECK_BUDGET,
+                 "key k%02u: check ran out of its step budget", key);
+        }
+        if (result != RKV_SIM_CHECK_OK && w->options.verbose) {
+            printf("history of key k%02u:\n", key);
+            rkv_sim_history_print(&w->history, key);
+        }
+    }
+    return 0;
+}
+
+/* Phase 2: stops the faults and runs until the cluster settles. */
+static int world_heal(struct rkv_sim_world *w, struct sim_faults *f,
+                      uint64_t *ids, size_t *n_ids)
+{
+    uint64_t deadline;
+    int rv;
+
+    w->faults_on = false;
+    w->clients_on = false;
+    memset(w->net.blocked, 0, sizeof(w->net.blocked));
+    f->heal_partition_ms = 0;
+    sim_trace(w, "heal: faults stop, crashed nodes restart");
+    deadline = w->now_ms + w->options.heal_ms;
+    while (w->now_ms < deadline) {
+        rv = world_step(w, f);
+        if (rv != 0) {
+            return rv;
+        }
+        if (w->now_ms % SIM_CONVERGE_CHECK_MS == 0 && clients_idle(w) &&
+            world_converged(w, ids, n_ids)) {
+            sim_trace(w, "converged ranges=%zu", *n_ids);
+            return 0;
+        }
+    }
+    fail(w, RKV_SIM_FAIL_NO_CONVERGENCE,
+         "the cluster did not settle within %" PRIu64 " ms after healing",
+         w->options.heal_ms);
+    return 0;
+}
+
+static int world_run(struct rkv_sim_world *w)
+{
+    struct sim_faults faults = {0};
+    uint64_t ids[SIM_RANGES_MAX];
+    size_t n_ids = 0;
+    int rv;
+
+    faults_profile(w);
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        rv = sim_node_start(w, i);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    w->faults_on = true;
+    w->clients_on = true;
+    faults.next_fault_ms = rkv_sim_prng_between(&w->prng, 100, 300);
+    while (w->now_ms < w->options.duration_ms) {
+        rv = world_step(w, &faults);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rv = world_heal(w, &faults, ids, &n_ids);
+    if (rv != 0 || w->report->verdict != RKV_SIM_PASS) {
+        return rv;
+    }
+    w->report->n_ranges = n_ids;
+    check_hashes(w, ids, n_ids);
+    final_reads(w, ids, n_ids);
+    return check_history(w);
+}
+
+static int remove_entry_cb(const char *path, const struct stat *st, int flag,
+                           struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void options_fill_defaults(struct rkv_sim_options *o)
+{
+    struct rkv_sim_options defaults;
+
+    rkv_sim_options_init(&defaults, o->seed, o->n_nodes);
+    if (o->n_clients == 0) {
+        o->n_clients = defaults.n_clients;
+    }
+    if (o->n_keys == 0) {
+        o->n_keys = defaults.n_keys;
+    }
+    if (o->duration_ms == 0) {
+        o->duration_ms = defaults.duration_ms;
+    }
+    if (o->heal_ms == 0) {
+        o->heal_ms = defaults.heal_ms;
+    }
+    if (o->split_bytes == 0) {
+        o->split_bytes = defaults.split_bytes;
+    }
+}
+
+int rkv_sim_run(const struct rkv_sim_options *options,
+                struct rkv_sim_report *report)
+{
+    struct rkv_sim_world *w;
+    char path[600];
+    int rv;
+
+    memset(report, 0, sizeof(*report));
+    if (options->n_nodes == 0 || options->n_nodes > RKV_SIM_NODES_MAX ||
+        options->n_clients > RKV_SIM_CLIENTS_MAX ||
+        options->n_keys > RKV_SIM_KEYS_MAX || options->dir == NULL) {
+        snprintf(report->detail, sizeof(report->detail),
+                 "invalid options: nodes 1..%d, clients up to %d, keys up "
+                 "to %d, and a folder are required",
+                 RKV_SIM_NODES_MAX, RKV_SIM_CLIENTS_MAX, RKV_SIM_KEYS_MAX);
+        return -EINVAL;
+    }
+    w = rkv_calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return -ENOMEM;
+    }
+    w->options = *options;
+    options_fill_defaults(&w->options);
+    w->report = report;
+    rkv_sim_prng_seed(&w->prng, options->seed);
+    rkv_sim_history_init(&w->history);
+    for (unsigned c = 0; c < w->options.n_clients; c++) {
+        w->clients[c].target = random_node(w);
+    }
+
+    rv = world_run(w);
+    if (rv != 0) {
+        snprintf(report->detail, sizeof(report->detail),
+                 "harness failed: %s: %s", w->errmsg, rkv_strerror(rv));
+    }
+    report->end_ms = w->now_ms;
+    report->n_ops = w->history.n_ops;
+    for (size_t i = 0; i < w->history.n_ops; i++) {
+        report->n_unknown += w->history.ops[i].unknown;
+    }
+
+    sim_nodes_free(w);
+    sim_net_free(&w->net);
+    rkv_sim_history_free(&w->history);
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        snprintf(path, sizeof(path), "%s/node-%u", w->options.dir, i + 1);
+        nftw(path, remove_entry_cb, 8, FTW_DEPTH | FTW_PHYS);
+    }
+    rkv_free(w);
+    return rv;
+}

@@ -1,0 +1,215 @@
+/*
+ * Internals shared by the files of the simulator: the world, its network,
+ * its nodes and its clients.
+ *
+ * Addresses: node i (0-based) has node id and Raft replica id i + 1, as in
+ * node/ (replica_id == node_id in every descriptor). Client c has address
+ * RKV_SIM_CLIENT_ADDR_BASE + c. A message goes from one address to another.
+ *
+ * Time: world->now_ms is the simulated clock. world->seq is a counter that
+ * orders client calls and returns strictly; each event takes the next value.
+ *
+ * Invariants:
+ *   1. Every random choice comes from world->prng, taken in an order fixed
+ *      by the seed, so a run replays exactly.
+ *   2. A node that is down owns no store, replica or disk job; messages to
+ *      it are dropped on delivery.
+ *   3. A node's disk jobs commit in queue order, and a Raft batch is
+ *      acknowledged only after the transaction holding it committed.
+ */
+#ifndef RKV_SIM_INTERNAL_H
+#define RKV_SIM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft/raft.h"
+#include "range/range.h"
+#include "tests/sim/sim.h"
+
+#define RKV_SIM_CLIENT_ADDR_BASE 100
+/* Raft tick length in simulated ms. */
+#define RKV_SIM_TICK_MS 10
+/* Election timeout and heartbeat interval in ticks, as node/ uses. */
+#define RKV_SIM_ELECTION_TICKS 10
+#define RKV_SIM_HEARTBEAT_TICKS 1
+/* How long a client waits for a response before the outcome is unknown. */
+#define RKV_SIM_CLIENT_TIMEOUT_MS 400
+/* Attempts of one operation that fail definitely before the client gives
+ * it up (not recorded, since it took no effect). */
+#define RKV_SIM_CLIENT_ATTEMPTS_MAX 8
+/* How long an internal proposal (split steps) waits for its result. */
+#define RKV_SIM_IPROP_TIMEOUT_MS 1000
+/* Wait after a failed or skipped split before checking again. */
+#define RKV_SIM_SPLIT_RETRY_MS 200
+/* A value grows by CAS appends until it is this long; then a put resets
+ * it, so values stay under RKV_SIM_VALUE_MAX. */
+#define RKV_SIM_APPEND_LEN_MAX 160
+
+struct rkv_sim_world;
+struct sim_node;
+
+/* ---- messages ----------------------------------------------------------- */
+
+enum sim_msg_kind {
+    SIM_MSG_RAFT = 0,        /* a packed RkvRaft__Message between nodes */
+    SIM_MSG_REQUEST,         /* client -> node */
+    SIM_MSG_RESPONSE,        /* node -> client */
+    SIM_MSG_PROPOSE,         /* node -> node: an internal proposal */
+    SIM_MSG_PROPOSE_RESULT,  /* node -> node: its outcome */
+};
+
+/* A client request as it travels to a node. */
+struct sim_request {
+    uint64_t req_id;                  /* unique per client */
+    enum rkv_sim_op_kind kind;
+    unsigned key;
+    char value[RKV_SIM_VALUE_MAX];
+    bool expect_absent;
+    char expected[RKV_SIM_VALUE_MAX];
+};
+
+/* A node's response to a client request. */
+struct sim_response {
+    uint64_t req_id;
+    int rv;                           /* 0, or why it failed */
+    bool found;                       /* GET: present; CAS: swapped */
+    char value[RKV_SIM_VALUE_MAX];    /* GET: the value */
+    uint64_t leader_hint;             /* RKV_ENOTLEADER: node id or 0 */
+};
+
+struct sim_msg {
+    enum sim_msg_kind kind;
+    unsigned from;                    /* address */
+    unsigned to;                      /* address */
+    uint64_t deliver_ms;
+    uint64_t order;                   /* random tie-break among equals */
+    uint8_t *data;                    /* owned; RAFT and PROPOSE payload */
+    size_t data_len;
+    uint64_t range_id;                /* PROPOSE */
+    uint64_t iprop_id;                /* PROPOSE, PROPOSE_RESULT */
+    int rv;                           /* PROPOSE_RESULT */
+    uint64_t new_range_id;            /* PROPOSE_RESULT */
+    struct sim_request request;       /* REQUEST */
+    struct sim_response response;     /* RESPONSE */
+};
+
+/* ---- network (sim_net.c) ------------------------------------------------ */
+
+struct sim_net {
+    struct sim_msg **heap;            /* min-heap by (deliver_ms, order) */
+    size_t n_heap;
+    size_t cap;
+    /* blocked[a][b]: messages from node a to node b are lost (0-based). */
+    bool blocked[RKV_SIM_NODES_MAX][RKV_SIM_NODES_MAX];
+    unsigned drop_per_mille;
+    unsigned dup_per_mille;
+    uint64_t delay_min_ms;
+    uint64_t delay_max_ms;
+    unsigned slow_per_mille;          /* chance of a long delay */
+    uint64_t slow_max_ms;
+};
+
+/* Sends msg (takes ownership) with the network's faults applied: it may be
+ * dropped (freed), delayed, or duplicated. */
+void sim_net_send(struct rkv_sim_world *w, struct sim_msg *msg);
+/* Removes and returns the next message due at or before now, or NULL. */
+struct sim_msg *sim_net_next_due(struct rkv_sim_world *w);
+void sim_msg_free(struct sim_msg *msg);
+/* Frees every message in flight. */
+void sim_net_free(struct sim_net *net);
+/* Returns a new zeroed message, aborting the run on allocation failure. */
+struct sim_msg *sim_msg_new(enum sim_msg_kind kind, unsigned from,
+                            unsigned to);
+
+/* ---- nodes (sim_node.c) ------------------------------------------------- */
+
+/* Starts node i: opens (creating) its store, bootstraps range 1 when the
+ * store is new, and builds the Raft cores of every stored range. */
+int sim_node_start(struct rkv_sim_world *w, unsigned i);
+/* Crashes node i: drops its queued disk writes, frees its Raft cores and
+ * closes its store. */
+void sim_node_crash(struct rkv_sim_world *w, unsigned i);
+/* Runs one millisecond of node i: commits due disk jobs, ticks, and takes
+ * the Raft work of every replica. */
+int sim_node_step(struct rkv_sim_world *w, unsigned i);
+/* Handles a message delivered to node i. */
+int sim_node_receive(struct rkv_sim_world *w, unsigned i,
+                     const struct sim_msg *msg);
+/* Starts a leadership transfer of a range led by node i, if any. Returns
+ * whether one started. */
+bool sim_node_transfer_some(struct rkv_sim_world *w, unsigned i);
+/* Makes node i's next write (after `skip` more successful ones) fail. */
+void sim_node_fail_write(struct rkv_sim_world *w, unsigned i, unsigned skip);
+
+/* What the convergence check needs to know about one replica. */
+struct sim_replica_view {
+    bool present;
+    bool initialized;
+    bool is_leader;
+    uint64_t applied_index;
+    uint64_t commit_index;
+    uint64_t last_index;
+    uint64_t term;
+};
+
+/* Fills view for range_id on node i. */
+void sim_node_view(struct rkv_sim_world *w, unsigned i, uint64_t range_id,
+                   struct sim_replica_view *view);
+/* Returns whether node i has disk work queued. */
+bool sim_node_disk_busy(struct rkv_sim_world *w, unsigned i);
+/* Lists node i's range ids into ids (at most max); returns the count. */
+size_t sim_node_range_ids(struct rkv_sim_world *w, unsigned i, uint64_t *ids,
+                          size_t max);
+/* Returns the store of node i (NULL when down). Borrowed. */
+struct rkv_range_store *sim_node_store(struct rkv_sim_world *w, unsigned i);
+/* Frees everything of every node (end of run). */
+void sim_nodes_free(struct rkv_sim_world *w);
+
+/* ---- the world (sim.c) -------------------------------------------------- */
+
+struct sim_client {
+    bool waiting;                     /* an operation is outstanding */
+    struct rkv_sim_op op;             /* the outstanding operation */
+    struct sim_request request;
+    uint64_t deadline_ms;             /* of the current attempt */
+    unsigned n_attempts;
+    unsigned target;                  /* node index it sends to */
+    uint64_t next_op_ms;              /* think time ends */
+    uint64_t next_req_id;
+    /* The last value read per key, used as the CAS expectation. */
+    bool known[RKV_SIM_KEYS_MAX];
+    bool known_absent[RKV_SIM_KEYS_MAX];
+    char known_value[RKV_SIM_KEYS_MAX][RKV_SIM_VALUE_MAX];
+    uint64_t n_ops;                   /* operations started */
+};
+
+struct rkv_sim_world {
+    struct rkv_sim_options options;   /* defaults filled in */
+    struct rkv_sim_prng prng;
+    uint64_t now_ms;
+    uint64_t seq;
+    bool faults_on;                   /* phase 1 */
+    bool clients_on;
+    struct sim_net net;
+    struct sim_node *nodes[RKV_SIM_NODES_MAX]; /* owned */
+    bool up[RKV_SIM_NODES_MAX];
+    uint64_t restart_ms[RKV_SIM_NODES_MAX];    /* when down: restart time */
+    struct sim_client clients[RKV_SIM_CLIENTS_MAX];
+    struct rkv_sim_history history;
+    uint64_t next_iprop_id;
+    struct rkv_sim_report *report;    /* borrowed */
+    char errmsg[256];                 /* harness failure */
+};
+
+/* Prints a schedule line ("t=120 crash node=2") when verbose. */
+void sim_trace(struct rkv_sim_world *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Delivers a response to a client (from the network). */
+void sim_client_receive(struct rkv_sim_world *w, unsigned client,
+                        const struct sim_response *response);
+/* Stops the process on an impossible harness state (out of memory). */
+void sim_fatal(const char *what, int rv) __attribute__((noreturn));
+
+#endif /* RKV_SIM_INTERNAL_H */
