@@ -4,12 +4,12 @@
  * splits while one node is paused and resumed, and all replicas must end
  * with the same descriptors and content.
  *
- * The harness plays the node runtime: it persists each ready batch in one
- * write transaction, applies committed entries, creates the right-hand
- * replica when a split applies, creates an uninitialized replica when a
- * message arrives for a range it does not have, streams snapshots from
- * the store, and compacts logs so that the paused node must catch up by
- * snapshot. */
+ * The harness plays the node runtime. It persists each ready batch in one
+ * write transaction and applies committed entries. It creates the
+ * right-hand replica when a split applies, and an uninitialized replica
+ * when a message arrives for a range it does not have. It streams
+ * snapshots from the store and compacts logs, so the paused node must
+ * catch up by snapshot. */
 #define RKV_LOG_SUBSYS "test"
 #include "range/range.h"
 
@@ -678,9 +678,10 @@ static void cluster_start(struct cluster *c, uint64_t seed)
     }
     for (unsigned n = 0; n < N_NODES; n++) {
         struct rkv_range_wtxn *wtxn;
-        char name[16];
+        char name[64];
 
-        snprintf(name, sizeof(name), "node%u", n + 1);
+        snprintf(name, sizeof(name), "seed%llu-node%u",
+                 (unsigned long long)seed, n + 1);
         fx_open(&c->nodes[n].fx, name, 16 * 1024);
         ASSERT_OK(rkv_range_wtxn_begin(c->nodes[n].fx.store, &wtxn));
         ASSERT_OK(rkv_range_bootstrap(wtxn, replicas, N_NODES));
@@ -757,50 +758,96 @@ static bool cluster_converged(struct cluster *c, bool fail)
     return same;
 }
 
-/* Writes random keys until ranges split 20 times or more, with node 3
- * paused from the 4th split to the 12th. Logs are compacted, so node 3 must
- * catch up by snapshot, and all replicas then converge. */
-TEST(cluster, splits_converge_with_paused_replica)
+/* Stops node n (its Raft cores and store) and starts it again from what
+ * its store loads, as a process restart would. */
+static void node_restart(struct cluster *c, unsigned n)
+{
+    struct node *node = &c->nodes[n];
+    struct rkv_range_state *states;
+    size_t n_states;
+
+    for (size_t i = 0; i < node->n_replicas; i++) {
+        for (unsigned p = 0; p < N_NODES; p++) {
+            peer_snapshot_free(&node->replicas[i].snapshots[p]);
+        }
+        rkv_raft_free(node->replicas[i].raft);
+    }
+    node->n_replicas = 0;
+    fx_reopen(&node->fx);
+    ASSERT_OK(rkv_range_store_load(node->fx.store, &states, &n_states));
+    ASSERT_UINT_GT(n_states, 0);
+    for (size_t i = 0; i < n_states; i++) {
+        replica_add(c, n, states[i].desc.range_id);
+    }
+    rkv_free(states);
+}
+
+/* When the workload pauses, resumes and restarts nodes, in splits. */
+struct scenario {
+    unsigned pause_node;
+    unsigned pause_at_split;
+    unsigned resume_at_split;
+    unsigned restart_node;
+    unsigned restart_at_split; /* 0: never */
+};
+
+/* Proposes one put of a random key to the range that holds it. */
+static void write_random_key(struct cluster *c, uint64_t *range_id_out)
+{
+    static char value[200];
+    const struct applied_result *result;
+    char key[16];
+    uint8_t *cmd;
+    size_t len;
+
+    memset(value, 'c', sizeof(value));
+    snprintf(key, sizeof(key), "k%06d", rand() % 1000000);
+    *range_id_out = route(c, key, strlen(key));
+    ASSERT_OK(rkv_range_encode_put(c->nodes[0].fx.store, key, strlen(key),
+                                   value, 50 + (size_t)rand() % 150, &cmd, &len,
+                                   NULL));
+    result = cluster_propose(c, *range_id_out, cmd, len);
+    rkv_free(cmd);
+    if (result != NULL) {
+        ASSERT_INT_EQ(result->result.rv, 0);
+    }
+}
+
+/* Writes until ranges split 22 times, following the scenario, then waits
+ * for convergence and checks descriptors, content and stats. */
+static void run_scenario(const struct scenario *sc, uint64_t seed)
 {
     struct cluster c;
-    static char value[200];
     bool paused_once = false;
+    bool restarted = false;
     unsigned n_writes = 0;
     unsigned n_ticks = 0;
 
-    srand(5);
-    memset(value, 'c', sizeof(value));
-    cluster_start(&c, 5);
+    srand((unsigned)seed);
+    cluster_start(&c, seed);
     ASSERT_OK(rkv_raft_campaign(c.nodes[0].replicas[0].raft));
     cluster_flush(&c);
 
     while (c.n_splits < 22) {
-        const struct applied_result *result;
         uint64_t range_id;
-        char key[16];
-        uint8_t *cmd;
-        size_t len;
 
         ASSERT_UINT_LT(n_writes, 20000);
-        snprintf(key, sizeof(key), "k%06d", rand() % 1000000);
-        range_id = route(&c, key, strlen(key));
-        ASSERT_OK(rkv_range_encode_put(c.nodes[0].fx.store, key, strlen(key),
-                                       value, 50 + (size_t)rand() % 150, &cmd,
-                                       &len, NULL));
-        result = cluster_propose(&c, range_id, cmd, len);
-        rkv_free(cmd);
-        if (result != NULL) {
-            ASSERT_INT_EQ(result->result.rv, 0);
-        }
+        write_random_key(&c, &range_id);
         n_writes++;
         maybe_split(&c, range_id);
 
-        if (c.n_splits >= 4 && !paused_once) {
-            c.nodes[2].paused = true;
+        if (c.n_splits >= sc->pause_at_split && !paused_once) {
+            c.nodes[sc->pause_node].paused = true;
             paused_once = true;
         }
-        if (c.n_splits >= 12 && c.nodes[2].paused) {
-            c.nodes[2].paused = false;
+        if (c.n_splits >= sc->resume_at_split &&
+            c.nodes[sc->pause_node].paused) {
+            c.nodes[sc->pause_node].paused = false;
+        }
+        if (sc->restart_at_split > 0 && !restarted &&
+            c.n_splits >= sc->restart_at_split) {
+            node_restart(&c, sc->restart_node);
+            restarted = true;
         }
         if (n_writes % COMPACT_EVERY == 0) {
             cluster_compact(&c);
@@ -822,9 +869,47 @@ TEST(cluster, splits_converge_with_paused_replica)
         }
     }
     RKV_LOG(RKV_INFO,
-            "cluster done writes=%u splits=%u snapshots=%u uninit=%u "
-            "busy_snapshots=%u ticks_to_converge=%u",
-            n_writes, c.n_splits, c.n_snapshots_installed, c.n_uninit_created,
-            c.n_busy_snapshots, n_ticks);
+            "cluster done seed=%llu writes=%u splits=%u snapshots=%u "
+            "uninit=%u busy_snapshots=%u ticks_to_converge=%u",
+            (unsigned long long)seed, n_writes, c.n_splits,
+            c.n_snapshots_installed, c.n_uninit_created, c.n_busy_snapshots,
+            n_ticks);
     cluster_stop(&c);
+}
+
+/* Node 3 is paused from the 4th split to the 12th. Logs are compacted, so
+ * it must catch up by snapshot, and all replicas then converge. */
+TEST(cluster, splits_converge_with_paused_replica)
+{
+    static const struct scenario sc = {
+        .pause_node = 2, .pause_at_split = 4, .resume_at_split = 12};
+
+    run_scenario(&sc, 5);
+}
+
+/* As above, and node 2 also restarts from its store after the 16th
+ * split, loading every replica with rkv_range_store_load(). */
+TEST(cluster, splits_converge_after_node_restart)
+{
+    static const struct scenario sc = {.pause_node = 2,
+                                       .pause_at_split = 4,
+                                       .resume_at_split = 12,
+                                       .restart_node = 1,
+                                       .restart_at_split = 16};
+
+    run_scenario(&sc, 9);
+}
+
+/* Other seeds move leaders, split keys and the pause around. */
+TEST(cluster, splits_converge_more_seeds)
+{
+    static const struct scenario sc = {.pause_node = 0,
+                                       .pause_at_split = 2,
+                                       .resume_at_split = 9,
+                                       .restart_node = 2,
+                                       .restart_at_split = 12};
+
+    for (uint64_t seed = 100; seed < 105; seed++) {
+        run_scenario(&sc, seed);
+    }
 }
