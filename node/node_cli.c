@@ -56,6 +56,9 @@ static void start_usage(FILE *out)
             "                               (default info)\n"
             "  --tick-ms N                  Raft tick in milliseconds\n"
             "                               (default 100)\n"
+            "  --log-compact-entries N      applied Raft log entries kept per\n"
+            "                               range before compaction (default\n"
+            "                               50000)\n"
             "  --no-sync                    skip fsync (tests only: a crash\n"
             "                               loses acknowledged writes)\n\n"
             "Once both listeners are bound the node writes DIR/addresses:\n"
@@ -116,6 +119,7 @@ enum start_option {
     OPT_LOG_LEVEL,
     OPT_TICK_MS,
     OPT_NO_SYNC,
+    OPT_LOG_COMPACT,
     OPT_HELP,
 };
 
@@ -132,6 +136,7 @@ static const struct option start_options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"tick-ms", required_argument, NULL, OPT_TICK_MS},
     {"no-sync", no_argument, NULL, OPT_NO_SYNC},
+    {"log-compact-entries", required_argument, NULL, OPT_LOG_COMPACT},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -205,6 +210,14 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
         return 0;
     case OPT_NO_SYNC:
         cfg->no_sync = true;
+        return 0;
+    case OPT_LOG_COMPACT:
+        if (parse_u64(arg, &value) != 0 || value < 10) {
+            fprintf(stderr, "rangekv start: invalid --log-compact-entries "
+                            "'%s': expected at least 10 entries\n", arg);
+            return RKV_ECONFIG;
+        }
+        cfg->log_compact_entries = value;
         return 0;
     default:
         return RKV_ECONFIG;

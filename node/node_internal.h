@@ -63,6 +63,24 @@
  * how many transfers it starts per check. */
 #define RKV_NODE_SPREAD_INTERVAL_MS 2000
 #define RKV_NODE_SPREAD_MOVES_MAX 4
+/* Log compaction: once a replica's log holds more than the compaction
+ * threshold of applied entries (a setting, this by default), it is
+ * compacted up to RKV_NODE_LOG_KEEP_DIVISOR-th of that below the applied
+ * index; followers further behind catch up by snapshot. */
+#define RKV_NODE_LOG_COMPACT_ENTRIES_DEFAULT 50000
+#define RKV_NODE_LOG_KEEP_DIVISOR 5
+/* Snapshot chunks read from the store, in bytes; a chunk may exceed it by
+ * one pair (range.h), so Raft accepts chunks up to
+ * RKV_NODE_SNAPSHOT_CHUNK_MAX. */
+#define RKV_NODE_SNAPSHOT_CHUNK_BYTES (1u << 20)
+#define RKV_NODE_SNAPSHOT_CHUNK_MAX                                            \
+    (RKV_NODE_SNAPSHOT_CHUNK_BYTES + RKV_RANGE_VALUE_MAX_DEFAULT +            \
+     64u * 1024)
+/* Attempts to create a placeholder replica for one unknown range id are at
+ * least this far apart. */
+#define RKV_NODE_UNINIT_RETRY_MS 1000
+/* Size of the table remembering those attempts (oldest overwritten). */
+#define RKV_NODE_UNINIT_SLOTS 64
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -173,6 +191,14 @@ struct rkv_node__replica {
     struct rkv_node__request_list split_waiters; /* SplitRequests */
     uint64_t split_check_after_ms;      /* earliest next automatic check */
 
+    /* Log compaction and snapshots. */
+    uint64_t compacted_index;           /* log starts after this index */
+    uint64_t compact_pending;           /* compact up to this; 0: none */
+    struct rkv_range_snapshot_reader *snap_readers[RKV_NODE_JOIN_MAX];
+                                        /* leader: one per peer, owned */
+    uint64_t snap_indexes[RKV_NODE_JOIN_MAX];  /* index of each reader */
+    uint32_t snap_next_seqs[RKV_NODE_JOIN_MAX]; /* next chunk expected */
+
     bool on_work_list;                  /* has Raft work to collect */
     struct rkv_node__replica *work_next;
     struct rkv_node__replica *hash_next;
@@ -188,6 +214,8 @@ struct rkv_node__witem {
     struct rkv_range_entry *entries;          /* owned; rd->entries */
     struct rkv_range_entry *committed;        /* owned; rd->committed */
     struct rkv_range_apply_result *results;   /* owned; per committed */
+    uint64_t compact_index;                   /* compact the log up to this
+                                                 after the applies; 0: no */
     struct rkv_node__witem *next;
 };
 
@@ -259,6 +287,7 @@ struct rkv_node {
     uint8_t auth_digest[32];            /* SHA-256 of secret and node id */
     uint64_t split_bytes;
     uint32_t tick_ms;
+    uint64_t log_compact_entries;       /* compaction threshold, entries */
     bool no_sync;
 
     uint64_t node_id;
@@ -301,6 +330,11 @@ struct rkv_node {
     size_t n_requests;
 
     struct rkv_node__iprop *iprops;     /* internal proposals waiting */
+    struct {
+        uint64_t range_id;
+        uint64_t at_ms;
+    } uninit_attempts[RKV_NODE_UNINIT_SLOTS]; /* recent placeholder checks */
+    size_t uninit_next;                 /* slot overwritten next */
     uint64_t next_iprop_id;
 
     struct rkv_node__counters counters;
@@ -349,6 +383,11 @@ void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b);
 int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
                       size_t len, uint64_t *index, uint64_t *term);
 void rkv_node__replica_free(struct rkv_node__replica *replica);
+/* Creates a placeholder (uninitialized) replica for range_id when a
+ * snapshot skipped the split that would have created it; returns it, or
+ * NULL when the message should be dropped. */
+struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
+                                                        uint64_t range_id);
 /* Ticks every replica. */
 void rkv_node__tick_replicas(struct rkv_node *node);
 

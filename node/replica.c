@@ -124,25 +124,95 @@ static void replica_take_reads(struct rkv_node__replica *replica,
     serve_reads(replica);
 }
 
-/* Leader side of a snapshot transfer: produces the requested chunk. */
-static void replica_serve_snapshot(struct rkv_node__replica *replica,
-                                   const struct rkv_raft_snapshot_request *sr)
+static size_t peer_slot(uint64_t node_id)
 {
-    /* NOTE: the node never compacts Raft logs, so followers always catch up
-     * by log and the core never asks for a snapshot. Once compaction is
-     * added, this must stream rkv_range_snapshot_next() chunks into
-     * rkv_raft_snapshot_chunk(). */
-    RKV_LOG(RKV_WARN,
-            "snapshot requested but not supported range=%llu peer=%llu "
-            "chunk=%u",
-            (unsigned long long)replica->range_id,
-            (unsigned long long)sr->to, (unsigned)sr->chunk_seq);
+    assert(node_id >= 1 && node_id <= RKV_NODE_JOIN_MAX);
+    return (size_t)(node_id - 1);
 }
 
-static bool ready_needs_writer(const struct rkv_raft_ready *rd)
+static void snapshot_reader_close(struct rkv_node__replica *r, size_t slot)
+{
+    if (r->snap_readers[slot] != NULL) {
+        rkv_range_snapshot_close(r->snap_readers[slot]);
+        r->snap_readers[slot] = NULL;
+    }
+}
+
+/* Opens a snapshot of the replica's applied state for one peer. */
+static int snapshot_reader_open(struct rkv_node__replica *r, size_t slot)
+{
+    struct rkv_range_snapshot_meta meta;
+    int rv;
+
+    snapshot_reader_close(r, slot);
+    rv = rkv_range_snapshot_open(r->node->store, r->range_id,
+                                 RKV_NODE_SNAPSHOT_CHUNK_BYTES,
+                                 &r->snap_readers[slot], &meta);
+    if (rv != 0) {
+        return rv;
+    }
+    r->snap_indexes[slot] = meta.index;
+    r->snap_next_seqs[slot] = 0;
+    RKV_LOG(RKV_INFO, "sending snapshot range=%llu peer=%zu index=%llu",
+            (unsigned long long)r->range_id, slot + 1,
+            (unsigned long long)meta.index);
+    return 0;
+}
+
+/* Leader side of a snapshot transfer: produces the requested chunk from the
+ * peer's open reader (chunk 0 opens a new one at the applied index). A
+ * request out of sequence is ignored: the core restarts the transfer at
+ * chunk 0 when it sees no progress. */
+static void replica_serve_snapshot(struct rkv_node__replica *r,
+                                   const struct rkv_raft_snapshot_request *sr)
+{
+    size_t slot = peer_slot(sr->to);
+    uint8_t *chunk = NULL;
+    size_t chunk_len = 0;
+    bool last = false;
+    int rv = 0;
+
+    if (sr->chunk_seq == 0) {
+        rv = snapshot_reader_open(r, slot);
+    } else if (r->snap_readers[slot] == NULL ||
+               r->snap_next_seqs[slot] != sr->chunk_seq) {
+        RKV_LOG(RKV_DEBUG, "ignored snapshot chunk request range=%llu "
+                           "peer=%llu chunk=%u",
+                (unsigned long long)r->range_id, (unsigned long long)sr->to,
+                (unsigned)sr->chunk_seq);
+        return;
+    }
+    if (rv == 0) {
+        rv = rkv_range_snapshot_next(r->snap_readers[slot], &chunk,
+                                     &chunk_len, &last);
+    }
+    if (rv == 0) {
+        rv = rkv_raft_snapshot_chunk(r->raft, sr->to, r->snap_indexes[slot],
+                                     sr->chunk_seq, chunk, chunk_len, last);
+        rkv_free(chunk);
+    }
+    if (rv != 0) {
+        RKV_LOG(rv == RKV_ESTALE ? RKV_DEBUG : RKV_WARN,
+                "snapshot chunk failed range=%llu peer=%llu chunk=%u "
+                "error=%s",
+                (unsigned long long)r->range_id, (unsigned long long)sr->to,
+                (unsigned)sr->chunk_seq, rkv_strerror(rv));
+        snapshot_reader_close(r, slot);
+        return;
+    }
+    r->snap_next_seqs[slot] = sr->chunk_seq + 1;
+    if (last) {
+        snapshot_reader_close(r, slot);
+    }
+    rkv_node__replica_mark(r);
+}
+
+static bool ready_needs_writer(const struct rkv_node__replica *r,
+                               const struct rkv_raft_ready *rd)
 {
     return rd->has_hard_state || rd->n_entries > 0 || rd->n_chunks > 0 ||
-           rd->n_committed > 0 || rd->n_messages_after_persist > 0;
+           rd->n_committed > 0 || rd->n_messages_after_persist > 0 ||
+           r->compact_pending != 0;
 }
 
 static int batch_append(struct rkv_node *node, struct rkv_node__replica *r,
@@ -164,6 +234,8 @@ static int batch_append(struct rkv_node *node, struct rkv_node__replica *r,
     }
     item->replica = r;
     item->rd = rd;
+    item->compact_index = r->compact_pending;
+    r->compact_pending = 0;
     if (b->tail != NULL) {
         b->tail->next = item;
     } else {
@@ -196,7 +268,7 @@ static void collect_one(struct rkv_node *node, struct rkv_node__replica *r)
     for (size_t i = 0; i < rd->n_snapshot_requests; i++) {
         replica_serve_snapshot(r, &rd->snapshot_requests[i]);
     }
-    if (!ready_needs_writer(rd)) {
+    if (!ready_needs_writer(r, rd)) {
         rkv_raft_ready_free(rd);
         return;
     }
@@ -250,10 +322,67 @@ static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
     }
 }
 
+/* Schedules a compaction once the log holds too many applied entries. */
+static void replica_maybe_compact(struct rkv_node__replica *r)
+{
+    uint64_t threshold = r->node->log_compact_entries;
+    uint64_t keep = threshold / RKV_NODE_LOG_KEEP_DIVISOR;
+
+    if (r->compact_pending != 0 ||
+        r->applied_index <= r->compacted_index + threshold) {
+        return;
+    }
+    r->compact_pending = r->applied_index - keep;
+    rkv_node__replica_mark(r);
+}
+
+/* Bookkeeping after a snapshot installed: the replica now starts at the
+ * snapshot's index, with the snapshot's descriptor (read back by
+ * batch_refresh_stats()). */
+static void item_installed(struct rkv_node *node,
+                           const struct rkv_node__witem *item)
+{
+    struct rkv_node__replica *r = item->replica;
+    const struct rkv_raft_ready *rd = item->rd;
+
+    for (size_t i = 0; i < rd->n_chunks; i++) {
+        const struct rkv_raft_snapshot_chunk *chunk = &rd->chunks[i];
+
+        if (!chunk->last) {
+            continue;
+        }
+        r->applied_index = chunk->meta.index;
+        r->compacted_index = chunk->meta.index;
+        node->by_key_stale = true;
+        RKV_LOG(RKV_INFO,
+                "installed snapshot range=%llu index=%llu term=%llu "
+                "generation=%llu",
+                (unsigned long long)r->range_id,
+                (unsigned long long)chunk->meta.index,
+                (unsigned long long)chunk->meta.term,
+                (unsigned long long)r->desc.generation);
+    }
+}
+
 static void item_applied(struct rkv_node *node, struct rkv_node__witem *item)
 {
     struct rkv_node__replica *r = item->replica;
     struct rkv_raft_ready *rd = item->rd;
+
+    if (item->compact_index != 0) {
+        int rv = rkv_raft_compact(r->raft, item->compact_index);
+
+        if (rv != 0) {
+            RKV_LOG(RKV_WARN, "compacting raft log failed range=%llu "
+                              "index=%llu error=%s",
+                    (unsigned long long)r->range_id,
+                    (unsigned long long)item->compact_index,
+                    rkv_strerror(rv));
+        } else {
+            r->compacted_index = item->compact_index;
+        }
+    }
+    item_installed(node, item);
 
     for (size_t i = 0; i < rd->n_committed; i++) {
         const RkvRaft__Entry *entry = rd->committed[i];
@@ -339,6 +468,7 @@ void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b)
         if (item->rd->n_committed > 0) {
             serve_reads(r);
             rkv_node__split_maybe(r);
+            replica_maybe_compact(r);
         }
     }
     rkv_node__wbatch_free(b);
@@ -381,6 +511,9 @@ void rkv_node__replica_free(struct rkv_node__replica *replica)
     fail_request_list(&replica->reads, RKV_ESHUTDOWN, "node stopping");
     fail_request_list(&replica->split_waiters, RKV_ESHUTDOWN,
                       "node stopping");
+    for (size_t i = 0; i < RKV_NODE_JOIN_MAX; i++) {
+        snapshot_reader_close(replica, i);
+    }
     rkv_raft_free(replica->raft);
     rkv_free(replica);
 }

@@ -209,6 +209,9 @@ static void peer_in_step(struct rkv_node__peer_in *in,
     }
     replica = rkv_node__replica_find(node, msg->group_id);
     if (replica == NULL) {
+        replica = rkv_node__replica_placeholder(node, msg->group_id);
+    }
+    if (replica == NULL) {
         RKV_TRACEF("dropped message for unknown range=%llu",
                    (unsigned long long)msg->group_id);
         return;

@@ -71,8 +71,6 @@ static int writer_record_chunk(struct rkv_range_wtxn *wtxn, uint64_t range_id,
 {
     int rv;
 
-    /* UNTESTED: the node never compacts logs yet, so no leader sends
-     * snapshots. */
     rv = rkv_range_snapshot_install_chunk(wtxn, range_id, chunk->data,
                                           chunk->data_len);
     if (rv != 0 || !chunk->last) {
@@ -82,7 +80,7 @@ static int writer_record_chunk(struct rkv_range_wtxn *wtxn, uint64_t range_id,
 }
 
 /* Records the operations of one item, in the order raft.h prescribes:
- * chunks, entries, hard state, then applies. */
+ * chunks, entries, hard state, then applies, then compaction. */
 static int writer_record_item(struct rkv_range_wtxn *wtxn,
                               struct rkv_node__witem *item)
 {
@@ -121,6 +119,9 @@ static int writer_record_item(struct rkv_range_wtxn *wtxn,
         if (rv != 0) {
             return rv;
         }
+    }
+    if (item->compact_index != 0) {
+        return rkv_range_log_compact(wtxn, range_id, item->compact_index);
     }
     return 0;
 }

@@ -21,14 +21,26 @@ struct fixture {
     struct rkv_test_cluster cluster;
 };
 
-static void setup(struct fixture *f, size_t n, uint64_t split_bytes)
+static void setup_compacting(struct fixture *f, size_t n,
+                             uint64_t split_bytes,
+                             uint64_t log_compact_entries)
 {
     signal(SIGPIPE, SIG_IGN);
     rkv_test_cluster_setup(&f->cluster, n, rkv_test_tmpdir(), split_bytes);
+    if (log_compact_entries != 0) {
+        snprintf(f->cluster.log_compact_entries,
+                 sizeof(f->cluster.log_compact_entries), "%llu",
+                 (unsigned long long)log_compact_entries);
+    }
     for (size_t i = 0; i < n; i++) {
         rkv_test_cluster_start_node(&f->cluster, i);
     }
     rkv_test_cluster_init(&f->cluster, 0);
+}
+
+static void setup(struct fixture *f, size_t n, uint64_t split_bytes)
+{
+    setup_compacting(f, n, split_bytes, 0);
 }
 
 static void teardown(struct fixture *f)
@@ -347,5 +359,32 @@ TEST(cluster, all_killed_keep_acknowledged_writes)
     check_keys(&f, "d", 0, 300);
     put_keys(&f, "d", 300, 350);
     check_keys(&f, "d", 300, 350);
+    teardown(&f);
+}
+
+TEST(cluster, catch_up_by_snapshot)
+{
+    /* With logs compacted every 50 entries, a node down while the ranges
+     * take hundreds of writes and split comes back to find the entries it
+     * needs compacted away: it catches up by snapshots (of the ranges it
+     * had, and of right-hand ranges whose split it skipped), and then
+     * serves every key as part of every quorum. */
+    struct fixture f;
+
+    setup_compacting(&f, 3, 8192, 50);
+    put_keys(&f, "c", 0, 100);
+    rkv_test_cluster_kill_node(&f.cluster, 2);
+    put_keys(&f, "c", 100, 700);
+    rkv_test_cluster_start_node(&f.cluster, 2);
+    put_keys(&f, "e", 0, 20);
+
+    /* Node 3 must hold everything once node 1 is gone. */
+    rkv_test_cluster_kill_node(&f.cluster, 0);
+    check_keys(&f, "c", 0, 700);
+    check_keys(&f, "e", 0, 20);
+    ASSERT_TRUE(rkv_test_cluster_log_contains(&f.cluster, 2,
+                                              "installed snapshot"));
+    ASSERT_TRUE(rkv_test_cluster_log_contains(&f.cluster, 2,
+                                              "created placeholder replica"));
     teardown(&f);
 }

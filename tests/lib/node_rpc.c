@@ -351,6 +351,14 @@ static void cluster_exec_node(struct rkv_test_cluster *cluster, size_t i)
         dup2(fd, STDOUT_FILENO);
         close(fd);
     }
+    if (cluster->log_compact_entries[0] != '\0') {
+        execl(cluster_binary(), "rangekv", "start", "--store", proc->store,
+              "--listen-addr", proc->peer_addr, "--client-addr",
+              "127.0.0.1:0", "--join", join, "--node-id", node_id,
+              "--split-bytes", cluster->split_bytes, "--tick-ms", "50",
+              "--log-compact-entries", cluster->log_compact_entries,
+              (char *)NULL);
+    }
     execl(cluster_binary(), "rangekv", "start", "--store", proc->store,
           "--listen-addr", proc->peer_addr, "--client-addr", "127.0.0.1:0",
           "--join", join, "--node-id", node_id, "--split-bytes",
@@ -421,6 +429,26 @@ void rkv_test_cluster_init(struct rkv_test_cluster *cluster, size_t i)
              cluster->procs[i].client_addr);
     status = system(command);
     ASSERT_INT_EQ(status, 0);
+}
+
+bool rkv_test_cluster_log_contains(struct rkv_test_cluster *cluster, size_t i,
+                                   const char *text)
+{
+    char path[600];
+    char line[2048];
+    bool found = false;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/node.log", cluster->procs[i].store);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        found = strstr(line, text) != NULL;
+    }
+    fclose(f);
+    return found;
 }
 
 void rkv_test_cluster_stop(struct rkv_test_cluster *cluster)

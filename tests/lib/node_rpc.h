@@ -73,6 +73,8 @@ struct rkv_test_cluster {
     size_t n_procs;
     char client_addrs[RKV_TEST_NODES_MAX][RKV_TEST_ADDR_MAX];
     char split_bytes[32];               /* --split-bytes value */
+    char log_compact_entries[32];       /* --log-compact-entries; "": the
+                                           default */
 };
 
 /* Picks n free peer ports (bind to port 0, read, close), and fills the
@@ -88,6 +90,9 @@ void rkv_test_cluster_kill_node(struct rkv_test_cluster *cluster, size_t i);
 bool rkv_test_cluster_node_alive(struct rkv_test_cluster *cluster, size_t i);
 /* Runs `rangekv init` against node i; fails the test on error. */
 void rkv_test_cluster_init(struct rkv_test_cluster *cluster, size_t i);
+/* Returns whether node i's log (STORE/node.log) contains text. */
+bool rkv_test_cluster_log_contains(struct rkv_test_cluster *cluster, size_t i,
+                                   const char *text);
 /* Sends SIGTERM to every running process and reaps them. */
 void rkv_test_cluster_stop(struct rkv_test_cluster *cluster);
 
