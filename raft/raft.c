@@ -29,10 +29,11 @@ void rkv_raft_config_init(struct rkv_raft_config *config, uint64_t id,
     config->rand_state = seed != 0 ? seed : 0x9e3779b97f4a7c15ULL;
     config->pre_vote = true;
     config->check_quorum = true;
-    config->inflight_max = 64;
+    config->inflight_entries_max = 1024;
     config->inflight_bytes_max = 8 * 1024 * 1024;
     config->append_bytes_max = 1024 * 1024;
     config->chunk_bytes_max = RKV_RAFT_CHUNK_BYTES_DEFAULT;
+    config->uncommitted_bytes_max = 64 * 1024 * 1024;
 }
 
 /* xorshift64* (Vigna, 2014): deterministic per replica, no global state. */
@@ -52,9 +53,9 @@ static bool config_is_valid(const struct rkv_raft_config *config)
     return config->id != 0 && config->election_ticks > 0 &&
            config->heartbeat_ticks > 0 &&
            config->heartbeat_ticks < config->election_ticks &&
-           config->rand_state != 0 && config->inflight_max > 0 &&
+           config->rand_state != 0 && config->inflight_entries_max > 0 &&
            config->inflight_bytes_max > 0 && config->append_bytes_max > 0 &&
-           config->chunk_bytes_max > 0;
+           config->chunk_bytes_max > 0 && config->uncommitted_bytes_max > 0;
 }
 
 static int new_load_entries(struct rkv_raft *r,
@@ -430,11 +431,17 @@ int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
     if (r->transfer_to != 0) {
         return RKV_EBUSY;
     }
+    /* An empty backlog always takes one entry, however large. */
+    if (r->uncommitted_bytes > 0 &&
+        r->uncommitted_bytes + len > r->config.uncommitted_bytes_max) {
+        return RKV_EBUSY;
+    }
     rv = rkv_raft__log_append(r, r->term, RKV_RAFT__ENTRY_TYPE__ENTRY_NORMAL,
                               data, len);
     if (rv != 0) {
         return rv;
     }
+    r->uncommitted_bytes += len;
     *index = rkv_raft__last_index(r);
     *term = r->term;
     return rkv_raft__broadcast_append(r);

@@ -102,16 +102,20 @@ struct rkv_raft_config {
     uint64_t rand_state;         /* PRNG seed for election timeouts; != 0 */
     bool pre_vote;               /* run a pre-vote round (thesis 9.6) */
     bool check_quorum;           /* leader lease checks (thesis 6.2, 4.2.3) */
-    unsigned inflight_max;       /* appends in flight per follower */
-    uint64_t inflight_bytes_max; /* entry bytes in flight per follower */
+    uint64_t inflight_entries_max; /* entries in flight per follower */
+    uint64_t inflight_bytes_max;   /* entry bytes in flight per follower */
     uint64_t append_bytes_max;   /* entry bytes in one append message */
     uint64_t chunk_bytes_max;    /* snapshot chunk size, in bytes */
+    /* Leader: data bytes of uncommitted entries; past it proposals fail
+     * with RKV_EBUSY (like etcd raft's MaxUncommittedEntriesSize). */
+    uint64_t uncommitted_bytes_max;
 };
 
 /*
  * Fills config with defaults: election_ticks 10, heartbeat_ticks 1,
- * pre_vote and check_quorum on, inflight_max 64, inflight_bytes_max 8 MiB,
- * append_bytes_max 1 MiB, chunk_bytes_max 1 MiB. seed seeds the election
+ * pre_vote and check_quorum on, inflight_entries_max 1024,
+ * inflight_bytes_max 8 MiB, append_bytes_max 1 MiB, chunk_bytes_max 1 MiB,
+ * uncommitted_bytes_max 64 MiB. seed seeds the election
  * timeout PRNG (0 is replaced by a fixed constant).
  */
 void rkv_raft_config_init(struct rkv_raft_config *config, uint64_t id,
@@ -270,7 +274,8 @@ int rkv_raft_step(struct rkv_raft *r, const RkvRaft__Message *msg);
  * if and only if an entry with that index and term is applied; an entry
  * applied at that index with another term means it was dropped.
  * Returns RKV_ENOTLEADER (not the leader; see rkv_raft_leader()),
- * RKV_EBUSY (a leadership transfer is in progress), or -ENOMEM.
+ * RKV_EBUSY (a leadership transfer is in progress, or uncommitted entries
+ * already reach config.uncommitted_bytes_max), or -ENOMEM.
  */
 int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
                      uint64_t *index, uint64_t *term);

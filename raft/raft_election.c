@@ -103,6 +103,7 @@ int rkv_raft__become_leader(struct rkv_raft *r)
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     r->read_seq = 0;
+    r->uncommitted_bytes = 0;
     rv = rkv_raft__progress_reset(r);
     if (rv != 0) {
         return rv;

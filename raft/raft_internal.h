@@ -29,6 +29,13 @@ enum rkv_raft_progress_state {
     RKV_RAFT_SNAPSHOT = 2,  /* a chunked snapshot transfer is running */
 };
 
+/* One append in flight to a follower. */
+struct rkv_raft_inflight {
+    uint64_t last_index; /* index of its last entry */
+    uint64_t n_entries;  /* entries it carries */
+    uint64_t bytes;      /* entry bytes it carries */
+};
+
 /* A leader's view of one server (the leader itself included). */
 struct rkv_raft_progress {
     uint64_t id;                        /* server id */
@@ -39,13 +46,14 @@ struct rkv_raft_progress {
     bool recent_active;                 /* heard from in this lease period */
     uint64_t read_seq_acked;            /* highest ReadIndex round acked */
 
-    /* REPLICATE: appends in flight, oldest first, as a ring of capacity
-     * config.inflight_max (owned, allocated on first use). */
-    uint64_t *inflight_last_index; /* last entry index of each append */
-    uint64_t *inflight_bytes;      /* entry bytes of each append */
-    unsigned inflight_head;        /* ring position of the oldest */
-    unsigned n_inflight;           /* appends in flight */
-    uint64_t inflight_bytes_total; /* sum of inflight_bytes */
+    /* REPLICATE: appends in flight, oldest first, as a ring that grows on
+     * demand (owned); at most config.inflight_entries_max entries. */
+    struct rkv_raft_inflight *inflight;
+    unsigned inflight_head;         /* ring position of the oldest */
+    unsigned n_inflight;            /* appends in flight */
+    unsigned cap_inflight;          /* ring slots allocated */
+    uint64_t inflight_entries;      /* entries in those appends */
+    uint64_t inflight_bytes_total;  /* entry bytes in those appends */
 
     /* SNAPSHOT: the transfer state. */
     uint64_t snap_index;      /* index of the snapshot being sent, 0 unset */
@@ -124,6 +132,7 @@ struct rkv_raft {
     uint64_t transfer_to;        /* 0 when no transfer runs */
     unsigned transfer_elapsed;   /* ticks since it started */
     uint64_t read_seq;           /* latest ReadIndex round */
+    uint64_t uncommitted_bytes;  /* data bytes proposed, not committed */
     struct rkv_raft_pending_read *reads; /* owned ring-less array */
     size_t n_reads;
     size_t cap_reads;

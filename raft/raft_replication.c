@@ -10,8 +10,9 @@
  *                               (rkv_raft__snapshot_start)
  *   SNAPSHOT   -> PROBE      the snapshot is installed (raft_snapshot.c)
  * In PROBE one append is outstanding at a time; in REPLICATE appends are
- * pipelined until inflight_max messages or inflight_bytes_max bytes are
- * unacknowledged (the flow control of etcd raft's Inflights).
+ * pipelined until inflight_entries_max entries or inflight_bytes_max bytes
+ * are unacknowledged (the flow control of etcd raft's Inflights, counted
+ * in entries).
  *
  * Invariants:
  *   1. match_index <= next_index - 1 for every progress.
@@ -59,10 +60,10 @@ static void progress_init(struct rkv_raft *r, struct rkv_raft_progress *pr,
 
 static void progress_release(struct rkv_raft_progress *pr)
 {
-    rkv_free(pr->inflight_last_index);
-    rkv_free(pr->inflight_bytes);
-    pr->inflight_last_index = NULL;
-    pr->inflight_bytes = NULL;
+    rkv_free(pr->inflight);
+    pr->inflight = NULL;
+    pr->cap_inflight = 0;
+    pr->n_inflight = 0;
 }
 
 void rkv_raft__progress_free(struct rkv_raft *r)
@@ -109,50 +110,71 @@ int rkv_raft__progress_reset(struct rkv_raft *r)
 static bool inflight_full(const struct rkv_raft *r,
                           const struct rkv_raft_progress *pr)
 {
-    return pr->n_inflight >= r->config.inflight_max ||
+    return pr->inflight_entries >= r->config.inflight_entries_max ||
            pr->inflight_bytes_total >= r->config.inflight_bytes_max;
 }
 
-static int inflight_add(struct rkv_raft *r, struct rkv_raft_progress *pr,
-                        uint64_t last_index, uint64_t bytes)
+/* Doubles the ring, moving its contents to the start. */
+static int inflight_grow(struct rkv_raft_progress *pr)
 {
-    unsigned cap = r->config.inflight_max;
-    unsigned slot;
+    unsigned cap = pr->cap_inflight == 0 ? 8 : pr->cap_inflight * 2;
+    struct rkv_raft_inflight *grown;
 
-    assert(pr->n_inflight < cap);
+    grown = rkv_calloc(cap, sizeof(*grown));
+    if (grown == NULL) {
+        return -ENOMEM;
+    }
+    for (unsigned k = 0; k < pr->n_inflight; k++) {
+        grown[k] = pr->inflight[(pr->inflight_head + k) % pr->cap_inflight];
+    }
+    rkv_free(pr->inflight);
+    pr->inflight = grown;
+    pr->cap_inflight = cap;
+    pr->inflight_head = 0;
+    return 0;
+}
 
-    if (pr->inflight_last_index == NULL) {
-        pr->inflight_last_index = rkv_calloc(cap, sizeof(uint64_t));
-        pr->inflight_bytes = rkv_calloc(cap, sizeof(uint64_t));
-        if (pr->inflight_last_index == NULL || pr->inflight_bytes == NULL) {
-            progress_release(pr);
-            return -ENOMEM;
+static int inflight_add(struct rkv_raft_progress *pr, uint64_t last_index,
+                        uint64_t n_entries, uint64_t bytes)
+{
+    struct rkv_raft_inflight *slot;
+    int rv;
+
+    if (pr->n_inflight == pr->cap_inflight) {
+        rv = inflight_grow(pr);
+        if (rv != 0) {
+            return rv;
         }
     }
-    slot = (pr->inflight_head + pr->n_inflight) % cap;
-    pr->inflight_last_index[slot] = last_index;
-    pr->inflight_bytes[slot] = bytes;
+    slot = &pr->inflight[(pr->inflight_head + pr->n_inflight) %
+                         pr->cap_inflight];
+    slot->last_index = last_index;
+    slot->n_entries = n_entries;
+    slot->bytes = bytes;
     pr->n_inflight++;
+    pr->inflight_entries += n_entries;
     pr->inflight_bytes_total += bytes;
     return 0;
 }
 
-static void inflight_pop(struct rkv_raft *r, struct rkv_raft_progress *pr)
+static void inflight_pop(struct rkv_raft_progress *pr)
 {
+    const struct rkv_raft_inflight *oldest = &pr->inflight[pr->inflight_head];
+
     assert(pr->n_inflight > 0);
 
-    pr->inflight_bytes_total -= pr->inflight_bytes[pr->inflight_head];
-    pr->inflight_head = (pr->inflight_head + 1) % r->config.inflight_max;
+    pr->inflight_entries -= oldest->n_entries;
+    pr->inflight_bytes_total -= oldest->bytes;
+    pr->inflight_head = (pr->inflight_head + 1) % pr->cap_inflight;
     pr->n_inflight--;
 }
 
 /* Frees the appends whose entries the follower acknowledged. */
-static void inflight_free_to(struct rkv_raft *r, struct rkv_raft_progress *pr,
-                             uint64_t index)
+static void inflight_free_to(struct rkv_raft_progress *pr, uint64_t index)
 {
     while (pr->n_inflight > 0 &&
-           pr->inflight_last_index[pr->inflight_head] <= index) {
-        inflight_pop(r, pr);
+           pr->inflight[pr->inflight_head].last_index <= index) {
+        inflight_pop(pr);
     }
 }
 
@@ -160,6 +182,7 @@ static void inflight_reset(struct rkv_raft_progress *pr)
 {
     pr->inflight_head = 0;
     pr->n_inflight = 0;
+    pr->inflight_entries = 0;
     pr->inflight_bytes_total = 0;
 }
 
@@ -181,19 +204,21 @@ static void progress_replicate(struct rkv_raft_progress *pr)
 
 /* ---- sending ------------------------------------------------------------ */
 
-/* Copies entries from next_index up to the byte budget into msg; stores
- * the charged bytes in *bytes. */
+/* Copies into msg the entries from next_index on, at most max_entries and
+ * append_bytes_max bytes (but at least one); stores the charged bytes in
+ * *bytes. */
 static int append_fill(struct rkv_raft *r, RkvRaft__Message *msg,
-                       uint64_t next_index, uint64_t *bytes)
+                       uint64_t next_index, uint64_t max_entries,
+                       uint64_t *bytes)
 {
     uint64_t last_index = rkv_raft__last_index(r);
-    size_t max_entries;
 
     *bytes = 0;
     if (next_index > last_index) {
         return 0;
     }
-    max_entries = (size_t)(last_index - next_index + 1);
+    last_index = RKV_MIN(last_index, next_index + max_entries - 1);
+    max_entries = last_index - next_index + 1;
     msg->entries = rkv_calloc(max_entries, sizeof(*msg->entries));
     if (msg->entries == NULL) {
         return -ENOMEM;
@@ -223,6 +248,7 @@ static int send_append_once(struct rkv_raft *r, struct rkv_raft_progress *pr,
                             bool allow_empty, bool *sent)
 {
     uint64_t prev_index = pr->next_index - 1;
+    uint64_t window;
     uint64_t bytes;
     RkvRaft__Message *msg;
     int rv;
@@ -252,13 +278,18 @@ static int send_append_once(struct rkv_raft *r, struct rkv_raft_progress *pr,
     msg->prev_log_index = prev_index;
     msg->prev_log_term = rkv_raft__term(r, prev_index);
     msg->commit = r->commit;
-    rv = append_fill(r, msg, pr->next_index, &bytes);
+    /* In REPLICATE an append takes at most the window left. */
+    window = pr->state == RKV_RAFT_REPLICATE
+                 ? r->config.inflight_entries_max - pr->inflight_entries
+                 : r->config.inflight_entries_max;
+    rv = append_fill(r, msg, pr->next_index, RKV_MAX(window, 1), &bytes);
     if (rv != 0) {
         rkv_raft__msg_free(msg);
         return rv;
     }
     if (pr->state == RKV_RAFT_REPLICATE && msg->n_entries > 0) {
-        rv = inflight_add(r, pr, prev_index + msg->n_entries, bytes);
+        rv = inflight_add(pr, prev_index + msg->n_entries, msg->n_entries,
+                          bytes);
         if (rv != 0) {
             rkv_raft__msg_free(msg);
             return rv;
@@ -380,6 +411,20 @@ static uint64_t quorum_match_index(const struct rkv_raft *r)
     return matches[rkv_raft__quorum(r) - 1];
 }
 
+/* Returns the data bytes of entries up to index to the proposal budget;
+ * entries of earlier leaders were never charged, hence the floor at 0. */
+static void commit_release_bytes(struct rkv_raft *r, uint64_t index)
+{
+    for (uint64_t i = r->commit + 1; i <= index; i++) {
+        const RkvRaft__Entry *entry = rkv_raft__entry(r, i);
+        uint64_t len = entry->type == RKV_RAFT__ENTRY_TYPE__ENTRY_NORMAL
+                           ? entry->data.len
+                           : 0;
+
+        r->uncommitted_bytes -= RKV_MIN(len, r->uncommitted_bytes);
+    }
+}
+
 int rkv_raft__maybe_commit(struct rkv_raft *r)
 {
     uint64_t index;
@@ -393,6 +438,7 @@ int rkv_raft__maybe_commit(struct rkv_raft *r)
     if (index <= r->commit || rkv_raft__term(r, index) != r->term) {
         return 0;
     }
+    commit_release_bytes(r, index);
     r->commit = index;
     rv = rkv_raft__reads_on_commit(r);
     if (rv != 0) {
@@ -587,7 +633,7 @@ int rkv_raft__step_append_resp(struct rkv_raft *r,
              pr->match_index >= pr->snap_index)) {
             progress_replicate(pr);
         }
-        inflight_free_to(r, pr, msg->index);
+        inflight_free_to(pr, msg->index);
     }
     rv = rkv_raft__maybe_commit(r);
     if (rv != 0 || r->role != RKV_RAFT_LEADER) {
@@ -627,7 +673,7 @@ int rkv_raft__step_heartbeat_resp(struct rkv_raft *r,
     if (pr->state == RKV_RAFT_REPLICATE && inflight_full(r, pr)) {
         /* Appends may be lost; free one slot so that the next append
          * exposes the gap and the follower's rejection resets progress. */
-        inflight_pop(r, pr);
+        inflight_pop(pr);
     }
     if (pr->match_index < rkv_raft__last_index(r)) {
         return send_appends(r, pr, true);

@@ -92,7 +92,8 @@ static void run_setup(struct run *run, uint64_t seed)
          * all exercised within a few hundred steps. */
         config->chunk_bytes_max = 1 + run_pick(run, 64);
         config->append_bytes_max = 1 + run_pick(run, 32);
-        config->inflight_max = 1 + run_pick(run, 4);
+        config->inflight_entries_max = 1 + run_pick(run, 8);
+        config->uncommitted_bytes_max = 8 + run_pick(run, 64);
         config->pre_vote = run->guarded;
         config->check_quorum = run->guarded;
         config->election_ticks = 3 + run_pick(run, 6);
