@@ -189,7 +189,7 @@ static void conn_drop(struct rkv_client__conn *conn, int reason)
                                        (uint32_t)RKV_CLIENT_RECONNECT_MAX_MS);
     /* The first failure is routine (a node restarts); repeats are not. */
     RKV_LOG(conn->n_failures > 3 ? RKV_WARN : RKV_DEBUG,
-            "connection lost node=%llu addr=%s failures=%u: %s",
+            "connection failed node=%llu addr=%s failures=%u: %s",
             (unsigned long long)conn->node->node_id, conn->node->addr,
             conn->n_failures, rkv_strerror(reason));
 

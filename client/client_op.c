@@ -603,6 +603,11 @@ static void op_on_not_leader(struct rkv_client__op *op,
         rkv_client__node_learn(client, hint, reply->leader_addr);
     }
     if (hint == 0 || hint == from_node_id) {
+        /* No leader known: forget this one, so the retry rotates over the
+         * replicas instead of asking the same node again. */
+        if (op->kind != RKV_CLIENT__OP_RANGES) {
+            rkv_client__cache_set_leader(&client->cache, op->range_id, 0);
+        }
         op_retry_later(op, RKV_ENOTLEADER);
         return;
     }
