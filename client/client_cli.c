@@ -6,7 +6,7 @@
  * Every command takes --host HOST:PORT (any node's client address; default
  * $RANGEKV_HOST or 127.0.0.1:26257) and --timeout MS. Keys and values on
  * the command line may contain "\xNN" escapes for arbitrary bytes and "\\"
- * for a backslash; keys and values are printed with the same escapes.
+ * for a backslash. Output prints keys and values with the same escapes.
  * Exit status: 0 success, 1 failure (the error on stderr), 2 wrong usage.
  */
 #define RKV_LOG_SUBSYS "client"
@@ -35,7 +35,7 @@ enum {
     OPT_HELP,
 };
 
-/* What one command accepts. */
+/* The arguments and options of one command. */
 struct cli_spec {
     const char *name;     /* "put" */
     const char *synopsis; /* positional arguments, for the usage line */

@@ -762,3 +762,27 @@ TEST(client, open_allocation_failures)
     options.n_hosts = 0;
     ASSERT_INT_EQ(rkv_client_open(&options, &client), -EINVAL);
 }
+
+/* With n_connections, requests spread over that many connections to the
+ * node, each opened on first use. */
+TEST(client, connections_per_node)
+{
+    struct rkv_client_options options = {0};
+    struct fake_cluster *cluster = fake_start(1);
+    const char *hosts[1] = {fake_addr(cluster, 0)};
+    struct rkv_client *client;
+
+    options.hosts = hosts;
+    options.n_hosts = 1;
+    options.n_connections = 3;
+    ASSERT_OK(rkv_client_open(&options, &client));
+    for (int i = 0; i < 12; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%d", i);
+        ASSERT_OK(rkv_client_put(client, key, strlen(key), "v", 1));
+    }
+    ASSERT_UINT_EQ(script_server_stats(cluster->nodes[0].server).n_accepts,
+                   3);
+    rkv_client_close(client);
+    fake_stop(cluster);
+}

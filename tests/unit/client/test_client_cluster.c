@@ -355,7 +355,7 @@ TEST(client_cluster, scan_across_splits)
     teardown(&f);
 }
 
-/* CAS and batches behave the same on real nodes as the contract says. */
+/* CAS and batches on real nodes behave as the node contract requires. */
 TEST(client_cluster, cas_and_batch)
 {
     struct fixture f;
