@@ -574,16 +574,30 @@ int rkv_range_snapshot_install_chunk(struct rkv_range_wtxn *wtxn,
                                      uint64_t range_id, const uint8_t *chunk,
                                      size_t chunk_len);
 
+/* What finishing a snapshot install did, filled at commit. */
+struct rkv_range_install_result {
+    /* 0: installed. Not installed: RKV_EMALFORMED (the last chunk was not
+     * staged), RKV_ESTALE (the snapshot is at or below the applied index),
+     * RKV_EBUSY (its span overlaps another initialized range on this node;
+     * the leader retries after that range's split applies here). */
+    int rv;
+    struct rkv_range_snapshot_meta meta; /* rv 0: what was installed */
+};
+
 /* Replaces the range's span, descriptor, stats and applied state with the
- * staged snapshot and compacts its log to the snapshot index; entries after
- * it are kept only when the entry at the index has the snapshot's term.
- * meta_out (may be NULL) is filled at commit. Commit fails with
- * RKV_EMALFORMED when the last chunk was not staged, RKV_ESTALE when the
- * snapshot is at or below the applied index, and RKV_EBUSY when its span
- * overlaps another initialized range on this node (retry after that
- * range's split applies). */
+ * staged snapshot, deletes the range's whole stored log (as the Raft core
+ * expects) and records the snapshot index and term as compacted.
+ *
+ * When the snapshot cannot be installed (the rv values listed on struct
+ * rkv_range_install_result), the outcome depends on result:
+ *   - result NULL: the whole commit fails with that code;
+ *   - result given: result->rv says why, the staged snapshot is dropped,
+ *     every later operation of this transaction on the same range is
+ *     skipped (apply results then carry RKV_EBUSY), and the other ranges'
+ *     work commits. The caller then restarts that range's Raft core from
+ *     rkv_range_state_load(), as after a crash of that one group. */
 int rkv_range_snapshot_install_finish(struct rkv_range_wtxn *wtxn,
                                       uint64_t range_id,
-                                      struct rkv_range_snapshot_meta *meta_out);
+                                      struct rkv_range_install_result *result);
 
 #endif /* RKV_RANGE_H */

@@ -223,7 +223,10 @@ int rkv_range__stats_count(struct rkv_range__tx *tx, const uint8_t *lower,
 
 int rkv_range__snapshot_stage(struct rkv_range__tx *tx, uint64_t range_id,
                               const uint8_t *chunk, size_t chunk_len);
+/* Installs the staged snapshot. A snapshot that cannot be installed is
+ * reported in result->rv (and returned when result is NULL); the return
+ * value is otherwise a storage failure. */
 int rkv_range__snapshot_finish(struct rkv_range__tx *tx, uint64_t range_id,
-                               struct rkv_range_snapshot_meta *meta_out);
+                               struct rkv_range_install_result *result);
 
 #endif /* RKV_RANGE_INTERNAL_H */

@@ -19,10 +19,12 @@
  * clears the staging area.
  *
  * Failure modes: a chunk out of sequence or for another range is
- * RKV_EMALFORMED; finishing without the last chunk is RKV_EMALFORMED; a
- * snapshot at or below the applied index is RKV_ESTALE; a span overlapping
- * another initialized range on this node is RKV_EBUSY. Each fails the
- * whole write transaction.
+ * RKV_EMALFORMED and fails the whole write transaction. Finishing without
+ * the last chunk (RKV_EMALFORMED), a snapshot at or below the applied index
+ * (RKV_ESTALE) and a span overlapping another initialized range on this
+ * node (RKV_EBUSY) are refusals: they fail the transaction when the caller
+ * passed no result, and otherwise go to result->rv while the staged
+ * snapshot is dropped (range_wtxn.c then skips the range's later work).
  */
 #define RKV_LOG_SUBSYS "range"
 #include "range/range_internal.h"
@@ -614,8 +616,15 @@ static int snap_check_finish(struct rkv_range__tx *tx, uint64_t range_id,
     return snap_check_overlap(tx, &header->desc);
 }
 
+/* Returns whether rv says that the snapshot cannot be installed, as opposed
+ * to a storage failure. */
+static bool snap_is_refusal(int rv)
+{
+    return rv == RKV_EMALFORMED || rv == RKV_ESTALE || rv == RKV_EBUSY;
+}
+
 int rkv_range__snapshot_finish(struct rkv_range__tx *tx, uint64_t range_id,
-                               struct rkv_range_snapshot_meta *meta_out)
+                               struct rkv_range_install_result *result)
 {
     struct snap_header header;
     struct rkv_range_desc old_desc;
@@ -626,6 +635,12 @@ int rkv_range__snapshot_finish(struct rkv_range__tx *tx, uint64_t range_id,
     rv = snap_header_load(tx, range_id, &header);
     if (rv == 0) {
         rv = snap_check_finish(tx, range_id, &header, &old_desc, &had_desc);
+    }
+    if (snap_is_refusal(rv) && result != NULL) {
+        RKV_LOG(RKV_INFO, "snapshot not installed range=%llu error=%s",
+                (unsigned long long)range_id, rkv_errname(rv));
+        result->rv = rv;
+        return snap_clear(tx, range_id);
     }
     if (rv == 0 && had_desc) {
         rv = snap_clear_span(tx, &old_desc);
@@ -652,11 +667,12 @@ int rkv_range__snapshot_finish(struct rkv_range__tx *tx, uint64_t range_id,
             (unsigned long long)range_id, (unsigned long long)header.index,
             (unsigned long long)header.term,
             (unsigned long long)stats.key_count);
-    if (meta_out != NULL) {
-        meta_out->desc = header.desc;
-        meta_out->index = header.index;
-        meta_out->term = header.term;
-        meta_out->stats = stats;
+    if (result != NULL) {
+        result->rv = 0;
+        result->meta.desc = header.desc;
+        result->meta.index = header.index;
+        result->meta.term = header.term;
+        result->meta.stats = stats;
     }
     return 0;
 }

@@ -12,6 +12,10 @@
  *     LMDB transaction is aborted, the map is doubled up to map_size_max,
  *     apply results are reset and every record runs again. At the limit the
  *     commit fails with RKV_EMAPFULL;
+ *   - a snapshot the store refuses to install, when the caller passed an
+ *     install result: the refusal goes to the result, and every later
+ *     record of that range in this transaction is skipped, because it
+ *     assumed the snapshot. Other ranges' records commit;
  *   - any other error: the LMDB transaction is aborted, nothing is written
  *     and the error is returned. Apply results are reset so the caller never
  *     sees the outcome of an entry that was not committed.
@@ -63,7 +67,7 @@ struct wtxn_op {
             const uint8_t *chunk;
             size_t chunk_len;
         } chunk;
-        struct rkv_range_snapshot_meta *meta_out;
+        struct rkv_range_install_result *install_result;
     } u;
 };
 
@@ -72,6 +76,11 @@ struct rkv_range_wtxn {
     struct wtxn_op *ops;
     size_t n_ops;
     size_t ops_cap;
+    /* Ranges whose snapshot was refused in the current attempt: their later
+     * operations are skipped. Reset before every attempt. */
+    uint64_t *skipped;
+    size_t n_skipped;
+    size_t skipped_cap;
 };
 
 int rkv_range_wtxn_begin(struct rkv_range_store *store,
@@ -95,6 +104,7 @@ void rkv_range_wtxn_abort(struct rkv_range_wtxn *wtxn)
     if (wtxn == NULL) {
         return;
     }
+    rkv_free(wtxn->skipped);
     rkv_free(wtxn->ops);
     rkv_free(wtxn);
 }
@@ -257,14 +267,17 @@ int rkv_range_snapshot_install_chunk(struct rkv_range_wtxn *wtxn,
 
 int rkv_range_snapshot_install_finish(struct rkv_range_wtxn *wtxn,
                                       uint64_t range_id,
-                                      struct rkv_range_snapshot_meta *meta_out)
+                                      struct rkv_range_install_result *result)
 {
     struct wtxn_op *op = wtxn_push(wtxn, WTXN_SNAPSHOT_FINISH, range_id);
 
     if (op == NULL) {
         return -ENOMEM;
     }
-    op->u.meta_out = meta_out;
+    op->u.install_result = result;
+    if (result != NULL) {
+        memset(result, 0, sizeof(*result));
+    }
     return 0;
 }
 
@@ -385,10 +398,50 @@ static int wtxn_run_op(struct rkv_range__tx *tx, struct wtxn_op *op)
         return rkv_range__snapshot_stage(tx, op->range_id, op->u.chunk.chunk,
                                          op->u.chunk.chunk_len);
     case WTXN_SNAPSHOT_FINISH:
-        return rkv_range__snapshot_finish(tx, op->range_id, op->u.meta_out);
+        return rkv_range__snapshot_finish(tx, op->range_id,
+                                          op->u.install_result);
     }
     assert(false);
     return -EINVAL;
+}
+
+static bool wtxn_is_skipped(const struct rkv_range_wtxn *wtxn,
+                            uint64_t range_id)
+{
+    for (size_t i = 0; i < wtxn->n_skipped; i++) {
+        if (wtxn->skipped[i] == range_id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int wtxn_skip_range(struct rkv_range_wtxn *wtxn, uint64_t range_id)
+{
+    if (wtxn->n_skipped == wtxn->skipped_cap) {
+        size_t cap = wtxn->skipped_cap == 0 ? 4 : wtxn->skipped_cap * 2;
+        uint64_t *grown = rkv_realloc(wtxn->skipped, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            return -ENOMEM;
+        }
+        wtxn->skipped = grown;
+        wtxn->skipped_cap = cap;
+    }
+    wtxn->skipped[wtxn->n_skipped++] = range_id;
+    return 0;
+}
+
+/* Marks the outcome of an operation skipped after a refused snapshot. */
+static void wtxn_skip_op(struct wtxn_op *op)
+{
+    if (op->kind == WTXN_APPLY && op->u.apply.result != NULL) {
+        op->u.apply.result->kind = RKV_RANGE_CMD_NONE;
+        op->u.apply.result->rv = RKV_EBUSY;
+    }
+    if (op->kind == WTXN_SNAPSHOT_FINISH && op->u.install_result != NULL) {
+        op->u.install_result->rv = RKV_EBUSY;
+    }
 }
 
 /* Forgets what a failed attempt wrote into apply results. */
@@ -400,6 +453,9 @@ static void wtxn_reset_results(struct rkv_range_wtxn *wtxn)
         if (op->kind == WTXN_APPLY && op->u.apply.result != NULL) {
             rkv_range_apply_result_free(op->u.apply.result);
             memset(op->u.apply.result, 0, sizeof(*op->u.apply.result));
+        }
+        if (op->kind == WTXN_SNAPSHOT_FINISH && op->u.install_result != NULL) {
+            memset(op->u.install_result, 0, sizeof(*op->u.install_result));
         }
     }
 }
@@ -416,14 +472,30 @@ static int wtxn_attempt(struct rkv_range_wtxn *wtxn, size_t *n_applied_out)
     if (rv != 0) {
         return rv;
     }
+    wtxn->n_skipped = 0;
     for (size_t i = 0; i < wtxn->n_ops; i++) {
-        rv = wtxn_run_op(&tx, &wtxn->ops[i]);
+        struct wtxn_op *op = &wtxn->ops[i];
+
+        if (wtxn_is_skipped(wtxn, op->range_id)) {
+            wtxn_skip_op(op);
+            continue;
+        }
+        rv = wtxn_run_op(&tx, op);
         if (rv != 0) {
             mdb_txn_abort(tx.txn);
             return rv;
         }
-        if (wtxn->ops[i].kind == WTXN_APPLY) {
+        if (op->kind == WTXN_APPLY) {
             n_applied++;
+        }
+        if (op->kind == WTXN_SNAPSHOT_FINISH && op->u.install_result != NULL &&
+            op->u.install_result->rv != 0) {
+            /* Later work of this range assumed the snapshot. */
+            rv = wtxn_skip_range(wtxn, op->range_id);
+            if (rv != 0) {
+                mdb_txn_abort(tx.txn);
+                return rv;
+            }
         }
     }
     rv = rkv_range__mdb_error(mdb_txn_commit(tx.txn));

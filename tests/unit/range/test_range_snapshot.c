@@ -55,7 +55,7 @@ static void snapshot_free(struct snapshot *s)
 /* Installs chunks [0, n) and finishes when finish is set. */
 static int snapshot_install(struct fixture *f, uint64_t range_id,
                             const struct snapshot *s, size_t n, bool finish,
-                            struct rkv_range_snapshot_meta *meta_out)
+                            struct rkv_range_install_result *result)
 {
     struct rkv_range_wtxn *wtxn;
 
@@ -65,7 +65,7 @@ static int snapshot_install(struct fixture *f, uint64_t range_id,
                                                    s->lens[i]));
     }
     if (finish) {
-        ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, range_id, meta_out));
+        ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, range_id, result));
     }
     return rkv_range_wtxn_commit(wtxn);
 }
@@ -95,7 +95,7 @@ TEST(snapshot, roundtrip_to_empty_node)
     struct fixture a;
     struct fixture b;
     struct snapshot s;
-    struct rkv_range_snapshot_meta meta;
+    struct rkv_range_install_result result;
     struct rkv_range_state state;
     struct rkv_range_rtxn *rtxn;
     struct rkv_range_desc found;
@@ -109,8 +109,10 @@ TEST(snapshot, roundtrip_to_empty_node)
     snapshot_take(&a, 2, 1000, &s);
     ASSERT_UINT_GT(s.n_chunks, 10);
     ASSERT_UINT_EQ(s.meta.index, RKV_RANGE_SPLIT_INDEX);
-    ASSERT_OK(snapshot_install(&b, 2, &s, s.n_chunks, true, &meta));
-    ASSERT_UINT_EQ(meta.stats.key_count, 100);
+    ASSERT_OK(snapshot_install(&b, 2, &s, s.n_chunks, true, &result));
+    ASSERT_INT_EQ(result.rv, 0);
+    ASSERT_UINT_EQ(result.meta.stats.key_count, 100);
+    ASSERT_UINT_EQ(result.meta.index, RKV_RANGE_SPLIT_INDEX);
     snapshot_free(&s);
     ASSERT_UINT_EQ(fx_hash(&a, 2), fx_hash(&b, 2));
 
@@ -294,6 +296,56 @@ TEST(snapshot, right_range_waits_for_left)
     ASSERT_UINT_EQ(fx_hash(&a, 1), fx_hash(&b, 1));
     ASSERT_UINT_EQ(fx_hash(&a, 2), fx_hash(&b, 2));
     snapshot_free(&left);
+    snapshot_free(&right);
+    fx_close(&a);
+    fx_close(&b);
+}
+
+/* With an install result, a refused snapshot skips only its own range's
+ * later work in the transaction, and the other ranges' work commits. */
+TEST(snapshot, refusal_skips_only_its_range)
+{
+    struct fixture a;
+    struct fixture b;
+    struct snapshot right;
+    struct rkv_range_install_result install;
+    struct rkv_range_apply_result applied;
+    struct rkv_range_hard_state hs = {.term = 9, .vote = 0, .commit = 0};
+    struct rkv_range_entry after = {.index = RKV_RANGE_SPLIT_INDEX + 1,
+                                    .term = RKV_RANGE_SPLIT_TERM,
+                                    .type = RKV_RANGE_ENTRY_NOOP};
+    struct rkv_range_entry other = {
+        .index = 1, .term = 1, .type = RKV_RANGE_ENTRY_NOOP};
+    struct rkv_range_state state;
+    struct rkv_range_wtxn *wtxn;
+
+    fx_open(&a, "a", 0);
+    fx_bootstrap(&a);
+    fx_split(&a, 1, "m", 1);
+    snapshot_take(&a, 2, 0, &right);
+    fx_open(&b, "b", 0);
+    fx_bootstrap(&b);
+
+    /* Range 2 overlaps b's unsplit range 1, so its snapshot is refused. */
+    ASSERT_OK(rkv_range_wtxn_begin(b.store, &wtxn));
+    ASSERT_OK(rkv_range_create_uninit(wtxn, 2));
+    ASSERT_OK(rkv_range_snapshot_install_chunk(wtxn, 2, right.chunks[0],
+                                               right.lens[0]));
+    ASSERT_OK(rkv_range_snapshot_install_finish(wtxn, 2, &install));
+    ASSERT_OK(rkv_range_log_append(wtxn, 2, &after, 1));
+    ASSERT_OK(rkv_range_hard_state_save(wtxn, 2, &hs));
+    ASSERT_OK(rkv_range_apply(wtxn, 2, &after, &applied));
+    ASSERT_OK(rkv_range_apply(wtxn, 1, &other, NULL));
+    ASSERT_OK(rkv_range_wtxn_commit(wtxn));
+
+    ASSERT_INT_EQ(install.rv, RKV_EBUSY);
+    ASSERT_INT_EQ(applied.rv, RKV_EBUSY);
+    ASSERT_INT_EQ(applied.kind, RKV_RANGE_CMD_NONE);
+    ASSERT_OK(rkv_range_state_load(b.store, 2, &state));
+    ASSERT_FALSE(state.initialized);
+    ASSERT_UINT_EQ(state.last_index, 0);
+    ASSERT_UINT_EQ(state.hard_state.term, 0);
+    ASSERT_UINT_EQ(fx_applied(&b, 1), 1);
     snapshot_free(&right);
     fx_close(&a);
     fx_close(&b);
