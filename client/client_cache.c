@@ -347,13 +347,31 @@ static struct rkv_client__node *node_add(struct rkv_client *client,
     return node;
 }
 
+static bool node_is_idle(const struct rkv_client__node *node)
+{
+    for (uint32_t i = 0; i < node->conns[0].client->n_connections; i++) {
+        if (node->conns[i].state != RKV_CLIENT_CONN_IDLE) {
+            return false;
+        }
+    }
+    return true;
+}
+
 struct rkv_client__node *rkv_client__node_learn(struct rkv_client *client,
                                                 uint64_t node_id,
                                                 const char *addr)
 {
     struct rkv_client__node *node = rkv_client__node_by_id(client, node_id);
 
+    assert(addr[0] != '\0');
     if (node != NULL) {
+        /* A node restarted on a new port: follow it once no connection to
+         * the old address is open. */
+        if (strcmp(node->addr, addr) != 0 && node_is_idle(node)) {
+            RKV_LOG(RKV_INFO, "node=%llu moved from addr=%s to addr=%s",
+                    (unsigned long long)node_id, node->addr, addr);
+            snprintf(node->addr, sizeof(node->addr), "%s", addr);
+        }
         return node;
     }
     node = node_by_addr(client, addr);

@@ -310,7 +310,9 @@ static int wire_learn_nodes(struct rkv_client *client,
                             Rkv__Rpc__NodeInfo **nodes, size_t n_nodes)
 {
     for (size_t i = 0; i < n_nodes; i++) {
-        if (nodes[i]->client_addr == NULL || nodes[i]->node_id == 0) {
+        /* A node whose address its peers do not know yet is skipped. */
+        if (nodes[i]->client_addr == NULL ||
+            nodes[i]->client_addr[0] == '\0' || nodes[i]->node_id == 0) {
             continue;
         }
         if (rkv_client__node_learn(client, nodes[i]->node_id,
