@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/common.h"
 #include "rangekv/error.h"
 #include "raft/raft.h"
 #include "tests/lib/raft_fixture.h"
@@ -707,6 +708,223 @@ TEST(raft, transfer_under_load)
     for (unsigned i = 0; i < 3; i++) {
         ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i),
                        n_accepted);
+    }
+    teardown(&fx);
+}
+
+struct flow_case {
+    uint64_t inflight_entries_max;
+    uint64_t inflight_bytes_max;
+    unsigned n_expected; /* entries a silent follower receives */
+};
+
+/* A leader pipelines appends to a follower that does not acknowledge,
+ * but only up to the in-flight limits in entries and in bytes (each
+ * 40-byte entry counts 56 bytes with its overhead). */
+TEST(raft, append_flow_control)
+{
+    static const struct flow_case cases[] = {
+        {1, 1 << 20, 1},
+        {4, 1 << 20, 4},
+        {1024, 100, 2},
+        {1024, 57, 2},
+        {1024, 56, 1},
+    };
+    char text[41];
+
+    memset(text, 'x', 40);
+    text[40] = '\0';
+    for (size_t c = 0; c < RKV_ARRAY_SIZE(cases); c++) {
+        struct fixture fx;
+        uint64_t base;
+
+        setup(&fx, 3, 3);
+        rkv_raft_fixture_config(CLUSTER, 0)->inflight_entries_max =
+            cases[c].inflight_entries_max;
+        rkv_raft_fixture_config(CLUSTER, 0)->inflight_bytes_max =
+            cases[c].inflight_bytes_max;
+        rkv_raft_fixture_start_all(CLUSTER);
+        CLUSTER_ELECT(0);
+        base = rkv_raft_last_index(RAFT(1));
+
+        /* S2 and S3 receive but their acknowledgments are lost. */
+        rkv_raft_fixture_cut(CLUSTER, 1, 0, true);
+        rkv_raft_fixture_cut(CLUSTER, 2, 0, true);
+        for (int k = 0; k < 8; k++) {
+            propose_ok(CLUSTER, 0, text);
+            CLUSTER_FLUSH();
+        }
+        ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(1)),
+                       base + cases[c].n_expected);
+
+        rkv_raft_fixture_heal(CLUSTER);
+        CLUSTER_RUN(3);
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 1), 8);
+        teardown(&fx);
+    }
+}
+
+/* Proposals fail with RKV_EBUSY while uncommitted data reaches the
+ * leader's limit, and succeed again once it commits. */
+TEST(raft, uncommitted_limit)
+{
+    struct fixture fx;
+    char text[41];
+    uint64_t index;
+
+    memset(text, 'y', 40);
+    text[40] = '\0';
+    setup(&fx, 3, 3);
+    rkv_raft_fixture_config(CLUSTER, 0)->uncommitted_bytes_max = 100;
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_isolate(CLUSTER, 0);
+
+    propose_ok(CLUSTER, 0, text);
+    propose_ok(CLUSTER, 0, text);
+    ASSERT_INT_EQ(rkv_raft_fixture_propose(CLUSTER, 0, text, 40, &index),
+                  RKV_EBUSY);
+
+    rkv_raft_fixture_heal(CLUSTER);
+    CLUSTER_RUN(2);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 0), 2);
+    propose_ok(CLUSTER, 0, text);
+    teardown(&fx);
+}
+
+/* The leader reports the group idle once everything is replicated,
+ * durable and applied, and busy while a proposal is in flight. */
+TEST(raft, idle_when_fully_replicated)
+{
+    struct fixture fx;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    CLUSTER_FLUSH();
+    ASSERT_TRUE(rkv_raft_is_idle(RAFT(0)));
+    ASSERT_FALSE(rkv_raft_is_idle(RAFT(1)));
+
+    rkv_raft_fixture_cut(CLUSTER, 0, 2, true);
+    propose_ok(CLUSTER, 0, "z");
+    CLUSTER_FLUSH();
+    ASSERT_FALSE(rkv_raft_is_idle(RAFT(0)));
+
+    rkv_raft_fixture_heal(CLUSTER);
+    CLUSTER_RUN(1);
+    ASSERT_TRUE(rkv_raft_is_idle(RAFT(0)));
+    teardown(&fx);
+}
+
+/* A leader that can send but no longer receive steps down by
+ * check-quorum, the others elect a new leader, and after the cut heals
+ * the old leader follows it. */
+TEST(raft, one_way_cut_leader_steps_down)
+{
+    struct fixture fx;
+    int leader;
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_cut(CLUSTER, 1, 0, true);
+    rkv_raft_fixture_cut(CLUSTER, 2, 0, true);
+    CLUSTER_RUN(60);
+
+    leader = rkv_raft_fixture_leader(CLUSTER);
+    ASSERT_INT_GT(leader, 0);
+    ASSERT_INT_NE(rkv_raft_role(RAFT(0)), RKV_RAFT_LEADER);
+    ASSERT_UINT_GT(rkv_raft_term(RAFT((unsigned)leader)), 1);
+
+    rkv_raft_fixture_heal(CLUSTER);
+    propose_ok(CLUSTER, (unsigned)leader, "after");
+    CLUSTER_RUN(2);
+    ASSERT_UINT_EQ(rkv_raft_leader(RAFT(0)), (uint64_t)leader + 1);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 0), 1);
+    teardown(&fx);
+}
+
+/* Duplicated and reordered messages change nothing: every message of a
+ * replication round is delivered twice, newest first. */
+TEST(raft, duplicate_and_reorder)
+{
+    struct fixture fx;
+    char text[16];
+
+    setup_started(&fx, 3, 3);
+    CLUSTER_ELECT(0);
+    for (int k = 0; k < 10; k++) {
+        snprintf(text, sizeof(text), "dup-%d", k);
+        propose_ok(CLUSTER, 0, text);
+        for (int round = 0; round < 20; round++) {
+            size_t n = rkv_raft_fixture_n_messages(CLUSTER);
+
+            for (size_t m = 0; m < n; m++) {
+                rkv_raft_fixture_duplicate(CLUSTER, m);
+            }
+            while (rkv_raft_fixture_n_messages(CLUSTER) > 0) {
+                rkv_raft_fixture_deliver(
+                    CLUSTER, rkv_raft_fixture_n_messages(CLUSTER) - 1);
+            }
+        }
+    }
+    CLUSTER_RUN(2);
+    for (unsigned i = 0; i < 3; i++) {
+        ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, i), 10);
+    }
+    teardown(&fx);
+}
+
+/* The single-server change bug (Ongaro, raft-dev, 2015) cannot happen:
+ * S1 appends an uncommitted change promoting S5 and is cut off; S2 wins
+ * term 2 with S3 and S4 but loses S4 right after. Removing S1 now, then
+ * committing that with S3 alone (a quorum of {S2, S3, S4}), would let S1
+ * (counting S5) later win with S4 and S5 and overwrite it. The rule that
+ * a leader first commits an entry of its term refuses the removal, and
+ * S1's later victory then overwrites nothing committed. */
+TEST(raft, conf_change_safe_across_leader_change)
+{
+    struct fixture fx;
+    uint64_t index;
+    uint64_t term;
+
+    setup(&fx, 5, 4);
+    disable_prevote_and_lease(CLUSTER, 5);
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    change_ok(CLUSTER, 0, RKV_RAFT_ADD_LEARNER, 5);
+    CLUSTER_RUN(3);
+    ASSERT_TRUE(conf_has(RAFT(4), 5, true));
+
+    /* S1 alone holds the promotion of S5. */
+    rkv_raft_fixture_isolate(CLUSTER, 0);
+    change_ok(CLUSTER, 0, RKV_RAFT_PROMOTE, 5);
+    ASSERT_TRUE(conf_has(RAFT(0), 5, false));
+
+    /* S2 wins term 2 with S3 and S4, then loses S4; S5 hears nothing. */
+    rkv_raft_fixture_isolate(CLUSTER, 4);
+    campaign_until_leader(CLUSTER, 1, drop_appends, NULL);
+    rkv_raft_fixture_cut(CLUSTER, 1, 3, true);
+    rkv_raft_fixture_cut(CLUSTER, 3, 1, true);
+    for (int t = 0; t < 3; t++) {
+        ASSERT_INT_EQ(rkv_raft_propose_conf_change(RAFT(1), RKV_RAFT_REMOVE,
+                                                   1, &index, &term),
+                      RKV_ECONFCHANGE);
+        CLUSTER_RUN(1);
+    }
+    ASSERT_UINT_LT(rkv_raft_commit_index(RAFT(1)),
+                   rkv_raft_last_index(RAFT(1)));
+
+    /* S1 restarts and wins with S4 and S5; nothing committed is lost. */
+    rkv_raft_fixture_crash(CLUSTER, 0);
+    rkv_raft_fixture_start(CLUSTER, 0);
+    rkv_raft_fixture_heal(CLUSTER);
+    rkv_raft_fixture_isolate(CLUSTER, 1);
+    rkv_raft_fixture_isolate(CLUSTER, 2);
+    campaign_until_leader(CLUSTER, 0, drop_nothing, NULL);
+    rkv_raft_fixture_heal(CLUSTER);
+    CLUSTER_RUN(5);
+    for (unsigned i = 0; i < 5; i++) {
+        ASSERT_TRUE(conf_has(RAFT(i), 1, false));
+        ASSERT_TRUE(conf_has(RAFT(i), 5, false));
     }
     teardown(&fx);
 }
