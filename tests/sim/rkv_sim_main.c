@@ -57,9 +57,9 @@ static void usage(FILE *out)
             "time\n"
             "  --duration MS    simulated ms of load with faults; default "
             "2000\n"
-            "  --clients N      concurrent clients, up to %d; default 4\n"
+            "  --clients N      concurrent clients, up to %d; default 6\n"
             "  --keys N         keys, up to %d; default 6\n"
-            "  --split-bytes N  range split threshold in bytes; default 400\n"
+            "  --split-bytes N  range split threshold in bytes; default 48\n"
             "  --bug NAME       inject a glue bug: stale-read, early-ack\n"
             "  -v               print the fault schedule and failing "
             "histories\n",

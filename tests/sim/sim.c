@@ -59,11 +59,11 @@ void rkv_sim_options_init(struct rkv_sim_options *options, uint64_t seed,
     memset(options, 0, sizeof(*options));
     options->seed = seed;
     options->n_nodes = n_nodes;
-    options->n_clients = 4;
+    options->n_clients = 6;
     options->n_keys = 6;
     options->duration_ms = 2000;
     options->heal_ms = 10000;
-    options->split_bytes = 400;
+    options->split_bytes = 48;
 }
 
 const char *rkv_sim_verdict_name(enum rkv_sim_verdict verdict)
@@ -146,10 +146,14 @@ static void client_choose_op(struct rkv_sim_world *w, unsigned c,
         snprintf(op->value, sizeof(op->value), "c%u.%" PRIu64, c,
                  client->n_ops);
     } else {
-        snprintf(op->expected, sizeof(op->expected), "%s",
-                 client->known_value[key]);
-        snprintf(op->value, sizeof(op->value), "%s,c%u.%" PRIu64,
-                 client->known_value[key], c, client->n_ops);
+        char token[32];
+
+        memcpy(op->expected, client->known_value[key], sizeof(op->expected));
+        snprintf(token, sizeof(token), ",c%u.%" PRIu64, c, client->n_ops);
+        memcpy(op->value, op->expected, sizeof(op->value));
+        /* Values stay below RKV_SIM_APPEND_LEN_MAX before an append. */
+        assert(strlen(op->value) + strlen(token) < sizeof(op->value));
+        strcat(op->value, token);
     }
 }
 
@@ -185,6 +189,7 @@ static void client_op_done(struct rkv_sim_world *w, unsigned c)
     struct sim_client *client = &w->clients[c];
 
     client->waiting = false;
+    client->retry_ms = 0;
     client->next_op_ms = w->now_ms + rkv_sim_prng_between(&w->prng, 0, 20);
 }
 
@@ -237,7 +242,12 @@ void sim_client_receive(struct rkv_sim_world *w, unsigned c,
         client_op_done(w, c);
         return;
     }
-    client_send(w, c);
+    /* Back off when no leader is known, so an election can finish before
+     * the attempts run out. */
+    client->retry_ms = w->now_ms;
+    if (response->leader_hint == 0) {
+        client->retry_ms += rkv_sim_prng_between(&w->prng, 10, 40);
+    }
 }
 
 static void clients_step(struct rkv_sim_world *w)
@@ -245,7 +255,8 @@ static void clients_step(struct rkv_sim_world *w)
     for (unsigned c = 0; c < w->options.n_clients; c++) {
         struct sim_client *client = &w->clients[c];
 
-        if (client->waiting && w->now_ms >= client->deadline_ms) {
+        if (client->waiting && client->retry_ms == 0 &&
+            w->now_ms >= client->deadline_ms) {
             /* A read that timed out had no effect; a write may have. */
             if (client->op.kind != RKV_SIM_OP_GET) {
                 client->op.unknown = true;
@@ -254,6 +265,11 @@ static void clients_step(struct rkv_sim_world *w)
             }
             client->target = random_node(w);
             client_op_done(w, c);
+        }
+        if (client->waiting && client->retry_ms != 0 &&
+            w->now_ms >= client->retry_ms) {
+            client->retry_ms = 0;
+            client_send(w, c);
         }
         if (!client->waiting && w->clients_on &&
             w->now_ms >= client->next_op_ms) {
@@ -442,14 +458,17 @@ static int world_step(struct rkv_sim_world *w, struct sim_faults *f)
     return 0;
 }
 
-/* Returns whether every range has one leader whose whole log every
- * replica applied, with no disk work queued anywhere. */
+/* Returns whether every range has a leader whose whole log every replica
+ * applied. */
 static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
                             size_t *n_ids)
 {
     *n_ids = sim_node_range_ids(w, 0, ids, SIM_RANGES_MAX);
     for (unsigned i = 0; i < w->options.n_nodes; i++) {
-        if (!w->up[i] || sim_node_disk_busy(w, i)) {
+        /* Queued disk work may remain (heartbeat acknowledgments go
+         * through the disk queue); the applied indexes below are what
+         * must have settled. */
+        if (!w->up[i]) {
             return false;
         }
     }
@@ -604,6 +623,34 @@ static int check_history(struct rkv_sim_world *w)
     return 0;
 }
 
+/* Prints every replica's Raft position, to show why a run did not
+ * settle. */
+static void world_print_views(struct rkv_sim_world *w)
+{
+    uint64_t ids[SIM_RANGES_MAX];
+    size_t n_ids = 0;
+
+    for (unsigned i = 0; i < w->options.n_nodes && n_ids == 0; i++) {
+        n_ids = sim_node_range_ids(w, i, ids, SIM_RANGES_MAX);
+    }
+    for (size_t k = 0; k < n_ids; k++) {
+        for (unsigned i = 0; i < w->options.n_nodes; i++) {
+            struct sim_replica_view v;
+
+            sim_node_view(w, i, ids[k], &v);
+            printf("range=%llu node=%u present=%d initialized=%d leader=%d "
+                   "term=%llu applied=%llu commit=%llu last=%llu "
+                   "disk_busy=%d\n",
+                   (unsigned long long)ids[k], i + 1, v.present,
+                   v.initialized, v.is_leader, (unsigned long long)v.term,
+                   (unsigned long long)v.applied_index,
+                   (unsigned long long)v.commit_index,
+                   (unsigned long long)v.last_index,
+                   sim_node_disk_busy(w, i));
+        }
+    }
+}
+
 /* Phase 2: stops the faults and runs until the cluster settles. */
 static int world_heal(struct rkv_sim_world *w, struct sim_faults *f,
                       uint64_t *ids, size_t *n_ids)
@@ -627,6 +674,9 @@ static int world_heal(struct rkv_sim_world *w, struct sim_faults *f,
             sim_trace(w, "converged ranges=%zu", *n_ids);
             return 0;
         }
+    }
+    if (w->options.verbose) {
+        world_print_views(w);
     }
     fail(w, RKV_SIM_FAIL_NO_CONVERGENCE,
          "the cluster did not settle within %" PRIu64 " ms after healing",

@@ -151,11 +151,11 @@ enum rkv_sim_bug {
 struct rkv_sim_options {
     uint64_t seed;
     unsigned n_nodes;      /* 1..RKV_SIM_NODES_MAX */
-    unsigned n_clients;    /* 0: 4 */
+    unsigned n_clients;    /* 0: 6 */
     unsigned n_keys;       /* 0: 6 */
     uint64_t duration_ms;  /* phase 1, simulated ms; 0: 2000 */
     uint64_t heal_ms;      /* phase 2 limit, simulated ms; 0: 10000 */
-    uint64_t split_bytes;  /* split threshold in bytes; 0: 400 */
+    uint64_t split_bytes;  /* split threshold in bytes; 0: 48 */
     uint64_t check_steps;  /* checker budget per key; 0: the default */
     enum rkv_sim_bug bug;
     bool verbose;          /* print the fault schedule and the history */

@@ -174,6 +174,8 @@ struct sim_client {
     struct rkv_sim_op op;             /* the outstanding operation */
     struct sim_request request;
     uint64_t deadline_ms;             /* of the current attempt */
+    uint64_t retry_ms;                /* 0, or when to send the next
+                                         attempt after a definite failure */
     unsigned n_attempts;
     unsigned target;                  /* node index it sends to */
     uint64_t next_op_ms;              /* think time ends */
