@@ -68,8 +68,7 @@ static void cli_usage(const struct cli_spec *spec, FILE *out)
             "                     $RANGEKV_HOST, else %s)\n"
             "  --timeout MS       give up after MS milliseconds, retries\n"
             "                     included (default %d)\n"
-            "%s"
-            "  --help             show this help\n\n"
+            "%s  --help             show this help\n\n"
             "KEY and VALUE accept \\xNN escapes for any byte and \\\\ for a\n"
             "backslash; output uses the same escapes.\n",
             spec->name, spec->synopsis, spec->synopsis[0] != '\0' ? " " : "",
@@ -81,8 +80,7 @@ static void cli_usage(const struct cli_spec *spec, FILE *out)
 /* Reports a usage error and returns exit status 2. */
 static int cli_usage_error(const struct cli_spec *spec, const char *message)
 {
-    fprintf(stderr, "rangekv %s: %s\nrun `rangekv %s --help` for the "
-                    "options\n",
+    fprintf(stderr, "rangekv %s: %s\nrun `rangekv %s --help` for the options\n",
             spec->name, message, spec->name);
     return 2;
 }
@@ -97,17 +95,14 @@ static int cli_apply_option(struct cli_ctx *ctx, int opt, const char *arg)
         return 0;
     case OPT_TIMEOUT:
         if (rkv_client__cli_parse_u64(arg, 1, UINT32_MAX, &value) != 0) {
-            return cli_usage_error(ctx->spec, "invalid --timeout: expected "
-                                              "a positive number of "
-                                              "milliseconds");
+            return cli_usage_error(ctx->spec, "invalid --timeout: expected a positive number of milliseconds");
         }
         ctx->timeout_ms = (uint32_t)value;
         return 0;
     case OPT_LIMIT:
         if (!ctx->spec->has_limit ||
             rkv_client__cli_parse_u64(arg, 1, UINT32_MAX, &value) != 0) {
-            return cli_usage_error(ctx->spec, "invalid --limit: expected a "
-                                              "positive number of pairs");
+            return cli_usage_error(ctx->spec, "invalid --limit: expected a positive number of pairs");
         }
         ctx->limit = (uint32_t)value;
         return 0;
@@ -150,8 +145,7 @@ static int cli_parse(const struct cli_spec *spec, int argc, char **argv,
         }
         if (opt == '?') {
             char message[128];
-            snprintf(message, sizeof(message), "unknown option or missing "
-                                               "value: %s",
+            snprintf(message, sizeof(message), "unknown option or missing value: %s",
                      argv[optind - 1]);
             return cli_usage_error(spec, message);
         }
@@ -193,8 +187,7 @@ static int cli_arg(const struct cli_ctx *ctx, int index, uint8_t **out,
     int rv = rkv_client__cli_unescape(ctx->args[index], out, out_len);
 
     if (rv == -EINVAL) {
-        fprintf(stderr, "rangekv %s: invalid escape in '%s': use \\xNN with "
-                        "two hex digits, or \\\\\n",
+        fprintf(stderr, "rangekv %s: invalid escape in '%s': use \\xNN with two hex digits, or \\\\\n",
                 ctx->spec->name, ctx->args[index]);
     }
     return rv;
@@ -434,8 +427,7 @@ static int split_main(int argc, char **argv)
     rkv_client_close(client);
     if (rv != 0) {
         status = cli_fail(&ctx, rv, rv == -EINVAL
-                                        ? "the key is already a range "
-                                          "boundary or inside the system span"
+                                        ? "the key is already a range boundary or inside the system span"
                                         : NULL);
     } else {
         printf("split at ");

@@ -513,8 +513,7 @@ void rkv_client__op_start(struct rkv_client__op *op)
     }
     if (op->kind == RKV_CLIENT_BATCH && !op_batch_fits(op, range)) {
         op_fail(op, RKV_EKEYMISMATCH,
-                "batch keys span more than one range (range %llu holds the "
-                "first key)",
+                "batch keys span more than one range (range %llu holds the first key)",
                 (unsigned long long)range->range_id);
         return;
     }
@@ -695,8 +694,7 @@ void rkv_client__op_on_conn_lost(struct rkv_client__op *op, int reason)
     op->state = RKV_CLIENT_OP_ROUTING;
     if (was_sent && op_is_write(op)) {
         op_fail(op, RKV_EUNKNOWN,
-                "outcome unknown: connection to node %llu lost after the "
-                "request was sent (%s)",
+                "outcome unknown: connection to node %llu lost after the request was sent (%s)",
                 (unsigned long long)node_id, rkv_strerror(reason));
         return;
     }
@@ -722,8 +720,7 @@ static void op_expire(struct rkv_client__op *op)
     }
     if (op->state == RKV_CLIENT_OP_WAIT_CACHE && refresh != NULL) {
         op_fail(op, RKV_ETIMEOUT,
-                "timed out after %u ms looking up the range of the key; "
-                "last error: %s",
+                "timed out after %u ms looking up the range of the key; last error: %s",
                 timeout_ms, rkv_strerror(refresh->last_rv));
         return;
     }
@@ -802,8 +799,7 @@ void rkv_client__fail_all(struct rkv_client *client)
         if (op->state == RKV_CLIENT_OP_INFLIGHT && op_is_write(op) &&
             op_was_sent(op)) {
             op_fail(op, RKV_EUNKNOWN,
-                    "outcome unknown: client closed after the request was "
-                    "sent");
+                    "outcome unknown: client closed after the request was sent");
             continue;
         }
         rkv_client__op_complete(op, RKV_ESHUTDOWN);

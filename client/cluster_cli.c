@@ -88,8 +88,7 @@ static void cluster_usage(FILE *out)
             "node once the cluster serves requests.\n\n"
             "options:\n"
             "  -n, --nodes N        number of nodes, 1 to %d (start; required)\n"
-            "  --dir DIR            cluster folder, created if missing "
-            "(required)\n"
+            "  --dir DIR            cluster folder, created if missing (required)\n"
             "  --base-port P        node K gets client port P+K-1 and peer port\n"
             "                       P+N+K-1 (default: ports chosen by the OS)\n"
             "  --split-bytes N      range split threshold in bytes (default:\n"
@@ -107,8 +106,7 @@ static void cluster_usage(FILE *out)
 
 static int cluster_usage_error(const char *message)
 {
-    fprintf(stderr, "rangekv cluster: %s\nrun `rangekv cluster --help` for "
-                    "the options\n",
+    fprintf(stderr, "rangekv cluster: %s\nrun `rangekv cluster --help` for the options\n",
             message);
     return 2;
 }
@@ -394,8 +392,7 @@ static int cluster_wait_listening(struct cluster_node *node,
         int status;
 
         if (waitpid(node->pid, &status, WNOHANG) == node->pid) {
-            fprintf(stderr, "rangekv cluster: node %d exited with status "
-                            "%d before listening\n",
+            fprintf(stderr, "rangekv cluster: node %d exited with status %d before listening\n",
                     node->index,
                     WIFEXITED(status) ? WEXITSTATUS(status) : -1);
             cluster_print_log_tail(node);
@@ -643,7 +640,9 @@ static int cluster_init(struct cluster_node *nodes, int n_nodes,
     } while (rkv_monotonic_ms() < deadline_ms);
     rkv_client_close(client);
     if (rv == 0) {
-        printf("cluster initialized cluster_id=%" PRIu64 "\n", cluster_id);
+        /* stdout carries only the node lines that scripts parse. */
+        fprintf(stderr, "cluster initialized cluster_id=%" PRIu64 "\n",
+                cluster_id);
     }
     /* A lost reply is settled by the probe that follows. */
     if (rv == RKV_ESTALE || rv == RKV_EUNKNOWN) {
@@ -700,8 +699,7 @@ static int cluster_probe(struct cluster_node *nodes, int n_nodes,
     } while (rkv_monotonic_ms() < deadline_ms);
     rkv_client_close(client);
     if (rv != 0) {
-        fprintf(stderr, "rangekv cluster: the cluster did not serve a probe "
-                        "write and read in time: %s\n",
+        fprintf(stderr, "rangekv cluster: the cluster did not serve a probe write and read in time: %s\n",
                 rkv_strerror(rv));
     }
     return rv;
@@ -770,8 +768,7 @@ static int cluster_start(const struct cluster_opts *opts)
     int rv;
 
     if (n_previous > 0 && n_previous != opts->n_nodes) {
-        fprintf(stderr, "rangekv cluster: %s has a cluster of %d nodes; use "
-                        "-n %d or another --dir\n",
+        fprintf(stderr, "rangekv cluster: %s has a cluster of %d nodes; use -n %d or another --dir\n",
                 opts->dir, n_previous, n_previous);
         return 1;
     }
@@ -781,16 +778,14 @@ static int cluster_start(const struct cluster_opts *opts)
     }
     for (int i = 0; i < opts->n_nodes; i++) {
         if (nodes[i].pid != 0) {
-            fprintf(stderr, "rangekv cluster: node %d already runs (pid %d); "
-                            "run `rangekv cluster stop --dir %s` first\n",
+            fprintf(stderr, "rangekv cluster: node %d already runs (pid %d); run `rangekv cluster stop --dir %s` first\n",
                     i + 1, (int)nodes[i].pid, opts->dir);
             return 1;
         }
     }
     if (cluster_pick_addrs(nodes, opts) != 0 ||
         cluster_spawn_all(nodes, opts, deadline_ms) != 0) {
-        fprintf(stderr, "rangekv cluster: start failed; nodes that did start "
-                        "keep running: run `rangekv cluster stop --dir %s`\n",
+        fprintf(stderr, "rangekv cluster: start failed; nodes that did start keep running: run `rangekv cluster stop --dir %s`\n",
                 opts->dir);
         return 1;
     }
@@ -803,8 +798,7 @@ static int cluster_start(const struct cluster_opts *opts)
         cluster_write_file(marker, "yes\n");
     }
     if (cluster_probe(nodes, opts->n_nodes, deadline_ms) != 0) {
-        fprintf(stderr, "see %s/nodeK/node.log; stop with `rangekv cluster "
-                        "stop --dir %s`\n",
+        fprintf(stderr, "see %s/nodeK/node.log; stop with `rangekv cluster stop --dir %s`\n",
                 opts->dir, opts->dir);
         return 1;
     }
@@ -860,8 +854,7 @@ static int cluster_stop(const char *dir, uint64_t timeout_s)
                            rkv_monotonic_ms() + timeout_s * 1000)) {
         for (int i = 0; i < n_nodes; i++) {
             if (nodes[i].pid != 0 && cluster_pid_is_alive(nodes[i].pid)) {
-                fprintf(stderr, "rangekv cluster: node %d (pid %d) did not "
-                                "exit within %" PRIu64 " s; sending SIGKILL\n",
+                fprintf(stderr, "rangekv cluster: node %d (pid %d) did not exit within %" PRIu64 " s; sending SIGKILL\n",
                         i + 1, (int)nodes[i].pid, timeout_s);
             }
         }
@@ -967,30 +960,26 @@ static int cluster_apply_option(int opt, const char *arg,
     case OPT_BASE_PORT:
         if (rkv_client__cli_parse_u64(arg, 1, 65535 - 2 * CLUSTER_NODES_MAX,
                                       &value) != 0) {
-            return cluster_usage_error("invalid --base-port: expected a "
-                                       "port from 1 to 65471");
+            return cluster_usage_error("invalid --base-port: expected a port from 1 to 65471");
         }
         opts->base_port = value;
         return 0;
     case OPT_SPLIT_BYTES:
         if (rkv_client__cli_parse_u64(arg, 1, UINT64_MAX, &value) != 0) {
-            return cluster_usage_error("invalid --split-bytes: expected a "
-                                       "positive number of bytes");
+            return cluster_usage_error("invalid --split-bytes: expected a positive number of bytes");
         }
         opts->split_bytes = arg;
         return 0;
     case OPT_LOG_LEVEL:
         if (strcmp(arg, "debug") != 0 && strcmp(arg, "info") != 0 &&
             strcmp(arg, "warn") != 0 && strcmp(arg, "error") != 0) {
-            return cluster_usage_error("invalid --log-level: expected debug, "
-                                       "info, warn or error");
+            return cluster_usage_error("invalid --log-level: expected debug, info, warn or error");
         }
         opts->log_level = arg;
         return 0;
     case OPT_TIMEOUT:
         if (rkv_client__cli_parse_u64(arg, 1, 86400, &value) != 0) {
-            return cluster_usage_error("invalid --timeout: expected 1 to "
-                                       "86400 seconds");
+            return cluster_usage_error("invalid --timeout: expected 1 to 86400 seconds");
         }
         opts->timeout_s = value;
         return 0;
@@ -1046,8 +1035,7 @@ int rkv_client__cluster_main(int argc, char **argv)
     int status;
 
     if (argc < 2) {
-        return cluster_usage_error("missing action: start, stop, status or "
-                                   "restart-node");
+        return cluster_usage_error("missing action: start, stop, status or restart-node");
     }
     action = argv[1];
     if (strcmp(action, "--help") == 0 || strcmp(action, "-h") == 0 ||
@@ -1064,8 +1052,7 @@ int rkv_client__cluster_main(int argc, char **argv)
         if (optind + 1 != argc - 1 ||
             rkv_client__cli_parse_u64(argv[1 + optind], 1, CLUSTER_NODES_MAX,
                                       &index) != 0) {
-            return cluster_usage_error("restart-node expects one node number "
-                                       "K");
+            return cluster_usage_error("restart-node expects one node number K");
         }
     } else if (optind != argc - 1) {
         return cluster_usage_error("unexpected argument");
@@ -1094,6 +1081,5 @@ int rkv_client__cluster_main(int argc, char **argv)
                                         ? opts.timeout_s
                                         : CLUSTER_START_TIMEOUT_DEFAULT_S);
     }
-    return cluster_usage_error("unknown action: expected start, stop, status "
-                               "or restart-node");
+    return cluster_usage_error("unknown action: expected start, stop, status or restart-node");
 }
