@@ -124,6 +124,8 @@
 #define RKV_RANGE_SPLIT_TERM 5
 /* Default chunk size for snapshot readers, in bytes. */
 #define RKV_RANGE_SNAPSHOT_CHUNK_DEFAULT (1u << 20)
+/* Maximum pairs one rkv_range_scan() returns. */
+#define RKV_RANGE_SCAN_LIMIT_MAX 100000u
 /* Size of an errmsg buffer that boundary operations fill. */
 #define RKV_RANGE_ERRMSG_SIZE 256
 
@@ -440,9 +442,13 @@ struct rkv_range_scan_result {
 };
 
 /* Scans user keys in [start, end) clipped to the range's span, at most
- * limit pairs (0: 1000). end_len 0 means the keyspace end. Free out with
- * rkv_range_scan_result_free(). Errors: RKV_EKEYMISMATCH when start is
- * outside the range, RKV_ERANGENOTFOUND, -ENOMEM. */
+ * limit pairs (0: 1000; above RKV_RANGE_SCAN_LIMIT_MAX it is lowered to
+ * that). end_len 0 means the keyspace end. When the scan stops at the
+ * limit or at the range's end before the requested end, more_after is set
+ * and resume_key is where to continue (at the range's end: in the next
+ * range). Free out with rkv_range_scan_result_free(). Errors:
+ * RKV_EKEYMISMATCH when start is outside the range, RKV_ERANGENOTFOUND,
+ * RKV_ETOOLARGE (a bound over RKV_RANGE_KEY_MAX), -ENOMEM. */
 int rkv_range_scan(struct rkv_range_rtxn *rtxn, uint64_t range_id,
                    const void *start, size_t start_len, const void *end,
                    size_t end_len, uint32_t limit,
@@ -454,6 +460,15 @@ void rkv_range_scan_result_free(struct rkv_range_scan_result *result);
  * (it does not hold range 1). */
 int rkv_range_meta_lookup(struct rkv_range_rtxn *rtxn, const void *key,
                           size_t key_len, struct rkv_range_desc *out);
+
+/* Sets *stale_out when this node's meta record for desc (at its start key)
+ * is missing or has a lower generation than desc. A range's leader runs it
+ * after a split or replica change, and after gaining leadership, and then
+ * proposes rkv_range_encode_meta_update() to range 1, so that a meta update
+ * lost with a crashed leader is proposed again. RKV_ERANGENOTFOUND when
+ * this node has no initialized replica of range 1. */
+int rkv_range_meta_check(struct rkv_range_rtxn *rtxn,
+                         const struct rkv_range_desc *desc, bool *stale_out);
 
 /* Lists the meta records (every range of the cluster as range 1 on this
  * node knows them) in key order. *descs_out is freed with rkv_free(). */

@@ -106,6 +106,38 @@ int rkv_range__counter_next(struct rkv_range__tx *tx, uint64_t *id_out)
     return rv;
 }
 
+int rkv_range_meta_check(struct rkv_range_rtxn *rtxn,
+                         const struct rkv_range_desc *desc, bool *stale_out)
+{
+    uint8_t key[RKV_RANGE__STORED_KEY_MAX];
+    size_t key_len = meta_key(key, desc->start_key, desc->start_key_len);
+    struct rkv_range_desc first;
+    struct rkv_range_desc stored;
+    MDB_val v;
+    int rv;
+
+    assert(rkv_range__desc_is_valid(desc));
+
+    rv = rkv_range__desc_load(&rtxn->tx, RKV_RANGE_ID_FIRST, &first);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = rkv_range__get(&rtxn->tx, rtxn->tx.store->dbi_data, key, key_len, &v);
+    if (rv == RKV_ENOTFOUND) {
+        *stale_out = true;
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (rkv_range__desc_decode(v.mv_data, v.mv_size, &stored) != 0) {
+        return RKV_ECORRUPT;
+    }
+    *stale_out = stored.range_id != desc->range_id ||
+                 stored.generation < desc->generation;
+    return 0;
+}
+
 int rkv_range_meta_lookup(struct rkv_range_rtxn *rtxn, const void *key,
                           size_t key_len, struct rkv_range_desc *out)
 {

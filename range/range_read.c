@@ -102,12 +102,9 @@ static int scan_collect(MDB_cursor *cursor, MDB_val *k, MDB_val *v,
                         const uint8_t *upper, size_t upper_len, uint32_t limit,
                         struct rkv_range_scan_result *out)
 {
+    size_t cap = 0;
     int rv = MDB_SUCCESS;
 
-    out->pairs = rkv_calloc(limit, sizeof(*out->pairs));
-    if (out->pairs == NULL) {
-        return -ENOMEM;
-    }
     for (; rv == MDB_SUCCESS; rv = mdb_cursor_get(cursor, k, v, MDB_NEXT)) {
         const uint8_t *key = k->mv_data;
 
@@ -119,6 +116,18 @@ static int scan_collect(MDB_cursor *cursor, MDB_val *k, MDB_val *v,
             memcpy(out->resume_key, key + 1, k->mv_size - 1);
             out->resume_key_len = k->mv_size - 1;
             break;
+        }
+        if (out->n_pairs == cap) {
+            size_t new_cap = RKV_MIN(cap == 0 ? 64 : cap * 2, (size_t)limit);
+            struct rkv_range_kv *grown =
+                rkv_realloc(out->pairs, new_cap * sizeof(*grown));
+
+            if (grown == NULL) {
+                rkv_range_scan_result_free(out);
+                return -ENOMEM;
+            }
+            out->pairs = grown;
+            cap = new_cap;
         }
         out->pairs[out->n_pairs].key = key + 1;
         out->pairs[out->n_pairs].key_len = k->mv_size - 1;
@@ -161,6 +170,7 @@ int rkv_range_scan(struct rkv_range_rtxn *rtxn, uint64_t range_id,
     if (limit == 0) {
         limit = READ_SCAN_LIMIT_DEFAULT;
     }
+    limit = RKV_MIN(limit, RKV_RANGE_SCAN_LIMIT_MAX);
     scan_upper(&desc, end, end_len, upper, &upper_len);
     k.mv_size = rkv_range__user_key(lower, start, start_len);
     k.mv_data = lower;

@@ -471,3 +471,116 @@ TEST(split, stats_exact_after_random_ops)
     ASSERT_UINT_GT(total.key_count, 100);
     fx_close(&f);
 }
+
+/* A split whose meta update was lost shows up as stale meta records until
+ * the update is proposed again. */
+TEST(split, meta_check_finds_lost_update)
+{
+    struct fixture f;
+    struct rkv_range_apply_result result;
+    struct rkv_range_desc desc;
+    struct rkv_range_desc left;
+    struct rkv_range_desc right;
+    struct rkv_range_rtxn *rtxn;
+    bool stale = false;
+    uint8_t *cmd;
+    size_t len;
+
+    fx_open(&f, "s", 0);
+    fx_bootstrap(&f);
+    fx_split(&f, 1, "m", 1);
+    desc = desc_of(&f, 2);
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+    ASSERT_OK(rkv_range_meta_check(rtxn, &desc, &stale));
+    rkv_range_rtxn_end(rtxn);
+    ASSERT_FALSE(stale);
+
+    /* Split range 2 without the meta update, as if its leader crashed. */
+    ASSERT_OK(
+        rkv_range_encode_split(f.store, &desc, "t", 1, 3, &cmd, &len, NULL));
+    ASSERT_OK(fx_apply(&f, 2, cmd, len, &result));
+    rkv_free(cmd);
+    ASSERT_INT_EQ(result.rv, 0);
+    left = result.desc;
+    right = result.right;
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+    ASSERT_OK(rkv_range_meta_check(rtxn, &left, &stale));
+    ASSERT_TRUE(stale);
+    ASSERT_OK(rkv_range_meta_check(rtxn, &right, &stale));
+    ASSERT_TRUE(stale);
+    rkv_range_rtxn_end(rtxn);
+
+    ASSERT_OK(rkv_range_encode_meta_update(&left, &right, &cmd, &len));
+    ASSERT_OK(fx_apply(&f, 1, cmd, len, &result));
+    rkv_free(cmd);
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+    ASSERT_OK(rkv_range_meta_check(rtxn, &left, &stale));
+    ASSERT_FALSE(stale);
+    ASSERT_OK(rkv_range_meta_check(rtxn, &right, &stale));
+    ASSERT_FALSE(stale);
+    rkv_range_rtxn_end(rtxn);
+    fx_close(&f);
+
+    /* A node without range 1 cannot tell. */
+    fx_open(&f, "empty", 0);
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+    ASSERT_INT_EQ(rkv_range_meta_check(rtxn, &right, &stale),
+                  RKV_ERANGENOTFOUND);
+    rkv_range_rtxn_end(rtxn);
+    fx_close(&f);
+}
+
+/* Scans stop at the limit or at the range end and say where to resume;
+ * an end inside the range needs no resume. */
+TEST(split, scan_boundaries)
+{
+    struct fixture f;
+    struct rkv_range_scan_result scan;
+    struct rkv_range_rtxn *rtxn;
+
+    fx_open(&f, "s", 0);
+    fx_bootstrap(&f);
+    put_n(&f, 1, 0, 10, 5);
+    fx_split(&f, 1, "key0005", 7);
+    ASSERT_OK(rkv_range_rtxn_begin(f.store, &rtxn));
+
+    /* The limit cuts the scan and resumes at the next key. */
+    ASSERT_OK(rkv_range_scan(rtxn, 1, "", 0, NULL, 0, 3, &scan));
+    ASSERT_UINT_EQ(scan.n_pairs, 3);
+    ASSERT_TRUE(scan.more_after);
+    ASSERT_MEM_EQ(scan.resume_key, scan.resume_key_len, "key0003", 7);
+    rkv_range_scan_result_free(&scan);
+
+    /* The range end cuts the scan and resumes in the next range. */
+    ASSERT_OK(rkv_range_scan(rtxn, 1, "key0003", 7, NULL, 0, 100, &scan));
+    ASSERT_UINT_EQ(scan.n_pairs, 2);
+    ASSERT_MEM_EQ(scan.pairs[1].key, scan.pairs[1].key_len, "key0004", 7);
+    ASSERT_TRUE(scan.more_after);
+    ASSERT_MEM_EQ(scan.resume_key, scan.resume_key_len, "key0005", 7);
+    rkv_range_scan_result_free(&scan);
+
+    /* An end inside the range is exclusive and final. */
+    ASSERT_OK(rkv_range_scan(rtxn, 2, "key0005", 7, "key0007", 7, 100, &scan));
+    ASSERT_UINT_EQ(scan.n_pairs, 2);
+    ASSERT_FALSE(scan.more_after);
+    rkv_range_scan_result_free(&scan);
+
+    /* An end exactly at the range end is final too. */
+    ASSERT_OK(rkv_range_scan(rtxn, 1, "key0000", 7, "key0005", 7, 100, &scan));
+    ASSERT_UINT_EQ(scan.n_pairs, 5);
+    ASSERT_FALSE(scan.more_after);
+    rkv_range_scan_result_free(&scan);
+
+    /* A huge limit is capped, and the last range has no resume. */
+    ASSERT_OK(
+        rkv_range_scan(rtxn, 2, "key0005", 7, NULL, 0, UINT32_MAX, &scan));
+    ASSERT_UINT_EQ(scan.n_pairs, 5);
+    ASSERT_FALSE(scan.more_after);
+    rkv_range_scan_result_free(&scan);
+
+    /* A start outside the range is a key mismatch. */
+    ASSERT_INT_EQ(rkv_range_scan(rtxn, 2, "a", 1, NULL, 0, 10, &scan),
+                  RKV_EKEYMISMATCH);
+    rkv_range_rtxn_end(rtxn);
+    fx_close(&f);
+}
