@@ -4,6 +4,8 @@
 #include "range/range_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -443,5 +445,80 @@ TEST(store, allocation_failures)
     }
     ASSERT_UINT_EQ(n, 2);
     rkv_free(states);
+    fx_close(&f);
+}
+
+struct reader_args {
+    struct rkv_range_store *store;
+    atomic_bool stop;
+    long n_reads;
+    long n_errors;
+};
+
+static void *reader_main(void *data)
+{
+    struct reader_args *args = data;
+
+    while (!atomic_load(&args->stop)) {
+        struct rkv_range_rtxn *rtxn;
+        const uint8_t *value;
+        size_t value_len;
+        int rv;
+
+        if (rkv_range_rtxn_begin(args->store, &rtxn) != 0) {
+            args->n_errors++;
+            continue;
+        }
+        rv = rkv_range_get(rtxn, 1, "k00", 3, &value, &value_len);
+        if (rv != 0 && rv != RKV_ENOTFOUND) {
+            args->n_errors++;
+        }
+        if (rv == 0 && value_len != 64 * 1024) {
+            args->n_errors++;
+        }
+        rkv_range_rtxn_end(rtxn);
+        args->n_reads++;
+    }
+    return NULL;
+}
+
+/* Readers on another thread keep working while the map grows under them. */
+TEST(store, map_grows_under_concurrent_reads)
+{
+    struct fixture f;
+    struct reader_args args = {0};
+    struct rkv_range_store_counters counters;
+    struct rkv_range_op ops[64];
+    static char value[64 * 1024];
+    char keys[64][8];
+    pthread_t thread;
+    uint8_t *cmd;
+    size_t len;
+
+    fx_open(&f, "s", 0);
+    fx_bootstrap(&f);
+    args.store = f.store;
+    ASSERT_INT_EQ(pthread_create(&thread, NULL, reader_main, &args), 0);
+    for (size_t i = 0; i < RKV_ARRAY_SIZE(ops); i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%02zu", i);
+        ops[i] = (struct rkv_range_op){.key = keys[i],
+                                       .key_len = 3,
+                                       .value = value,
+                                       .value_len = sizeof(value)};
+    }
+    for (int round = 0; round < 6; round++) {
+        memset(value, 'a' + round, sizeof(value));
+        ASSERT_OK(rkv_range_encode_batch(f.store, ops, RKV_ARRAY_SIZE(ops),
+                                         &cmd, &len, NULL));
+        ASSERT_OK(fx_apply(&f, 1, cmd, len, NULL));
+        rkv_free(cmd);
+    }
+    atomic_store(&args.stop, true);
+    ASSERT_INT_EQ(pthread_join(thread, NULL), 0);
+    rkv_range_store_counters(f.store, &counters);
+    ASSERT_UINT_GE(counters.n_map_grows, 2);
+    ASSERT_INT_GT(args.n_reads, 0);
+    ASSERT_INT_EQ(args.n_errors, 0);
+    fx_assert_stats_exact(&f, 1);
     fx_close(&f);
 }
