@@ -7,7 +7,7 @@
  *   data   the user keyspace, shared by all ranges, plus the system span.
  *          A user key K is stored as 0x02 K; the system span is every
  *          stored key starting with 0x01, so it sorts before all user keys.
- *          The system span contains the meta records (one range descriptor per
+ *          The system span contains the meta records (one descriptor per
  *          range, keyed by its start key) and the range id counter. It is
  *          part of range 1, whose start key is always the empty key, so no
  *          split can fall inside it.
@@ -26,7 +26,9 @@
  * range's leader (rkv_range_encode_meta_update()); meta updates are applied
  * only when their generation is higher than the stored one, so they may
  * arrive late, twice or out of order. A stale meta record sends a client to
- * a range that answers RKV_EKEYMISMATCH with its fresh descriptor.
+ * a range that answers RKV_EKEYMISMATCH with its fresh descriptor. A meta
+ * update lost with a crashed leader is found by rkv_range_meta_check() on
+ * the next leader.
  *
  * Splits: the leader of range R calls rkv_range_should_split() and
  * rkv_range_pick_split_key(), proposes RKV_RANGE_CMD_ALLOC_RANGE_ID to
@@ -47,10 +49,11 @@
  *     replica's store records, and the node restarts that range's Raft core
  *     from rkv_range_state_load();
  *   - the leader sends a snapshot: rkv_range_snapshot_install_finish()
- *     fails the commit with RKV_EBUSY while the span still overlaps the
- *     unsplit left range here. The node then drops that ready batch and
- *     restarts the range's Raft core from the store, as after a crash, and
- *     the leader sends the snapshot again later.
+ *     refuses it with RKV_EBUSY in its install result while the span still
+ *     overlaps the unsplit left range here, and the rest of the write
+ *     transaction commits. The node then drops that range's ready batch
+ *     without acknowledging it and restarts the range's Raft core from the
+ *     store, as after a crash, and the leader sends the snapshot again.
  * Dropping such messages instead is also safe, but a replica whose left
  * range was caught up by a snapshot past the split would then never get
  * the right range.
@@ -118,8 +121,9 @@
 /* The first range: it starts at the empty key and owns the system span. */
 #define RKV_RANGE_ID_FIRST 1
 /* Raft position a right-hand range starts from after a split: its log is
- * empty and compacted up to this index and term, as CockroachDB's
- * RaftInitialLogIndex and RaftInitialLogTerm. */
+ * empty and compacted up to this index and term. The values are those of
+ * raftInitialLogIndex and raftInitialLogTerm in CockroachDB's
+ * kvserver/stateloader. */
 #define RKV_RANGE_SPLIT_INDEX 10
 #define RKV_RANGE_SPLIT_TERM 5
 /* Default chunk size for snapshot readers, in bytes. */
