@@ -64,6 +64,9 @@
 /* Redirects (not-leader hints, fresh descriptors) followed at once before an
  * op starts backing off, so two nodes that disagree cannot spin it. */
 #define RKV_CLIENT_REDIRECTS_MAX 4
+/* Connection failures after which an op for one given node (STATUS, INIT)
+ * gives up with RKV_EUNAVAILABLE instead of waiting for its deadline. */
+#define RKV_CLIENT_TARGET_RETRIES_MAX 3
 /* Longest "host:port" address, terminator included. */
 #define RKV_CLIENT_ADDR_MAX 272
 /* Replicas kept per cached range; more are ignored for routing. */

@@ -480,6 +480,14 @@ void rkv_client__op_start(struct rkv_client__op *op)
     switch (op->kind) {
     case RKV_CLIENT__OP_STATUS:
     case RKV_CLIENT__OP_INIT: {
+        /* One node and no alternative: a dead node should not cost the
+         * whole timeout of a status sweep. */
+        if (op->result.n_retries >= RKV_CLIENT_TARGET_RETRIES_MAX &&
+            op->last_rv == RKV_EUNAVAILABLE) {
+            op_fail(op, RKV_EUNAVAILABLE, "node at %s is unreachable",
+                    op->target_addr);
+            return;
+        }
         struct rkv_client__node *node =
             rkv_client__node_learn(client, 0, op->target_addr);
         struct rkv_client__conn *conn =

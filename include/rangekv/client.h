@@ -25,6 +25,11 @@
  * key. Each range is read at its own moment, so a scan over several ranges
  * is not one snapshot.
  *
+ * Limits: keys are 1 to RKV_CLIENT_KEY_MAX bytes (a SCAN bound may be
+ * empty), values at most RKV_CLIENT_VALUE_MAX, a whole request or reply at
+ * most 16 MiB on the wire (RKV_ETOOLARGE otherwise; a reply frame above it
+ * closes the connection before anything is allocated for it).
+ *
  * Ownership: keys and values passed in are borrowed for the duration of the
  * call (blocking) or copied before rkv_client_submit() returns (async).
  * Values returned in a struct rkv_client_result are owned by the result and
@@ -48,7 +53,7 @@ struct rkv_client;
 struct rkv_client_options {
     const char *const *hosts; /* "host:port" client addresses, borrowed */
     size_t n_hosts;           /* at least 1 */
-    uint32_t n_connections;   /* per node; 0 means 1 */
+    uint32_t n_connections;   /* per node; 0 means 1; at most 64 */
     uint32_t timeout_ms;      /* per request, retries included; 0: 10000 */
     uint32_t inflight_max;    /* per client; past it submit returns RKV_EBUSY;
                                  0: 4096 */
@@ -84,7 +89,8 @@ struct rkv_client_request {
     size_t end_key_len;
     uint32_t limit;            /* SCAN: maximum pairs, 0: 1000 */
     bool serializable;         /* GET, SCAN: skip ReadIndex (may be stale) */
-    const struct rkv_client_batch_op *ops; /* BATCH: one range only */
+    const struct rkv_client_batch_op *ops; /* BATCH: one range only, at
+                                              most 10000 ops */
     size_t n_ops;
 };
 
@@ -205,7 +211,9 @@ struct rkv_client_node_status {
     uint64_t n_bytes_received; /* bytes read from peers and clients */
 };
 
-/* Reads the counters of the node at host ("host:port", a client address). */
+/* Reads the counters of the node at host ("host:port", a client address).
+ * Fails with RKV_EUNAVAILABLE after three failed connection attempts, so a
+ * dead node does not cost the whole timeout. */
 int rkv_client_node_status(struct rkv_client *client, const char *host,
                            struct rkv_client_node_status *status_out);
 

@@ -449,7 +449,6 @@ static bool fake_inject(struct fake_cluster *c, struct fake_node *node,
                         const Rkv__Rpc__Request *req,
                         Rkv__Rpc__Response *resp)
 {
-    static const uint8_t oversize[4] = {0xff, 0xff, 0xff, 0xff};
     bool is_get = req->op_case == RKV__RPC__REQUEST__OP_GET;
     bool is_put = req->op_case == RKV__RPC__REQUEST__OP_PUT;
 
@@ -466,9 +465,10 @@ static bool fake_inject(struct fake_cluster *c, struct fake_node *node,
         script_server_drop(node->server, fd);
         return true;
     }
-    if (is_get && c->n_oversize_get > 0) {
-        c->n_oversize_get--;
-        script_server_write_raw(node->server, fd, oversize, sizeof(oversize));
+    if (is_get && c->n_bad_frame_get > 0) {
+        c->n_bad_frame_get--;
+        script_server_write_raw(node->server, fd, c->bad_frame,
+                                c->bad_frame_len);
         return true;
     }
     if (is_put && c->n_drop_put > 0) {

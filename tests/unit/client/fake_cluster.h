@@ -68,7 +68,9 @@ struct fake_cluster {
     int n_drop_put;        /* drop the connection on this many PUTs */
     bool drop_put_applies; /* apply a dropped PUT first */
     int n_drop_get;        /* drop the connection on this many GETs */
-    int n_oversize_get;    /* reply to this many GETs with a 0xffffffff frame length */
+    int n_bad_frame_get;   /* reply to this many GETs with bad_frame */
+    const uint8_t *bad_frame; /* raw bytes sent in place of a reply */
+    size_t bad_frame_len;
     bool hold_all;         /* never answer keyed requests */
     int reverse_batch;     /* hold replies until this many, then reverse */
     struct fake_held held[FAKE_KEYS_MAX];

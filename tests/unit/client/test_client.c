@@ -251,21 +251,45 @@ TEST(client, dropped_read_is_retried)
     teardown(&f);
 }
 
-/* A frame length over the limit closes the connection; the read is then
- * re-sent and succeeds. */
-TEST(client, oversize_frame_drops_connection)
+/* A reply frame that breaks the protocol (a length over the limit or of
+ * zero, a payload that does not decode, an unknown or positive error)
+ * closes the connection; the read is then re-sent and succeeds. */
+TEST(client, bad_frame_drops_connection)
 {
-    struct fixture f;
+    static const uint8_t oversize[] = {0xff, 0xff, 0xff, 0xff};
+    static const uint8_t just_over[] = {0x01, 0x00, 0x00, 0x01};
+    static const uint8_t zero_len[] = {0x00, 0x00, 0x00, 0x00};
+    static const uint8_t garbage[] = {0x00, 0x00, 0x00, 0x03, 0xff, 0xff,
+                                      0xff};
+    /* Response{id: 1, error: +5}: a positive error is not a rangekv code. */
+    static const uint8_t positive_error[] = {0x00, 0x00, 0x00, 0x04,
+                                             0x08, 0x01, 0x10, 0x0a};
+    static const struct {
+        const uint8_t *bytes;
+        size_t len;
+    } frames[] = {
+        {oversize, sizeof(oversize)},
+        {just_over, sizeof(just_over)},
+        {zero_len, sizeof(zero_len)},
+        {garbage, sizeof(garbage)},
+        {positive_error, sizeof(positive_error)},
+    };
 
-    setup(&f, 1);
-    ASSERT_OK(put_str(&f, "k", "v"));
-    fake_lock(f.cluster);
-    f.cluster->n_oversize_get = 1;
-    fake_unlock(f.cluster);
-    ASSERT_GET(&f, "k", "v");
-    ASSERT_UINT_EQ(script_server_stats(f.cluster->nodes[0].server).n_accepts,
-                   2);
-    teardown(&f);
+    for (size_t i = 0; i < RKV_ARRAY_SIZE(frames); i++) {
+        struct fixture f;
+
+        setup(&f, 1);
+        ASSERT_OK(put_str(&f, "k", "v"));
+        fake_lock(f.cluster);
+        f.cluster->bad_frame = frames[i].bytes;
+        f.cluster->bad_frame_len = frames[i].len;
+        f.cluster->n_bad_frame_get = 1;
+        fake_unlock(f.cluster);
+        ASSERT_GET(&f, "k", "v");
+        ASSERT_UINT_EQ(
+            script_server_stats(f.cluster->nodes[0].server).n_accepts, 2);
+        teardown(&f);
+    }
 }
 
 /* With no reply, a read times out and a sent write is RKV_EUNKNOWN. */
@@ -785,4 +809,23 @@ TEST(client, connections_per_node)
                    3);
     rkv_client_close(client);
     fake_stop(cluster);
+}
+
+/* Status of a node that refuses connections fails with RKV_EUNAVAILABLE
+ * after a few attempts, well before the request timeout. */
+TEST(client, status_of_dead_node_fails_fast)
+{
+    struct fixture f;
+    struct fake_cluster *dead = fake_start(1);
+    char addr[64];
+    struct rkv_client_node_status status;
+
+    snprintf(addr, sizeof(addr), "%s", fake_addr(dead, 0));
+    fake_stop(dead);
+    setup_with(&f, 1, 60000, 0);
+    ASSERT_INT_EQ(rkv_client_node_status(f.client, addr, &status),
+                  RKV_EUNAVAILABLE);
+    ASSERT_OK(rkv_client_node_status(f.client, fake_addr(f.cluster, 0),
+                                     &status));
+    teardown(&f);
 }
