@@ -1,0 +1,395 @@
+/* Checks the PostgreSQL protocol listener byte by byte with a raw client,
+ * and with psql, over the in-process store. */
+#define RKV_LOG_SUBSYS "test"
+#include "common/common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sql-lite-front/sql.h"
+#include "tests/lib/test.h"
+#include "tests/unit/sql/kv_local.h"
+
+struct fixture {
+    struct rkv_sql_kv *kv;
+    struct rkv_sql_server *server;
+    int port;
+};
+
+/* One server message: its type and body. */
+struct message {
+    char type;
+    uint8_t body[4096];
+    size_t body_len;
+};
+
+static struct fixture fixture;
+
+static void setup(const char *password, uint32_t connections_max)
+{
+    struct rkv_sql_server_options options = {
+        .listen_addr = "127.0.0.1:0",
+        .password = password,
+        .connections_max = connections_max,
+    };
+    char address[64];
+    const char *colon;
+
+    memset(&fixture, 0, sizeof(fixture));
+    fixture.kv = kv_local_open();
+    ASSERT_TRUE(fixture.kv != NULL);
+    ASSERT_OK(rkv_sql_server_start(&options, fixture.kv, &fixture.server));
+    rkv_sql_server_address(fixture.server, address, sizeof(address));
+    colon = strrchr(address, ':');
+    ASSERT_TRUE(colon != NULL);
+    fixture.port = atoi(colon + 1);
+    ASSERT_INT_GT(fixture.port, 0);
+}
+
+static void teardown(void)
+{
+    rkv_sql_server_stop(fixture.server);
+    fixture.kv->vtable->close(fixture.kv);
+}
+
+static int raw_connect(void)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ASSERT_INT_GE(fd, 0);
+    addr.sin_port = htons((uint16_t)fixture.port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_INT_EQ(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    return fd;
+}
+
+static void send_all(int fd, const void *data, size_t len)
+{
+    ASSERT_INT_EQ(write(fd, data, len), (long long)len);
+}
+
+static void read_exact(int fd, uint8_t *out, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = read(fd, out + got, len - got);
+
+        if (n <= 0) {
+            rkv_test_fail(__FILE__, __LINE__, "connection ended after %zu of "
+                                              "%zu bytes",
+                          got, len);
+        }
+        got += (size_t)n;
+    }
+}
+
+static void read_message(int fd, struct message *message)
+{
+    uint8_t header[5];
+    uint32_t length;
+
+    read_exact(fd, header, 5);
+    message->type = (char)header[0];
+    length = rkv_get_be32(header + 1);
+    ASSERT_UINT_GE(length, 4);
+    ASSERT_UINT_LE(length - 4, sizeof(message->body));
+    message->body_len = length - 4;
+    read_exact(fd, message->body, message->body_len);
+}
+
+/* Returns the value of one field ('C' code, 'M' message) of an error. */
+static const char *error_field(const struct message *message, char field)
+{
+    size_t pos = 0;
+
+    while (pos < message->body_len && message->body[pos] != 0) {
+        const char *value = (const char *)message->body + pos + 1;
+
+        if ((char)message->body[pos] == field) {
+            return value;
+        }
+        pos += 2 + strlen(value);
+    }
+    return "";
+}
+
+/* Sends a startup packet for protocol 3.0 with user and database. */
+static void send_startup(int fd, const char *user)
+{
+    uint8_t packet[256];
+    size_t len = 8;
+
+    rkv_put_be32(packet + 4, 196608);
+    len += (size_t)sprintf((char *)packet + len, "user") + 1;
+    len += (size_t)sprintf((char *)packet + len, "%s", user) + 1;
+    len += (size_t)sprintf((char *)packet + len, "database") + 1;
+    len += (size_t)sprintf((char *)packet + len, "postgres") + 1;
+    packet[len++] = 0;
+    rkv_put_be32(packet, (uint32_t)len);
+    send_all(fd, packet, len);
+}
+
+static void send_message(int fd, char type, const void *body, size_t len)
+{
+    uint8_t header[5];
+
+    header[0] = (uint8_t)type;
+    rkv_put_be32(header + 1, (uint32_t)(len + 4));
+    send_all(fd, header, 5);
+    if (len > 0) {
+        send_all(fd, body, len);
+    }
+}
+
+static void send_query(int fd, const char *sql)
+{
+    send_message(fd, 'Q', sql, strlen(sql) + 1);
+}
+
+/* Reads messages until ReadyForQuery, failing on an unexpected type. */
+static void expect_ready(int fd)
+{
+    struct message message;
+
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'Z');
+    ASSERT_UINT_EQ(message.body_len, 1);
+    ASSERT_INT_EQ(message.body[0], 'I');
+}
+
+/* Reads the startup reply: AuthenticationOk, parameters, key data and
+ * ReadyForQuery. */
+static void expect_startup_done(int fd)
+{
+    struct message message;
+    bool saw_version = false;
+
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'R');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body), 0);
+    for (;;) {
+        read_message(fd, &message);
+        if (message.type != 'S') {
+            break;
+        }
+        saw_version = saw_version ||
+                      strcmp((const char *)message.body, "server_version") == 0;
+    }
+    ASSERT_TRUE(saw_version);
+    ASSERT_INT_EQ(message.type, 'K');
+    expect_ready(fd);
+}
+
+/* An SSL request is refused with 'N', then startup and a query follow
+ * the protocol message by message. */
+TEST(sql_pgwire, startup_and_simple_query)
+{
+    static const uint8_t ssl_request[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+    struct message message;
+    uint8_t answer;
+    int fd;
+
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_all(fd, ssl_request, sizeof(ssl_request));
+    read_exact(fd, &answer, 1);
+    ASSERT_INT_EQ(answer, 'N');
+    send_startup(fd, "tester");
+    expect_startup_done(fd);
+
+    send_query(fd, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT); "
+                   "INSERT INTO t VALUES (1, NULL), (2, 'two')");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    ASSERT_STR_EQ((const char *)message.body, "CREATE TABLE");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    ASSERT_STR_EQ((const char *)message.body, "INSERT 0 2");
+    expect_ready(fd);
+
+    send_query(fd, "SELECT k, v FROM t");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    ASSERT_UINT_EQ((message.body[0] << 8) | message.body[1], 2);
+    ASSERT_STR_EQ((const char *)message.body + 2, "k");
+    /* The first field's type OID follows its name, table oid and attnum. */
+    ASSERT_UINT_EQ(rkv_get_be32(message.body + 2 + 2 + 4 + 2), 20);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body + 2), 1);
+    ASSERT_INT_EQ(message.body[6], '1');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body + 7), UINT32_MAX); /* NULL */
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    ASSERT_STR_EQ((const char *)message.body, "SELECT 2");
+    expect_ready(fd);
+
+    send_query(fd, "");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'I');
+    expect_ready(fd);
+
+    send_query(fd, "SELECT * FROM missing");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'S'), "ERROR");
+    ASSERT_STR_EQ(error_field(&message, 'C'), "42P01");
+    ASSERT_STR_EQ(error_field(&message, 'M'),
+                  "relation \"missing\" does not exist");
+    expect_ready(fd);
+
+    send_message(fd, 'X', NULL, 0);
+    ASSERT_INT_EQ(read(fd, &answer, 1), 0);
+    close(fd);
+    teardown();
+}
+
+/* Extended-protocol messages get one error, then Sync recovers. */
+TEST(sql_pgwire, extended_protocol_rejected)
+{
+    struct message message;
+    int fd;
+
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_startup(fd, "tester");
+    expect_startup_done(fd);
+    send_message(fd, 'P', "\0SELECT 1\0\0\0", 13);
+    send_message(fd, 'B', "\0\0\0\0\0\0\0\0", 8);
+    send_message(fd, 'S', NULL, 0);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "0A000");
+    expect_ready(fd);
+    send_query(fd, "SELECT 1");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    close(fd);
+    teardown();
+}
+
+/* A message length over the limit is a protocol violation and closes. */
+TEST(sql_pgwire, oversized_message_closes)
+{
+    uint8_t header[5] = {'Q', 0x7f, 0xff, 0xff, 0xff};
+    struct message message;
+    uint8_t byte;
+    int fd;
+
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_startup(fd, "tester");
+    expect_startup_done(fd);
+    send_all(fd, header, sizeof(header));
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "08P01");
+    ASSERT_INT_EQ(read(fd, &byte, 1), 0);
+    close(fd);
+    teardown();
+}
+
+/* With a password, a wrong one is rejected with 28P01 and the right one
+ * is accepted. */
+TEST(sql_pgwire, password_authentication)
+{
+    struct message message;
+    int fd;
+
+    setup("s3cret", 0);
+    fd = raw_connect();
+    send_startup(fd, "alice");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'R');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body), 3);
+    send_message(fd, 'p', "s3cre", 6);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "28P01");
+    ASSERT_STR_EQ(error_field(&message, 'M'),
+                  "password authentication failed for user \"alice\"");
+    close(fd);
+
+    fd = raw_connect();
+    send_startup(fd, "alice");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'R');
+    send_message(fd, 'p', "s3cret", 7);
+    expect_startup_done(fd);
+    close(fd);
+    teardown();
+}
+
+/* Past connections_max a client gets 53300 and is closed. */
+TEST(sql_pgwire, connection_limit)
+{
+    struct message message;
+    int first;
+    int second;
+
+    setup(NULL, 1);
+    first = raw_connect();
+    send_startup(first, "one");
+    expect_startup_done(first);
+    second = raw_connect();
+    read_message(second, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "53300");
+    close(second);
+    close(first);
+    teardown();
+}
+
+/* Runs psql against the fixture and returns its output (stderr too). */
+static void run_psql(const char *args, char *out, size_t out_len)
+{
+    char command[1024];
+    FILE *pipe;
+    size_t used = 0;
+
+    snprintf(command, sizeof(command),
+             "PGCONNECT_TIMEOUT=10 psql -X -h 127.0.0.1 -p %d %s 2>&1",
+             fixture.port, args);
+    pipe = popen(command, "r");
+    ASSERT_TRUE(pipe != NULL);
+    used = fread(out, 1, out_len - 1, pipe);
+    out[used] = '\0';
+    pclose(pipe);
+}
+
+/* psql 15 connects with its default user and database names, runs
+ * statements, and shows errors as it does for PostgreSQL. */
+TEST(sql_pgwire, psql_session)
+{
+    static char out[8192];
+
+    if (system("psql --version > /dev/null 2>&1") != 0) {
+        printf("skipped: psql is not installed (Debian postgresql-client)\n");
+        return;
+    }
+    setup(NULL, 0);
+    run_psql("-c 'CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT)' "
+             "-c \"INSERT INTO p VALUES (1, 'ada'), (2, 'bob')\" "
+             "-c 'SELECT name FROM p WHERE id >= 2' "
+             "-c 'SELECT * FROM nowhere'",
+             out, sizeof(out));
+    ASSERT_TRUE(strstr(out, "CREATE TABLE\n") != NULL);
+    ASSERT_TRUE(strstr(out, "INSERT 0 2\n") != NULL);
+    ASSERT_TRUE(strstr(out, " name \n------\n bob\n(1 row)\n") != NULL);
+    ASSERT_TRUE(strstr(out, "ERROR:  relation \"nowhere\" does not exist") !=
+                NULL);
+    run_psql("-A -t -c 'SELECT count(*), max(name) FROM p'", out,
+             sizeof(out));
+    ASSERT_STR_EQ(out, "2|bob\n");
+    teardown();
+}
