@@ -5,10 +5,10 @@
  *
  * Ready/ack: every output accumulates in the replica until rkv_raft_ready()
  * moves it into a batch. Each batch that wrote log entries or a hard state
- * is remembered until rkv_raft_ack() reports it durable; only then does
- * persisted_index (which a leader counts for itself, and which bounds what
- * is applied) or durable_term (which decides whether a leader's messages
- * may leave before the batch is durable) advance.
+ * is remembered until rkv_raft_ack() reports it durable. Only then does
+ * persisted_index advance, which a leader counts for itself and which
+ * bounds what is applied. The same holds for durable_term, which decides
+ * whether a leader's messages may leave before their batch is durable.
  */
 #include "raft/raft_internal.h"
 
@@ -232,7 +232,7 @@ static int msgs_push(struct rkv_raft_msgs *msgs, RkvRaft__Message *msg)
  * A leader's own requests may leave before the batch is durable, because
  * they depend only on its term, and that term is durable once an ack
  * covered it (the votes that elected it were sent after persisting). All
- * other messages answer a request or ask for votes, so they wait.
+ * other messages respond to a request or request votes, so they wait.
  */
 static bool msg_may_precede_persist(const struct rkv_raft *r,
                                     const RkvRaft__Message *msg)

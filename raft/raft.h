@@ -19,11 +19,12 @@
  * Durability contract (the order the caller must keep):
  *   1. Batches are persisted in seq order; rkv_raft_ack(r, seq) reports that
  *      batch seq and every earlier one are durable.
- *   2. ready->messages may be sent at once, before the batch is durable. They
- *      are a leader's appends, heartbeats, snapshot chunks and TimeoutNow,
- *      and depend on nothing the batch holds: a leader sends its entries to
- *      followers while writing them itself (Raft thesis 10.2.1), and counts
- *      itself toward a commit only once rkv_raft_ack() covers them.
+ *   2. ready->messages may be sent at once, before the batch is durable.
+ *      They are a leader's appends, heartbeats, snapshot chunks and
+ *      TimeoutNow, which depend on nothing the batch contains. A leader
+ *      sends its entries to followers while writing them itself (thesis
+ *      10.2.1), and counts itself toward a commit only once rkv_raft_ack()
+ *      covers them.
  *   3. ready->messages_after_persist are sent only after that batch is
  *      durable: vote requests and grants depend on the persisted term and
  *      vote, and append and snapshot acknowledgments on persisted entries
@@ -65,6 +66,9 @@
  *
  * Threading: an instance is used from one thread at a time (the node's loop
  * thread). Nothing is shared between instances.
+ *
+ * "Thesis" section numbers refer to Diego Ongaro's dissertation, Consensus:
+ * Bridging Theory and Practice (Stanford University, 2014).
  *
  * Errors: calls return 0 or a negative code: -ENOMEM when allocation fails,
  * -EINVAL for an invalid argument, and RKV_E* codes from rangekv/error.h as
@@ -147,9 +151,10 @@ struct rkv_raft_snapshot_meta {
 };
 
 /*
- * What rkv_raft_new() starts from. A brand-new group is bootstrapped by
- * giving every initial replica the same snapshot metadata (index 0 or any
- * agreed index, term 0, the initial voters) and no entries; a replica
+ * The durable state rkv_raft_new() starts from. A new group is
+ * bootstrapped by giving every initial replica the same snapshot metadata
+ * (index 0 or any agreed index, term 0, the initial voters) and no
+ * entries. A replica
  * created to be added later gets an empty configuration and learns the
  * group from the leader's snapshot.
  */
@@ -173,7 +178,7 @@ struct rkv_raft_read_state {
  * Leader side of a snapshot transfer: the core wants chunk chunk_seq of a
  * snapshot for peer `to`. chunk_seq 0 means (re)start: open a new snapshot
  * (for example an LMDB read transaction at the current applied index),
- * discarding any earlier one for this peer. The caller answers with
+ * discarding any earlier one for this peer. The caller responds with
  * rkv_raft_snapshot_chunk().
  */
 struct rkv_raft_snapshot_request {
@@ -270,8 +275,8 @@ int rkv_raft_step(struct rkv_raft *r, const RkvRaft__Message *msg);
 
 /*
  * Appends a normal entry with a copy of data[0..len) to the leader's log.
- * On success *index and *term identify the entry: the proposal succeeded
- * if and only if an entry with that index and term is applied; an entry
+ * On success *index and *term identify the entry. The proposal succeeded
+ * if and only if an entry with that index and term is applied. An entry
  * applied at that index with another term means it was dropped.
  * Returns RKV_ENOTLEADER (not the leader; see rkv_raft_leader()),
  * RKV_EBUSY (a leadership transfer is in progress, or uncommitted entries
@@ -291,11 +296,11 @@ enum rkv_raft_conf_change {
  * The new configuration takes effect on every replica when the entry is
  * appended. Removing the leader is allowed: it keeps leading until the
  * change commits, without counting itself, then steps down (thesis 4.2.2).
- * Returns RKV_ENOTLEADER, RKV_EBUSY (transfer in progress),
- * RKV_ECONFCHANGE (a change is uncommitted, or the leader has not yet
- * committed an entry of its term), -EINVAL (adding a present server,
- * promoting a non-learner, removing an absent server, removing the last
- * voter, or a full configuration), or -ENOMEM.
+ * Returns RKV_ENOTLEADER, RKV_EBUSY (transfer in progress), or -ENOMEM.
+ * Returns RKV_ECONFCHANGE when a change is uncommitted or the leader has
+ * not yet committed an entry of its term. Returns -EINVAL when adding a
+ * present server, promoting a non-learner, removing an absent server,
+ * removing the last voter, or adding to a full configuration.
  */
 int rkv_raft_propose_conf_change(struct rkv_raft *r,
                                  enum rkv_raft_conf_change change,
@@ -359,9 +364,9 @@ int rkv_raft_compact(struct rkv_raft *r, uint64_t index);
 /*
  * Leader side of a snapshot transfer: supplies chunk chunk_seq (as asked by
  * a snapshot request) of the snapshot at snap_index for peer `to`.
- * snap_index must be between the compacted index and the applied index,
- * and stay the same for all chunks of one transfer; last marks the final
- * chunk. data is copied. Returns RKV_ESTALE when the transfer was
+ * snap_index must be between the compacted index and the applied index.
+ * It stays the same for all chunks of one transfer, and last marks the
+ * final chunk. data is copied. Returns RKV_ESTALE when the transfer was
  * restarted or the peer no longer needs it (drop the snapshot),
  * RKV_ENOTLEADER, -EINVAL (bad index, or len over chunk_bytes_max), or
  * -ENOMEM.
@@ -392,9 +397,13 @@ void rkv_raft_conf_get(const struct rkv_raft *r, struct rkv_raft_conf *conf);
  * leads, every follower's match index equals the last index, everything is
  * committed, durable and applied, and no read, transfer or snapshot is in
  * progress. The node may then quiesce the group (stop ticking it) until a
- * proposal or a message arrives; followers of a quiesced group must stop
- * ticking too (the node tells them, for example with its coalesced
- * heartbeat). Returns false on non-leaders.
+ * proposal or a message arrives. Followers of a quiesced group must stop
+ * ticking too, so the node sends them a quiesce notice (for example in its
+ * coalesced heartbeat). Returns false on non-leaders.
+ *
+ * NOTE: the core has no quiesce state of its own. A follower that stops
+ * ticking keeps its leader; one that keeps ticking without heartbeats
+ * campaigns as usual, so the node must stop both sides together.
  */
 bool rkv_raft_is_idle(const struct rkv_raft *r);
 

@@ -130,7 +130,7 @@ static void votes_reset(struct rkv_raft *r)
     r->n_votes_from = 0;
 }
 
-/* Records one answer; returns false for a duplicate. */
+/* Records one vote response; returns false for a duplicate. */
 static bool votes_record(struct rkv_raft *r, uint64_t from, bool granted)
 {
     for (unsigned i = 0; i < r->n_votes_from; i++) {

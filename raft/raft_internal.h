@@ -119,7 +119,7 @@ struct rkv_raft {
     uint64_t leader_id;
     bool role_changed;
     unsigned election_elapsed;  /* ticks since reset */
-    unsigned election_timeout;  /* randomized, in [et, 2 * et) */
+    unsigned election_timeout;  /* randomized in [T, 2T), T election_ticks */
     unsigned heartbeat_elapsed; /* leader: ticks since heartbeat */
     unsigned n_votes_granted;   /* candidate: grants received */
     unsigned n_votes_rejected;  /* candidate: rejections received */

@@ -187,7 +187,7 @@ void rkv_raft__conf_at(const struct rkv_raft *r, uint64_t index,
 {
     uint64_t i = RKV_MIN(index, rkv_raft__last_index(r));
 
-    /* The log only holds entries that passed rkv_raft__conf_from_pb, so a
+    /* The log only contains entries that passed rkv_raft__conf_from_pb, so a
      * decode failure here would be memory corruption. */
     for (; i > r->log.snap_index; i--) {
         const RkvRaft__Entry *entry = rkv_raft__entry(r, i);

@@ -12,9 +12,11 @@
  *      then differ by one server, so any two quorums overlap.
  *   2. The leader has committed an entry of its current term. Without
  *      this, a change proposed right after a leader change can overlap an
- *      uncommitted change of an earlier leader and let two leaders be
- *      elected in one term (Ongaro, raft-dev, "bug in single-server
- *      membership changes", 2015); the new leader's no-op commits first.
+ *      uncommitted change of an earlier leader. Two configurations that
+ *      differ by two servers then coexist, and a committed entry can be
+ *      overwritten (Diego Ongaro, raft-dev mailing list, "bug in
+ *      single-server membership changes", July 2015). Committing the new
+ *      leader's no-op first rules that out.
  * A leader that removes itself keeps leading without counting itself until
  * the change commits, then steps down (thesis 4.2.2).
  */

@@ -90,7 +90,8 @@ static int batch_push(struct rkv_raft *r, const struct rkv_raft_batch *batch)
     return 0;
 }
 
-/* Moves the queued outputs (which cannot fail) into rd. */
+/* Moves the queued outputs into rd; only pointers move, so it cannot
+ * fail. */
 static void ready_take_queues(struct rkv_raft *r, struct rkv_raft_ready *rd)
 {
     rd->chunks = r->chunks;

@@ -241,9 +241,10 @@ static int append_fill(struct rkv_raft *r, RkvRaft__Message *msg,
     return 0;
 }
 
-/* Sends one append to pr if its state allows; *sent says whether one left.
- * allow_empty sends an entry-less append (carrying the commit index, or
- * probing after lost messages) when there is nothing new. */
+/* Sends one append to pr if its state allows, setting *sent when one with
+ * entries was queued. With allow_empty, an append without entries goes out
+ * when there is nothing new, to carry the commit index or to probe after
+ * lost messages. */
 static int send_append_once(struct rkv_raft *r, struct rkv_raft_progress *pr,
                             bool allow_empty, bool *sent)
 {
@@ -721,7 +722,7 @@ static unsigned read_acks(const struct rkv_raft *r, uint64_t read_seq)
 }
 
 /* Releases, oldest first, the reads whose heartbeat round a quorum has
- * answered: leadership was confirmed after they arrived. */
+ * acknowledged, because that confirmed leadership after they arrived. */
 int rkv_raft__reads_release(struct rkv_raft *r)
 {
     size_t n_done = 0;

@@ -3,11 +3,11 @@
  * followers whose next entries the leader has compacted away.
  *
  * Leader side, per follower in the SNAPSHOT progress state:
- *   1. The core asks the caller for chunk 0 (a snapshot request in ready);
- *      the caller opens a snapshot at its applied index and answers with
- *      rkv_raft_snapshot_chunk(), which sends MSG_SNAPSHOT.
- *   2. The follower acks each chunk once it is durable; the core then asks
- *      for the next one. One chunk is in flight at a time.
+ *   1. The core requests chunk 0 from the caller (a snapshot request in
+ *      ready). The caller opens a snapshot at its applied index and
+ *      responds with rkv_raft_snapshot_chunk(), which sends MSG_SNAPSHOT.
+ *   2. The follower acks each chunk once it is durable, and the core then
+ *      requests the next one. One chunk is in flight at a time.
  *   3. The ack of the last chunk (or a "done" reply from a follower that
  *      already has the snapshot's entries) moves the progress to PROBE with
  *      match_index at the snapshot index.
@@ -185,8 +185,8 @@ int rkv_raft__step_snapshot_resp(struct rkv_raft *r,
     }
     pr->recent_active = true;
     if (msg->last_chunk && !msg->reject) {
-        /* The follower holds everything up to msg->index: safe to record
-         * whenever it arrives. */
+        /* The follower has stored everything up to msg->index, so this is
+         * safe to record whenever it arrives. */
         if (msg->index > rkv_raft__last_index(r)) {
             return RKV_EMALFORMED;
         }
@@ -270,9 +270,9 @@ static int snapshot_install(struct rkv_raft *r, const RkvRaft__Message *msg,
     return rkv_raft__conf_reload(r);
 }
 
-/* Returns whether the follower already holds the snapshot's entries: then
- * it keeps its log (which may hold entries it acknowledged past the
- * snapshot) and only advances commit, as etcd raft does. */
+/* Returns whether the follower already has the snapshot's entries. It then
+ * keeps its log, which may contain entries it acknowledged past the
+ * snapshot, and only advances commit (as etcd raft does). */
 static bool snapshot_is_redundant(struct rkv_raft *r,
                                   const RkvRaft__Message *msg)
 {

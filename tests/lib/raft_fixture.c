@@ -4,8 +4,8 @@
  * Each replica has three layers:
  *   - durable: hard state, snapshot (metadata and state machine bytes),
  *     log entries after it, the snapshot staging area, and the state
- *     machine (applying an entry is durable at once, as the store applies
- *     and records the applied index in one transaction);
+ *     machine. Applying an entry is durable at once, as the store applies
+ *     it and records the applied index in one transaction;
  *   - pending: ready batches handed out but not yet durable (lost on
  *     crash);
  *   - the core itself.

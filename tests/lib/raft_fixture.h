@@ -1,8 +1,9 @@
 /*
- * A deterministic in-memory cluster for the Raft core: N replicas in one
- * process, a network whose every message is delivered, dropped, duplicated
- * or reordered explicitly, storage that survives crashes with only what
- * was persisted, and a small state machine per replica.
+ * A deterministic in-memory cluster for the Raft core. It runs N replicas
+ * in one process over a network whose every message is delivered,
+ * dropped, duplicated or reordered explicitly. Storage survives crashes
+ * with only what was persisted, and each replica has a small state
+ * machine.
  *
  * Each replica i (0-based) has id i + 1. The first n_voters replicas start
  * as the group's voters; the others start with an empty configuration and
@@ -14,7 +15,7 @@
  * lets tests crash a replica between writing and acknowledging.
  *
  * The state machine: every applied normal entry is appended to a byte log
- * and folded into a running hash of (index, term, type, data); a snapshot
+ * and folded into a running hash of (index, term, type, data). A snapshot
  * is that byte log plus index and hash, transferred in chunks of
  * config.chunk_bytes_max bytes.
  *

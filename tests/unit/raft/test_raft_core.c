@@ -17,7 +17,7 @@ struct fixture {
     RkvRaft__Entry *entry_ptrs[3];
 };
 
-/* A replica of a three-voter group (ids 1-3) whose log holds three
+/* A replica of a three-voter group (ids 1-3) whose log contains three
  * entries of term 1 after a snapshot at index 10. */
 static void setup(struct fixture *fx, uint64_t group_id)
 {

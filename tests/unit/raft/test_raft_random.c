@@ -1,10 +1,10 @@
 /*
- * Randomized fault runs over the in-memory cluster: each seed builds a
- * 3- or 5-voter group (plus one spare replica for membership changes) and
- * applies a bounded number of random steps: ticks, deliveries in any
- * order, drops, duplicates, one-way cuts, crashes that lose unpersisted
- * batches, proposals, reads, compaction, leadership transfers and
- * membership changes. The fixture checks the safety invariants after
+ * Randomized fault runs over the in-memory cluster. Each seed builds a
+ * 3- or 5-voter group, plus one spare replica for membership changes, and
+ * applies a bounded number of random steps. Steps are ticks, deliveries in
+ * any order, drops, duplicates, one-way cuts, crashes that lose
+ * unpersisted batches, proposals, reads, compaction, leadership transfers
+ * and membership changes. The fixture checks the safety invariants after
  * every step; at the end the faults stop and the group must elect a
  * leader and commit a last proposal on every replica in its
  * configuration.
@@ -127,9 +127,9 @@ static void step_conf_change(struct run *run)
     uint64_t term;
     uint64_t id;
 
-    /* A removed replica that missed its removal keeps campaigning; only
-     * pre-vote and the leader lease keep it from disrupting the group
-     * (thesis 4.2.3), so unguarded seeds keep their membership. */
+    /* A removed replica that missed its removal keeps campaigning, and
+     * only pre-vote and the leader lease keep it from disrupting the group
+     * (thesis 4.2.3). Unguarded seeds therefore keep their membership. */
     if (leader < 0 || !run->guarded) {
         return;
     }

@@ -141,9 +141,9 @@ static bool drop_appends(struct rkv_raft_fixture *cluster,
     return msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_APPEND;
 }
 
-/* Figure 8 step (c): the new leader's entry at index 3 must reach nobody
- * who would accept it, so that index 2 (term 1) is spread without any
- * entry of the leader's term. */
+/* Figure 8 step (c): the new leader's entry at index 3 must reach no
+ * replica that would accept it, so that index 2 (term 1) spreads without
+ * any entry of the leader's term. */
 static bool drop_index3_where_accepted(struct rkv_raft_fixture *cluster,
                                        const RkvRaft__Message *msg, void *arg)
 {
@@ -177,9 +177,10 @@ static void disable_prevote_and_lease(struct rkv_raft_fixture *cluster,
     }
 }
 
-/* Raft thesis Figure 3.7 (Figure 8 of the paper): an entry of an earlier
- * term stored on a majority is not committed by counting replicas, and a
- * later leader may rightly overwrite it. */
+/* Figure 8 of the Raft paper (Ongaro and Ousterhout, "In Search of an
+ * Understandable Consensus Algorithm", 2014): an entry of an earlier term
+ * stored on a majority is not committed by counting replicas, and a later
+ * leader may rightly overwrite it. */
 TEST(raft, figure8_old_term_not_committed)
 {
     struct fixture fx;
@@ -202,13 +203,13 @@ TEST(raft, figure8_old_term_not_committed)
     ASSERT_UINT_EQ(term, 1);
 
     /* (b) S1 crashes; S5 wins with S3 and S4 and its no-op (index 2,
-     * term 2) reaches nobody. */
+     * term 2) reaches no replica. */
     rkv_raft_fixture_crash(CLUSTER, 0);
     campaign_until_leader(CLUSTER, 4, drop_appends, NULL);
     ASSERT_UINT_EQ(rkv_raft_last_index(RAFT(4)), 2);
     rkv_raft_fixture_crash(CLUSTER, 4);
 
-    /* (c) S1 restarts and leads a later term; index 2 (term 1) spreads to
+    /* (c) S1 restarts and leads a later term. Index 2 (term 1) spreads to
      * a majority, but without an entry of the current term it must not be
      * counted as committed. */
     rkv_raft_fixture_start(CLUSTER, 0);
@@ -302,7 +303,7 @@ static bool count_pre_votes(struct rkv_raft_fixture *cluster,
 }
 
 /* With pre-vote (and check-quorum's lease), a replica rejoining after a
- * partition asks for votes in a higher term but neither raises anyone's
+ * partition requests votes for a higher term but neither raises anyone's
  * term nor deposes the stable leader. */
 TEST(raft, prevote_rejoin_keeps_leader)
 {
@@ -503,7 +504,7 @@ static void set_chunk_bytes(struct rkv_raft_fixture *cluster, unsigned n,
 }
 
 /* A follower whose next entries were compacted away catches up by a
- * chunked snapshot; a crash in the middle of the install leaves a partial
+ * chunked snapshot. A crash in the middle of the install leaves a partial
  * staging area, and the transfer starts over and completes. */
 TEST(raft, snapshot_catch_up_with_crash)
 {
