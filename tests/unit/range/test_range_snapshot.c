@@ -350,3 +350,42 @@ TEST(snapshot, refusal_skips_only_its_range)
     fx_close(&a);
     fx_close(&b);
 }
+
+/* A write failure anywhere in an install leaves the old replica intact. */
+TEST(snapshot, install_write_failures)
+{
+    struct fixture a;
+    struct fixture b;
+    struct snapshot s;
+    uint64_t hash_before;
+    long n_failures = 0;
+    int rv = -EIO;
+
+    fx_open(&a, "a", 0);
+    fx_bootstrap(&a);
+    put_keys(&a, 1, "k", 40, 50);
+    fx_open(&b, "b", 0);
+    fx_bootstrap(&b);
+    put_keys(&b, 1, "old", 5, 50);
+    hash_before = fx_hash(&b, 1);
+    snapshot_take(&a, 1, 800, &s);
+
+    for (long n = 0; rv != 0; n++) {
+        ASSERT_INT_LT(n, 10000);
+        rkv_range__fail_writes_after(b.store, n);
+        rv = snapshot_install(&b, 1, &s, s.n_chunks, true, NULL);
+        rkv_range__fail_writes_after(b.store, -1);
+        if (rv != 0) {
+            ASSERT_INT_EQ(rv, -EIO);
+            ASSERT_UINT_EQ(fx_hash(&b, 1), hash_before);
+            n_failures++;
+        }
+    }
+    /* Staging, clearing and copying 40 pairs take well over 80 writes. */
+    ASSERT_INT_GT(n_failures, 80);
+    ASSERT_UINT_EQ(fx_hash(&b, 1), fx_hash(&a, 1));
+    fx_assert_stats_exact(&b, 1);
+    snapshot_free(&s);
+    fx_close(&a);
+    fx_close(&b);
+}
