@@ -169,12 +169,10 @@ int rkv_client_open(const struct rkv_client_options *options,
     }
     client->timeout_ms = options->timeout_ms > 0 ? options->timeout_ms
                                                  : CLIENT_TIMEOUT_DEFAULT_MS;
-    client->n_connections = options->n_connections > 0
-                                ? options->n_connections
-                                : 1;
-    client->inflight_max = options->inflight_max > 0
-                               ? options->inflight_max
-                               : CLIENT_INFLIGHT_DEFAULT;
+    client->n_connections =
+        options->n_connections > 0 ? options->n_connections : 1;
+    client->inflight_max = options->inflight_max > 0 ? options->inflight_max
+                                                     : CLIENT_INFLIGHT_DEFAULT;
     client->next_id = 1;
     client->timer_due_ms = UINT64_MAX;
     atomic_init(&client->n_live, 0);
@@ -252,9 +250,9 @@ void rkv_client_close(struct rkv_client *client)
 
 /* ---- requests ------------------------------------------------------------ */
 
-/* Checks one key: 1 to RKV_CLIENT_KEY_MAX bytes (0 allowed when may_be_empty). */
-static int client_check_key(const void *key, size_t key_len,
-                            bool may_be_empty)
+/* Checks one key: 1 to RKV_CLIENT_KEY_MAX bytes (0 allowed when may_be_empty).
+ */
+static int client_check_key(const void *key, size_t key_len, bool may_be_empty)
 {
     if (key_len == 0) {
         return may_be_empty ? 0 : -EINVAL;
@@ -307,8 +305,7 @@ static int client_check_request(const struct rkv_client_request *request)
     case RKV_CLIENT_PUT:
         rv = client_check_key(request->key, request->key_len, false);
         return rv != 0 ? rv
-                       : client_check_value(request->value,
-                                            request->value_len);
+                       : client_check_value(request->value, request->value_len);
     case RKV_CLIENT_CAS:
         rv = client_check_key(request->key, request->key_len, false);
         if (rv == 0) {
@@ -357,8 +354,7 @@ static uint8_t *client_arena_put(uint8_t **pos, const void *src, size_t len)
 }
 
 static void client_copy_batch(struct rkv_client__op *op,
-                              const struct rkv_client_request *r,
-                              uint8_t **pos)
+                              const struct rkv_client_request *r, uint8_t **pos)
 {
     /* The op array comes first, so it stays aligned. */
     op->batch_ops = (struct rkv_client_batch_op *)(void *)*pos;
@@ -416,8 +412,7 @@ static int client_copy_request(struct rkv_client__op *op,
     return 0;
 }
 
-static struct rkv_client__op *client_op_new(struct rkv_client *client,
-                                            int kind)
+static struct rkv_client__op *client_op_new(struct rkv_client *client, int kind)
 {
     struct rkv_client__op *op = rkv_calloc(1, sizeof(*op));
 
@@ -435,8 +430,7 @@ static struct rkv_client__op *client_op_new(struct rkv_client *client,
 
 /* Hands op to the loop thread. Fails with RKV_ESHUTDOWN when the client is
  * closing or RKV_EBUSY at inflight_max; op is then still the caller's. */
-static int client_enqueue(struct rkv_client *client,
-                          struct rkv_client__op *op)
+static int client_enqueue(struct rkv_client *client, struct rkv_client__op *op)
 {
     unsigned n_live = atomic_fetch_add(&client->n_live, 1);
 

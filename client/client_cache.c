@@ -87,14 +87,14 @@ bool rkv_client__range_contains(const struct rkv_client__range *range,
 static bool cache_ranges_overlap(const struct rkv_client__range *a,
                                  const struct rkv_client__range *b)
 {
-    bool a_before_b = a->end_key_len > 0 &&
-                      rkv_client__key_compare(a->end_key, a->end_key_len,
-                                              b->start_key,
-                                              b->start_key_len) <= 0;
-    bool b_before_a = b->end_key_len > 0 &&
-                      rkv_client__key_compare(b->end_key, b->end_key_len,
-                                              a->start_key,
-                                              a->start_key_len) <= 0;
+    bool a_before_b =
+        a->end_key_len > 0 &&
+        rkv_client__key_compare(a->end_key, a->end_key_len, b->start_key,
+                                b->start_key_len) <= 0;
+    bool b_before_a =
+        b->end_key_len > 0 &&
+        rkv_client__key_compare(b->end_key, b->end_key_len, a->start_key,
+                                a->start_key_len) <= 0;
 
     return !a_before_b && !b_before_a;
 }
@@ -260,8 +260,7 @@ int rkv_client__cache_install(struct rkv_client__cache *cache,
     return 0;
 }
 
-void rkv_client__cache_evict(struct rkv_client__cache *cache,
-                             uint64_t range_id)
+void rkv_client__cache_evict(struct rkv_client__cache *cache, uint64_t range_id)
 {
     for (size_t i = 0; i < cache->n_ranges; i++) {
         if (cache->ranges[i].range_id == range_id) {
@@ -342,8 +341,8 @@ static struct rkv_client__node *node_add(struct rkv_client *client,
         rkv_client__link_init(&conn->flush_link);
     }
     client->nodes[client->n_nodes++] = node;
-    RKV_LOG(RKV_DEBUG, "learned node=%llu addr=%s",
-            (unsigned long long)node_id, addr);
+    RKV_LOG(RKV_DEBUG, "learned node=%llu addr=%s", (unsigned long long)node_id,
+            addr);
     return node;
 }
 

@@ -37,9 +37,9 @@ enum {
 
 /* The arguments and options of one command. */
 struct cli_spec {
-    const char *name;     /* "put" */
-    const char *synopsis; /* positional arguments, for the usage line */
-    const char *summary;  /* one sentence on what it does */
+    const char *name;       /* "put" */
+    const char *synopsis;   /* positional arguments, for the usage line */
+    const char *summary;    /* one sentence on what it does */
     const char *extra_help; /* help lines of command-specific options */
     int n_args_min;
     int n_args_max;
@@ -72,8 +72,7 @@ static void cli_usage(const struct cli_spec *spec, FILE *out)
             "KEY and VALUE accept \\xNN escapes for any byte and \\\\ for a\n"
             "backslash; output uses the same escapes.\n",
             spec->name, spec->synopsis, spec->synopsis[0] != '\0' ? " " : "",
-            spec->summary,
-            RKV_CLIENT_CLI_HOST_DEFAULT, CLI_TIMEOUT_DEFAULT_MS,
+            spec->summary, RKV_CLIENT_CLI_HOST_DEFAULT, CLI_TIMEOUT_DEFAULT_MS,
             spec->extra_help);
 }
 
@@ -95,14 +94,18 @@ static int cli_apply_option(struct cli_ctx *ctx, int opt, const char *arg)
         return 0;
     case OPT_TIMEOUT:
         if (rkv_client__cli_parse_u64(arg, 1, UINT32_MAX, &value) != 0) {
-            return cli_usage_error(ctx->spec, "invalid --timeout: expected a positive number of milliseconds");
+            return cli_usage_error(
+                ctx->spec,
+                "invalid --timeout: expected a positive number of milliseconds");
         }
         ctx->timeout_ms = (uint32_t)value;
         return 0;
     case OPT_LIMIT:
         if (!ctx->spec->has_limit ||
             rkv_client__cli_parse_u64(arg, 1, UINT32_MAX, &value) != 0) {
-            return cli_usage_error(ctx->spec, "invalid --limit: expected a positive number of pairs");
+            return cli_usage_error(
+                ctx->spec,
+                "invalid --limit: expected a positive number of pairs");
         }
         ctx->limit = (uint32_t)value;
         return 0;
@@ -145,8 +148,8 @@ static int cli_parse(const struct cli_spec *spec, int argc, char **argv,
         }
         if (opt == '?') {
             char message[128];
-            snprintf(message, sizeof(message), "unknown option or missing value: %s",
-                     argv[optind - 1]);
+            snprintf(message, sizeof(message),
+                     "unknown option or missing value: %s", argv[optind - 1]);
             return cli_usage_error(spec, message);
         }
         if (cli_apply_option(ctx, opt, optarg) != 0) {
@@ -187,8 +190,10 @@ static int cli_arg(const struct cli_ctx *ctx, int index, uint8_t **out,
     int rv = rkv_client__cli_unescape(ctx->args[index], out, out_len);
 
     if (rv == -EINVAL) {
-        fprintf(stderr, "rangekv %s: invalid escape in '%s': use \\xNN with two hex digits, or \\\\\n",
-                ctx->spec->name, ctx->args[index]);
+        fprintf(
+            stderr,
+            "rangekv %s: invalid escape in '%s': use \\xNN with two hex digits, or \\\\\n",
+            ctx->spec->name, ctx->args[index]);
     }
     return rv;
 }
@@ -256,10 +261,15 @@ out:
 }
 
 static const struct cli_spec get_spec = {
-    "get", "KEY", "Prints the value of KEY; exits 1 when KEY is not found.",
+    "get",
+    "KEY",
+    "Prints the value of KEY; exits 1 when KEY is not found.",
     "  --raw              print the value's bytes unescaped, without a\n"
     "                     newline\n",
-    1, 1, false, true,
+    1,
+    1,
+    false,
+    true,
 };
 
 /* Runs a GET or DELETE of the first argument into result. */
@@ -313,9 +323,14 @@ static int get_main(int argc, char **argv)
 }
 
 static const struct cli_spec del_spec = {
-    "del", "KEY",
+    "del",
+    "KEY",
     "Deletes KEY and prints whether it existed; a missing key is no error.",
-    "", 1, 1, false, false,
+    "",
+    1,
+    1,
+    false,
+    false,
 };
 
 static int del_main(int argc, char **argv)
@@ -338,11 +353,15 @@ static int del_main(int argc, char **argv)
 /* ---- scan -------------------------------------------------------------- */
 
 static const struct cli_spec scan_spec = {
-    "scan", "[START [END]]",
+    "scan",
+    "[START [END]]",
     "Prints the pairs with START <= key < END in key order, one \"KEY\\tVALUE\"\n"
     "line each, across ranges (default: the whole keyspace).",
     "  --limit N          print at most N pairs (default 1000)\n",
-    0, 2, true, false,
+    0,
+    2,
+    true,
+    false,
 };
 
 static int scan_main(int argc, char **argv)
@@ -399,9 +418,14 @@ out:
 /* ---- split ------------------------------------------------------------- */
 
 static const struct cli_spec split_spec = {
-    "split", "KEY",
-    "Splits the range holding KEY so that KEY starts a new range.", "", 1, 1,
-    false, false,
+    "split",
+    "KEY",
+    "Splits the range holding KEY so that KEY starts a new range.",
+    "",
+    1,
+    1,
+    false,
+    false,
 };
 
 static int split_main(int argc, char **argv)
@@ -426,9 +450,11 @@ static int split_main(int argc, char **argv)
     rv = rkv_client_split(client, key, key_len);
     rkv_client_close(client);
     if (rv != 0) {
-        status = cli_fail(&ctx, rv, rv == -EINVAL
-                                        ? "the key is already a range boundary or inside the system span"
-                                        : NULL);
+        status = cli_fail(
+            &ctx, rv,
+            rv == -EINVAL
+                ? "the key is already a range boundary or inside the system span"
+                : NULL);
     } else {
         printf("split at ");
         rkv_client__cli_escape(stdout, key, key_len);
@@ -442,11 +468,16 @@ static int split_main(int argc, char **argv)
 /* ---- ranges ------------------------------------------------------------ */
 
 static const struct cli_spec ranges_spec = {
-    "ranges", "",
+    "ranges",
+    "",
     "Prints every range in key order: id, start key (inclusive), end key\n"
     "(exclusive; empty is the keyspace end), leader node, replica nodes,\n"
     "live bytes and key count. Keys are cut at 24 characters.",
-    "", 0, 0, false, false,
+    "",
+    0,
+    0,
+    false,
+    false,
 };
 
 /* Formats key for the table; an empty key shows as "-" (no bound). */
@@ -463,11 +494,10 @@ static const char *ranges_key(char *buf, size_t buf_len, const uint8_t *key,
     return buf;
 }
 
-static void ranges_print(const struct rkv_client_range *ranges,
-                         size_t n_ranges)
+static void ranges_print(const struct rkv_client_range *ranges, size_t n_ranges)
 {
-    printf("%-8s %-24s %-24s %-7s %-16s %12s %10s\n", "range", "start",
-           "end", "leader", "replicas", "bytes", "keys");
+    printf("%-8s %-24s %-24s %-7s %-16s %12s %10s\n", "range", "start", "end",
+           "leader", "replicas", "bytes", "keys");
     for (size_t i = 0; i < n_ranges; i++) {
         const struct rkv_client_range *r = &ranges[i];
         char start[CLI_KEY_COLUMN_MAX * 4 + 1];
@@ -477,8 +507,9 @@ static void ranges_print(const struct rkv_client_range *ranges,
         size_t pos = 0;
 
         for (size_t k = 0; k < r->n_replicas && pos < sizeof(replicas); k++) {
-            int n = snprintf(replicas + pos, sizeof(replicas) - pos, "%s%" PRIu64,
-                             k > 0 ? "," : "", r->replica_node_ids[k]);
+            int n =
+                snprintf(replicas + pos, sizeof(replicas) - pos, "%s%" PRIu64,
+                         k > 0 ? "," : "", r->replica_node_ids[k]);
             pos += n > 0 ? (size_t)n : 0;
         }
         if (r->leader_node_id != 0) {
@@ -487,11 +518,9 @@ static void ranges_print(const struct rkv_client_range *ranges,
         printf("%-8" PRIu64 " %-24s %-24s %-7s %-16s %12" PRIu64 " %10" PRIu64
                "\n",
                r->range_id,
-               ranges_key(start, sizeof(start), r->start_key,
-                          r->start_key_len),
-               ranges_key(end, sizeof(end), r->end_key, r->end_key_len),
-               leader, replicas, r->live_bytes,
-               r->key_count);
+               ranges_key(start, sizeof(start), r->start_key, r->start_key_len),
+               ranges_key(end, sizeof(end), r->end_key, r->end_key_len), leader,
+               replicas, r->live_bytes, r->key_count);
     }
 }
 
@@ -523,12 +552,17 @@ static int ranges_main(int argc, char **argv)
 /* ---- status ------------------------------------------------------------ */
 
 static const struct cli_spec status_spec = {
-    "status", "",
+    "status",
+    "",
     "Prints the counters of every node of the cluster: ranges and leaders\n"
     "held, Raft proposals, LMDB commits and fsyncs, entries applied, client\n"
     "writes served, uptime (s) and CPU time (ms). A node that does not\n"
     "reply is listed as unreachable.",
-    "", 0, 0, false, false,
+    "",
+    0,
+    0,
+    false,
+    false,
 };
 
 static void status_print_header(void)

@@ -20,14 +20,13 @@ void rkv_client__cli_escape(FILE *out, const uint8_t *data, size_t len);
 
 /* Formats the escaped form into buf (truncated to buf_len - 1 bytes and
  * terminated). Returns buf. */
-char *rkv_client__cli_escape_str(char *buf, size_t buf_len,
-                                 const uint8_t *data, size_t len);
+char *rkv_client__cli_escape_str(char *buf, size_t buf_len, const uint8_t *data,
+                                 size_t len);
 
 /* Decodes a command-line argument that may contain "\xNN" and "\\" escapes
  * into a new buffer *out (free with rkv_free; never NULL on success).
  * Returns 0, -EINVAL for a malformed escape, or -ENOMEM. */
-int rkv_client__cli_unescape(const char *text, uint8_t **out,
-                             size_t *out_len);
+int rkv_client__cli_unescape(const char *text, uint8_t **out, size_t *out_len);
 
 /* Returns the --host default: $RANGEKV_HOST or RKV_CLIENT_CLI_HOST_DEFAULT. */
 const char *rkv_client__cli_default_host(void);

@@ -23,8 +23,8 @@ void rkv_client__cli_escape(FILE *out, const uint8_t *data, size_t len)
     }
 }
 
-char *rkv_client__cli_escape_str(char *buf, size_t buf_len,
-                                 const uint8_t *data, size_t len)
+char *rkv_client__cli_escape_str(char *buf, size_t buf_len, const uint8_t *data,
+                                 size_t len)
 {
     size_t pos = 0;
 
@@ -106,8 +106,7 @@ const char *rkv_client__cli_default_host(void)
 {
     const char *host = getenv("RANGEKV_HOST");
 
-    return host != NULL && host[0] != '\0' ? host
-                                           : RKV_CLIENT_CLI_HOST_DEFAULT;
+    return host != NULL && host[0] != '\0' ? host : RKV_CLIENT_CLI_HOST_DEFAULT;
 }
 
 int rkv_client__cli_parse_u64(const char *text, uint64_t min, uint64_t max,

@@ -216,8 +216,7 @@ void rkv_client__conn_close(struct rkv_client__conn *conn)
     conn_drop(conn, RKV_ESHUTDOWN);
 }
 
-static void conn_alloc_cb(uv_handle_t *handle, size_t suggested,
-                          uv_buf_t *buf)
+static void conn_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     struct rkv_client__conn *conn = handle->data;
 
@@ -270,18 +269,15 @@ static int conn_parse_frames(struct rkv_client__conn *conn)
         uint32_t len = rkv_get_be32(conn->in.data + pos);
 
         if (len == 0 || len > RKV_CLIENT_FRAME_MAX) {
-            RKV_LOG(RKV_WARN, "invalid frame length=%u node=%llu addr=%s",
-                    len, (unsigned long long)conn->node->node_id,
-                    conn->node->addr);
+            RKV_LOG(RKV_WARN, "invalid frame length=%u node=%llu addr=%s", len,
+                    (unsigned long long)conn->node->node_id, conn->node->addr);
             return len == 0 ? RKV_EMALFORMED : RKV_ETOOLARGE;
         }
         if (conn->in.len - pos - RKV_CLIENT_FRAME_HEADER_LEN < len) {
             break;
         }
-        rv = conn_handle_frame(conn,
-                               conn->in.data + pos +
-                                   RKV_CLIENT_FRAME_HEADER_LEN,
-                               len);
+        rv = conn_handle_frame(
+            conn, conn->in.data + pos + RKV_CLIENT_FRAME_HEADER_LEN, len);
         if (rv != 0) {
             return rv;
         }
@@ -293,8 +289,8 @@ static int conn_parse_frames(struct rkv_client__conn *conn)
     /* Make room for the whole frame now that its length passed the check,
      * so reads do not grow the buffer one chunk at a time. */
     if (conn->in.len >= RKV_CLIENT_FRAME_HEADER_LEN) {
-        size_t frame_len = RKV_CLIENT_FRAME_HEADER_LEN +
-                           rkv_get_be32(conn->in.data);
+        size_t frame_len =
+            RKV_CLIENT_FRAME_HEADER_LEN + rkv_get_be32(conn->in.data);
         rv = rkv_client__buf_reserve(&conn->in, frame_len - conn->in.len);
     }
     return rv;
@@ -416,8 +412,8 @@ int rkv_client__conn_send(struct rkv_client__conn *conn,
         }
     }
     remaining_ms = op->deadline_ms > now_ms ? op->deadline_ms - now_ms : 1;
-    rv = rkv_client__wire_encode(op, op->id, range_id, generation,
-                                 remaining_ms, &conn->out);
+    rv = rkv_client__wire_encode(op, op->id, range_id, generation, remaining_ms,
+                                 &conn->out);
     if (rv != 0) {
         conn->out.len = len_before;
         return rv;

@@ -82,7 +82,7 @@ struct rkv_client__link {
     struct rkv_client__link *next; /* next link, or the head */
 };
 
-#define RKV_CLIENT_CONTAINER(ptr, type, field)                                \
+#define RKV_CLIENT_CONTAINER(ptr, type, field)                                 \
     ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
 
 static inline void rkv_client__link_init(struct rkv_client__link *link)
@@ -209,33 +209,33 @@ enum rkv_client__conn_state {
 /* One TCP connection to a node's client port. The struct lives as long as
  * the client; the socket comes and goes. */
 struct rkv_client__conn {
-    struct rkv_client *client;   /* borrowed owner */
+    struct rkv_client *client;     /* borrowed owner */
     struct rkv_client__node *node; /* borrowed owner */
     enum rkv_client__conn_state state;
-    uv_tcp_t tcp;                 /* valid unless IDLE */
-    uv_connect_t connect_req;     /* in use while CONNECTING */
-    uv_write_t write_req;         /* in use while is_writing */
-    bool is_writing;              /* one uv_write at a time */
-    struct rkv_client__buf out;   /* frames waiting for the next uv_write */
-    struct rkv_client__buf wbuf;  /* frames handed to the pending uv_write */
-    struct rkv_client__buf in;    /* bytes read and not yet parsed */
-    uint64_t n_frames_queued;     /* frames ever appended to out */
-    uint64_t n_frames_handed;     /* frames ever handed to uv_write */
-    struct rkv_client__link ops;  /* INFLIGHT ops sent on this connection */
+    uv_tcp_t tcp;                /* valid unless IDLE */
+    uv_connect_t connect_req;    /* in use while CONNECTING */
+    uv_write_t write_req;        /* in use while is_writing */
+    bool is_writing;             /* one uv_write at a time */
+    struct rkv_client__buf out;  /* frames waiting for the next uv_write */
+    struct rkv_client__buf wbuf; /* frames handed to the pending uv_write */
+    struct rkv_client__buf in;   /* bytes read and not yet parsed */
+    uint64_t n_frames_queued;    /* frames ever appended to out */
+    uint64_t n_frames_handed;    /* frames ever handed to uv_write */
+    struct rkv_client__link ops; /* INFLIGHT ops sent on this connection */
     struct rkv_client__link flush_link; /* on client->flush_list when out
                                            has frames to write */
-    uint64_t reconnect_at_ms;     /* no connect attempt before this time */
-    uint32_t reconnect_delay_ms;  /* next backoff; reset on connect */
-    uint32_t n_failures;          /* consecutive failed connects or drops */
+    uint64_t reconnect_at_ms;    /* no connect attempt before this time */
+    uint32_t reconnect_delay_ms; /* next backoff; reset on connect */
+    uint32_t n_failures;         /* consecutive failed connects or drops */
 };
 
 /* A node as the client knows it: a seed address from the options (node id
  * still 0) or an entry from a RangesResponse. */
 struct rkv_client__node {
-    uint64_t node_id;             /* 0 until the cluster names it */
+    uint64_t node_id;               /* 0 until the cluster names it */
     char addr[RKV_CLIENT_ADDR_MAX]; /* client address "host:port" */
     struct rkv_client__conn *conns; /* owned, n_connections of them */
-    uint32_t next_conn_index;     /* round-robin over conns */
+    uint32_t next_conn_index;       /* round-robin over conns */
 };
 
 /* ---- ops --------------------------------------------------------------- */
@@ -273,48 +273,48 @@ struct rkv_client__op {
     enum rkv_client__op_state state;
 
     /* The request, copied at submit; one allocation in arena. */
-    uint8_t *key;              /* GET/PUT/DELETE/CAS/SPLIT key; SCAN start */
+    uint8_t *key; /* GET/PUT/DELETE/CAS/SPLIT key; SCAN start */
     size_t key_len;
-    uint8_t *value;            /* PUT value; CAS new value */
+    uint8_t *value; /* PUT value; CAS new value */
     size_t value_len;
-    bool has_value;            /* CAS: false deletes on match */
-    uint8_t *expected;         /* CAS expected value */
+    bool has_value;    /* CAS: false deletes on match */
+    uint8_t *expected; /* CAS expected value */
     size_t expected_len;
-    bool has_expected;         /* CAS: false means "must be absent" */
-    uint8_t *end_key;          /* SCAN exclusive end; length 0: unbounded */
+    bool has_expected; /* CAS: false means "must be absent" */
+    uint8_t *end_key;  /* SCAN exclusive end; length 0: unbounded */
     size_t end_key_len;
-    uint32_t limit;            /* SCAN pairs wanted in total */
-    bool serializable;         /* GET/SCAN skip ReadIndex */
+    uint32_t limit;                        /* SCAN pairs wanted in total */
+    bool serializable;                     /* GET/SCAN skip ReadIndex */
     struct rkv_client_batch_op *batch_ops; /* BATCH; pointers into arena */
     size_t n_batch_ops;
     char target_addr[RKV_CLIENT_ADDR_MAX]; /* STATUS, INIT: node to ask */
-    void *arena;               /* owned; contains the copies above */
+    void *arena; /* owned; contains the copies above */
 
     /* Routing and retry state. */
-    uint64_t id;               /* request id of the attempt in flight */
-    uint64_t deadline_ms;      /* monotonic; the op fails past it */
-    uint64_t retry_at_ms;      /* BACKOFF: when to route again */
-    uint32_t backoff_ms;       /* next pause; doubles up to the max */
-    uint32_t n_redirects;      /* redirects followed since the last pause */
-    uint32_t n_attempts;       /* frames sent, for replica rotation */
-    uint64_t range_id;         /* range of the attempt in flight, or 0 */
-    uint64_t preferred_node_id; /* RANGES: the node a hint named, or 0 */
+    uint64_t id;                   /* request id of the attempt in flight */
+    uint64_t deadline_ms;          /* monotonic; the op fails past it */
+    uint64_t retry_at_ms;          /* BACKOFF: when to route again */
+    uint32_t backoff_ms;           /* next pause; doubles up to the max */
+    uint32_t n_redirects;          /* redirects followed since the last pause */
+    uint32_t n_attempts;           /* frames sent, for replica rotation */
+    uint64_t range_id;             /* range of the attempt in flight, or 0 */
+    uint64_t preferred_node_id;    /* RANGES: the node a hint named, or 0 */
     struct rkv_client__conn *conn; /* INFLIGHT: the connection */
-    uint64_t frame_seq;        /* INFLIGHT: conn->n_frames_queued after it */
-    bool is_resend;            /* the next send is a retry (n_retries) */
-    int last_rv;               /* last retryable error, for timeouts */
-    bool is_refresh;           /* the client's own cache refresh */
+    uint64_t frame_seq; /* INFLIGHT: conn->n_frames_queued after it */
+    bool is_resend;     /* the next send is a retry (n_retries) */
+    int last_rv;        /* last retryable error, for timeouts */
+    bool is_refresh;    /* the client's own cache refresh */
 
     /* SCAN progress across ranges. */
-    uint8_t *cursor;           /* owned; next start key */
+    uint8_t *cursor; /* owned; next start key */
     size_t cursor_len;
-    size_t pairs_cap;          /* entries allocated in result.pairs */
+    size_t pairs_cap; /* entries allocated in result.pairs */
 
     /* Outputs. */
     struct rkv_client_result result;
     struct rkv_client_range *ranges; /* RANGES; owned until taken */
     size_t n_ranges;
-    char **node_addrs;         /* RANGES: client addresses; owned */
+    char **node_addrs; /* RANGES: client addresses; owned */
     size_t n_node_addrs;
     struct rkv_client_node_status status; /* STATUS; INIT: cluster_id */
 
@@ -332,14 +332,14 @@ struct rkv_client__op {
 
 struct rkv_client {
     uv_loop_t loop;
-    uv_thread_t thread;        /* runs the loop */
-    uv_async_t wakeup;         /* submit queue has ops, or closing */
-    uv_timer_t timer;          /* earliest deadline or retry */
-    uint64_t timer_due_ms;     /* when timer fires; UINT64_MAX when stopped */
-    uint32_t timeout_ms;       /* per op, retries included */
-    uint32_t n_connections;    /* per node */
-    uint32_t inflight_max;     /* live ops allowed at once */
-    atomic_uint n_live;        /* ops submitted and not yet completed */
+    uv_thread_t thread;     /* runs the loop */
+    uv_async_t wakeup;      /* submit queue has ops, or closing */
+    uv_timer_t timer;       /* earliest deadline or retry */
+    uint64_t timer_due_ms;  /* when timer fires; UINT64_MAX when stopped */
+    uint32_t timeout_ms;    /* per op, retries included */
+    uint32_t n_connections; /* per node */
+    uint32_t inflight_max;  /* live ops allowed at once */
+    atomic_uint n_live;     /* ops submitted and not yet completed */
 
     /* Shared with submitting threads, under mutex. */
     pthread_mutex_t mutex;
@@ -353,13 +353,13 @@ struct rkv_client {
     struct rkv_client__link cache_wait;  /* WAIT_CACHE ops */
     struct rkv_client__link flush_list;  /* conns with frames to write */
     struct rkv_client__op *id_table[RKV_CLIENT_ID_BUCKETS];
-    uint64_t next_id;                    /* request ids start at 1 */
-    struct rkv_client__op *refresh;      /* cache refresh in flight */
+    uint64_t next_id;               /* request ids start at 1 */
+    struct rkv_client__op *refresh; /* cache refresh in flight */
     struct rkv_client__cache cache;
-    struct rkv_client__node **nodes;     /* owned */
+    struct rkv_client__node **nodes; /* owned */
     size_t n_nodes;
-    size_t next_node_index;              /* round-robin for any-node ops */
-    bool is_stopping;                    /* handles are being closed */
+    size_t next_node_index; /* round-robin for any-node ops */
+    bool is_stopping;       /* handles are being closed */
 };
 
 /* client.c */
@@ -416,11 +416,11 @@ int rkv_client__wire_encode(const struct rkv_client__op *op, uint64_t id,
 /* A decoded Response: the fields routing needs, plus the message itself. */
 struct rkv_client__reply {
     uint64_t id;
-    int error;                   /* 0 or a negative rangekv code */
-    const char *error_message;   /* borrowed from msg, may be NULL */
-    uint64_t leader_node_id;     /* hint with RKV_ENOTLEADER */
-    const char *leader_addr;     /* hint, borrowed, may be NULL */
-    void *msg;                   /* owned Rkv__Rpc__Response */
+    int error;                 /* 0 or a negative rangekv code */
+    const char *error_message; /* borrowed from msg, may be NULL */
+    uint64_t leader_node_id;   /* hint with RKV_ENOTLEADER */
+    const char *leader_addr;   /* hint, borrowed, may be NULL */
+    void *msg;                 /* owned Rkv__Rpc__Response */
 };
 
 /* Decodes one frame payload. Returns 0 or RKV_EMALFORMED. */

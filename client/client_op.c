@@ -67,8 +67,7 @@ static bool op_was_sent(const struct rkv_client__op *op)
 
 /* ---- id table ----------------------------------------------------------- */
 
-static struct rkv_client__op **id_slot(struct rkv_client *client,
-                                       uint64_t id)
+static struct rkv_client__op **id_slot(struct rkv_client *client, uint64_t id)
 {
     return &client->id_table[id & (RKV_CLIENT_ID_BUCKETS - 1)];
 }
@@ -225,8 +224,8 @@ static void op_fail(struct rkv_client__op *op, int rv, const char *fmt, ...)
     va_list args;
 
     va_start(args, fmt);
-    vsnprintf(op->result.error_message, sizeof(op->result.error_message),
-              fmt, args);
+    vsnprintf(op->result.error_message, sizeof(op->result.error_message), fmt,
+              args);
     va_end(args);
     rkv_client__op_complete(op, rv);
 }
@@ -267,10 +266,10 @@ static void op_retry_later(struct rkv_client__op *op, int reason)
     op->is_resend = true;
     /* Up to a quarter of jitter, from the id, so ops that failed together
      * do not retry together. */
-    pause_ms += (uint32_t)((op->id * 0x9e3779b97f4a7c15ULL) >> 32) %
-                (pause_ms / 4 + 1);
-    op->backoff_ms = RKV_MIN(op->backoff_ms * 2,
-                             (uint32_t)RKV_CLIENT_BACKOFF_MAX_MS);
+    pause_ms +=
+        (uint32_t)((op->id * 0x9e3779b97f4a7c15ULL) >> 32) % (pause_ms / 4 + 1);
+    op->backoff_ms =
+        RKV_MIN(op->backoff_ms * 2, (uint32_t)RKV_CLIENT_BACKOFF_MAX_MS);
     op->retry_at_ms = now_ms + pause_ms;
     op->state = RKV_CLIENT_OP_BACKOFF;
     op_backoff_insert(op);
@@ -326,8 +325,7 @@ static void op_route_any(struct rkv_client__op *op, uint64_t preferred)
 {
     struct rkv_client *client = op->client;
     uint64_t now_ms = rkv_monotonic_ms();
-    struct rkv_client__node *node = rkv_client__node_by_id(client,
-                                                           preferred);
+    struct rkv_client__node *node = rkv_client__node_by_id(client, preferred);
     struct rkv_client__conn *conn = NULL;
 
     if (node != NULL) {
@@ -365,8 +363,7 @@ static void op_route_range(struct rkv_client__op *op,
     }
     for (size_t i = 0; conn == NULL && i < range->n_replicas; i++) {
         size_t index = (op->n_attempts + i) % range->n_replicas;
-        node = rkv_client__node_by_id(client,
-                                      range->replica_node_ids[index]);
+        node = rkv_client__node_by_id(client, range->replica_node_ids[index]);
         if (node != NULL) {
             is_any_known = true;
             conn = rkv_client__node_conn(node, now_ms);
@@ -520,9 +517,10 @@ void rkv_client__op_start(struct rkv_client__op *op)
         return;
     }
     if (op->kind == RKV_CLIENT_BATCH && !op_batch_fits(op, range)) {
-        op_fail(op, RKV_EKEYMISMATCH,
-                "batch keys span more than one range (range %llu holds the first key)",
-                (unsigned long long)range->range_id);
+        op_fail(
+            op, RKV_EKEYMISMATCH,
+            "batch keys span more than one range (range %llu holds the first key)",
+            (unsigned long long)range->range_id);
         return;
     }
     op_route_range(op, range);
@@ -552,8 +550,8 @@ static void op_scan_continue(struct rkv_client__op *op, const uint8_t *next,
         next = range->end_key;
         next_len = range->end_key_len;
     }
-    if (rkv_client__key_compare(next, next_len, op->cursor,
-                                op->cursor_len) <= 0) {
+    if (rkv_client__key_compare(next, next_len, op->cursor, op->cursor_len) <=
+        0) {
         op_fail(op, RKV_EPROTO, "scan resume key does not advance");
         return;
     }
@@ -640,9 +638,8 @@ void rkv_client__op_on_reply(struct rkv_client__conn *conn,
         return;
     }
     if (reply->error_message != NULL) {
-        snprintf(op->result.error_message,
-                 sizeof(op->result.error_message), "%s",
-                 reply->error_message);
+        snprintf(op->result.error_message, sizeof(op->result.error_message),
+                 "%s", reply->error_message);
     }
 
     switch (reply->error) {
@@ -701,9 +698,10 @@ void rkv_client__op_on_conn_lost(struct rkv_client__op *op, int reason)
     op->conn = NULL;
     op->state = RKV_CLIENT_OP_ROUTING;
     if (was_sent && op_is_write(op)) {
-        op_fail(op, RKV_EUNKNOWN,
-                "outcome unknown: connection to node %llu lost after the request was sent (%s)",
-                (unsigned long long)node_id, rkv_strerror(reason));
+        op_fail(
+            op, RKV_EUNKNOWN,
+            "outcome unknown: connection to node %llu lost after the request was sent (%s)",
+            (unsigned long long)node_id, rkv_strerror(reason));
         return;
     }
     if (op->client->is_stopping) {
@@ -713,7 +711,8 @@ void rkv_client__op_on_conn_lost(struct rkv_client__op *op, int reason)
     op_retry_later(op, RKV_EUNAVAILABLE);
 }
 
-/* ---- deadlines ------------------------------------------------------------ */
+/* ---- deadlines ------------------------------------------------------------
+ */
 
 static void op_expire(struct rkv_client__op *op)
 {
@@ -727,9 +726,10 @@ static void op_expire(struct rkv_client__op *op)
         return;
     }
     if (op->state == RKV_CLIENT_OP_WAIT_CACHE && refresh != NULL) {
-        op_fail(op, RKV_ETIMEOUT,
-                "timed out after %u ms looking up the range of the key; last error: %s",
-                timeout_ms, rkv_strerror(refresh->last_rv));
+        op_fail(
+            op, RKV_ETIMEOUT,
+            "timed out after %u ms looking up the range of the key; last error: %s",
+            timeout_ms, rkv_strerror(refresh->last_rv));
         return;
     }
     if (op->last_rv != 0) {
@@ -806,8 +806,9 @@ void rkv_client__fail_all(struct rkv_client *client)
             client->ops.next, struct rkv_client__op, all_link);
         if (op->state == RKV_CLIENT_OP_INFLIGHT && op_is_write(op) &&
             op_was_sent(op)) {
-            op_fail(op, RKV_EUNKNOWN,
-                    "outcome unknown: client closed after the request was sent");
+            op_fail(
+                op, RKV_EUNKNOWN,
+                "outcome unknown: client closed after the request was sent");
             continue;
         }
         rkv_client__op_complete(op, RKV_ESHUTDOWN);

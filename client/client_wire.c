@@ -266,8 +266,7 @@ static bool wire_range_from_info(const Rkv__Rpc__RangeInfo *info,
     range->start_key_len = info->start_key.len;
     range->end_key = info->end_key.data;
     range->end_key_len = info->end_key.len;
-    range->leader_node_id = info->has_leader_node_id ? info->leader_node_id
-                                                     : 0;
+    range->leader_node_id = info->has_leader_node_id ? info->leader_node_id : 0;
     /* Voters first: learners never lead, so they are the last resort. */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < info->n_replicas; i++) {
@@ -311,8 +310,8 @@ static int wire_learn_nodes(struct rkv_client *client,
 {
     for (size_t i = 0; i < n_nodes; i++) {
         /* A node whose address its peers do not know yet is skipped. */
-        if (nodes[i]->client_addr == NULL ||
-            nodes[i]->client_addr[0] == '\0' || nodes[i]->node_id == 0) {
+        if (nodes[i]->client_addr == NULL || nodes[i]->client_addr[0] == '\0' ||
+            nodes[i]->node_id == 0) {
             continue;
         }
         if (rkv_client__node_learn(client, nodes[i]->node_id,
@@ -336,8 +335,7 @@ int rkv_client__wire_learn(struct rkv_client *client,
     }
     if (msg->result_case == RKV__RPC__RESPONSE__RESULT_RANGES) {
         /* Nodes first, so the leaders of the ranges have addresses. */
-        rv = wire_learn_nodes(client, msg->ranges->nodes,
-                              msg->ranges->n_nodes);
+        rv = wire_learn_nodes(client, msg->ranges->nodes, msg->ranges->n_nodes);
         if (rv != 0) {
             return rv;
         }
@@ -349,8 +347,7 @@ int rkv_client__wire_learn(struct rkv_client *client,
         n += msg->ranges->n_ranges;
     }
     if (msg->result_case == RKV__RPC__RESPONSE__RESULT_SPLIT) {
-        Rkv__Rpc__RangeInfo *sides[2] = {msg->split->left,
-                                         msg->split->right};
+        Rkv__Rpc__RangeInfo *sides[2] = {msg->split->left, msg->split->right};
         rv = wire_learn_ranges(client, sides, 2);
         if (rv != 0) {
             return rv;
@@ -379,8 +376,8 @@ static int wire_take_scan(struct rkv_client__op *op,
         return RKV_EMALFORMED;
     }
     if (result->n_pairs + scan->n_pairs > op->pairs_cap) {
-        size_t cap = RKV_MAX(op->pairs_cap * 2, result->n_pairs +
-                                                    scan->n_pairs);
+        size_t cap =
+            RKV_MAX(op->pairs_cap * 2, result->n_pairs + scan->n_pairs);
         struct rkv_client_kv *pairs =
             rkv_realloc(result->pairs, cap * sizeof(*pairs));
         if (pairs == NULL) {
@@ -410,10 +407,10 @@ static int wire_take_scan(struct rkv_client__op *op,
 static int wire_take_ranges(struct rkv_client__op *op,
                             const Rkv__Rpc__RangesResponse *msg)
 {
-    op->ranges = rkv_calloc(RKV_MAX(msg->n_ranges, (size_t)1),
-                            sizeof(*op->ranges));
-    op->node_addrs = rkv_calloc(RKV_MAX(msg->n_nodes, (size_t)1),
-                                sizeof(*op->node_addrs));
+    op->ranges =
+        rkv_calloc(RKV_MAX(msg->n_ranges, (size_t)1), sizeof(*op->ranges));
+    op->node_addrs =
+        rkv_calloc(RKV_MAX(msg->n_nodes, (size_t)1), sizeof(*op->node_addrs));
     if (op->ranges == NULL || op->node_addrs == NULL) {
         return -ENOMEM;
     }
@@ -423,12 +420,12 @@ static int wire_take_ranges(struct rkv_client__op *op,
 
         out->range_id = info->range_id;
         out->generation = info->generation;
-        out->leader_node_id = info->has_leader_node_id ? info->leader_node_id
-                                                       : 0;
+        out->leader_node_id =
+            info->has_leader_node_id ? info->leader_node_id : 0;
         out->live_bytes = info->live_bytes;
         out->key_count = info->key_count;
-        out->n_replicas = RKV_MIN(info->n_replicas,
-                                  RKV_ARRAY_SIZE(out->replica_node_ids));
+        out->n_replicas =
+            RKV_MIN(info->n_replicas, RKV_ARRAY_SIZE(out->replica_node_ids));
         for (size_t r = 0; r < out->n_replicas; r++) {
             out->replica_node_ids[r] = info->replicas[r]->node_id;
         }
@@ -507,9 +504,9 @@ int rkv_client__wire_take_result(struct rkv_client__op *op,
                                &msg->get->value);
     case RKV_CLIENT_DELETE:
         /* A node may omit the body; the delete still happened. */
-        op->result.found = msg->result_case ==
-                               RKV__RPC__RESPONSE__RESULT_DELETE &&
-                           msg->delete_->existed;
+        op->result.found =
+            msg->result_case == RKV__RPC__RESPONSE__RESULT_DELETE &&
+            msg->delete_->existed;
         return 0;
     case RKV_CLIENT_CAS:
         if (msg->result_case != RKV__RPC__RESPONSE__RESULT_CAS) {
@@ -527,8 +524,8 @@ int rkv_client__wire_take_result(struct rkv_client__op *op,
             return rv;
         }
         *scan_more = msg->scan->more_after;
-        *scan_next = msg->scan->has_resume_key ? msg->scan->resume_key.data
-                                               : NULL;
+        *scan_next =
+            msg->scan->has_resume_key ? msg->scan->resume_key.data : NULL;
         *scan_next_len = msg->scan->resume_key.len;
         return 0;
     case RKV_CLIENT__OP_RANGES:

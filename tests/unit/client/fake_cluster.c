@@ -50,7 +50,8 @@ static struct fake_range *fake_range_for(struct fake_cluster *c,
     return NULL;
 }
 
-/* ---- the key-value map ---------------------------------------------------- */
+/* ---- the key-value map ----------------------------------------------------
+ */
 
 static int fake_kv_find(struct fake_cluster *c, const char *key, bool *found)
 {
@@ -97,13 +98,13 @@ static bool fake_kv_delete(struct fake_cluster *c, const char *key)
     }
     free(c->kvs[i].key);
     free(c->kvs[i].value);
-    memmove(&c->kvs[i], &c->kvs[i + 1],
-            (c->n_kvs - i - 1) * sizeof(c->kvs[0]));
+    memmove(&c->kvs[i], &c->kvs[i + 1], (c->n_kvs - i - 1) * sizeof(c->kvs[0]));
     c->n_kvs--;
     return true;
 }
 
-/* ---- replies ---------------------------------------------------------------- */
+/* ---- replies ----------------------------------------------------------------
+ */
 
 /* RangeInfo messages with their replicas, allocated per reply. */
 struct fake_infos {
@@ -210,8 +211,7 @@ void fake_split_locked(struct fake_cluster *c, const char *key)
     c->n_ranges++;
     snprintf(c->ranges[i].end, sizeof(c->ranges[i].end), "%s", key);
     c->ranges[i].generation++;
-    snprintf(c->ranges[i + 1].start, sizeof(c->ranges[i + 1].start), "%s",
-             key);
+    snprintf(c->ranges[i + 1].start, sizeof(c->ranges[i + 1].start), "%s", key);
     c->ranges[i + 1].generation = c->ranges[i].generation;
     c->ranges[i + 1].range_id = c->next_range_id++;
     if (!c->meta_is_stale) {
@@ -253,7 +253,8 @@ static void fake_reply_split(struct fake_cluster *c, struct fake_node *node,
     free(key);
 }
 
-/* ---- keyed requests ------------------------------------------------------- */
+/* ---- keyed requests -------------------------------------------------------
+ */
 
 static void fake_do_scan(struct fake_cluster *c, const struct fake_range *r,
                          const Rkv__Rpc__ScanRequest *scan,
@@ -392,8 +393,8 @@ static void fake_send(struct fake_cluster *c, struct fake_node *node, int fd,
 
 /* Applies a request the leader accepted. */
 static void fake_apply(struct fake_cluster *c, struct fake_node *node, int fd,
-                       const struct fake_range *r,
-                       const Rkv__Rpc__Request *req, Rkv__Rpc__Response *resp)
+                       const struct fake_range *r, const Rkv__Rpc__Request *req,
+                       Rkv__Rpc__Response *resp)
 {
     Rkv__Rpc__GetResponse get = RKV__RPC__GET_RESPONSE__INIT;
     Rkv__Rpc__DeleteResponse del = RKV__RPC__DELETE_RESPONSE__INIT;
@@ -444,10 +445,9 @@ static void fake_apply(struct fake_cluster *c, struct fake_node *node, int fd,
 }
 
 /* Applies the failure knobs; returns true when the request was handled. */
-static bool fake_inject(struct fake_cluster *c, struct fake_node *node,
-                        int fd, const struct fake_range *r,
-                        const Rkv__Rpc__Request *req,
-                        Rkv__Rpc__Response *resp)
+static bool fake_inject(struct fake_cluster *c, struct fake_node *node, int fd,
+                        const struct fake_range *r,
+                        const Rkv__Rpc__Request *req, Rkv__Rpc__Response *resp)
 {
     bool is_get = req->op_case == RKV__RPC__REQUEST__OP_GET;
     bool is_put = req->op_case == RKV__RPC__REQUEST__OP_PUT;

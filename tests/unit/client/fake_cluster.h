@@ -1,9 +1,9 @@
 /*
  * A fake cluster for client unit tests: up to FAKE_NODES_MAX scripted
  * servers sharing one in-memory sorted key-value map and one list of
- * ranges, replying to node/rpc.proto requests as the node contract requires (leader
- * routing, typed errors, scans cut at range ends). Knobs make nodes fail in
- * the ways the client must survive.
+ * ranges, replying to node/rpc.proto requests as the node contract requires
+ * (leader routing, typed errors, scans cut at range ends). Knobs make nodes
+ * fail in the ways the client must survive.
  *
  * All state is guarded by the cluster's mutex; tests change knobs through
  * fake_lock()/fake_unlock().
@@ -46,7 +46,7 @@ struct fake_node {
     struct fake_cluster *cluster;
     uint64_t node_id;
     struct script_server *server;
-    uint64_t n_keyed;  /* keyed requests that reached this node */
+    uint64_t n_keyed; /* keyed requests that reached this node */
 };
 
 struct fake_cluster {
@@ -71,8 +71,8 @@ struct fake_cluster {
     int n_bad_frame_get;   /* reply to this many GETs with bad_frame */
     const uint8_t *bad_frame; /* raw bytes sent in place of a reply */
     size_t bad_frame_len;
-    bool hold_all;         /* never answer keyed requests */
-    int reverse_batch;     /* hold replies until this many, then reverse */
+    bool hold_all;     /* never answer keyed requests */
+    int reverse_batch; /* hold replies until this many, then reverse */
     struct fake_held held[FAKE_KEYS_MAX];
     int n_held;
 

@@ -24,8 +24,8 @@
 #define SERVER_FRAME_MAX (16u * 1024 * 1024)
 
 struct server_conn {
-    int fd;           /* -1 when the slot is free */
-    uint8_t *in;      /* bytes read and not yet parsed */
+    int fd;      /* -1 when the slot is free */
+    uint8_t *in; /* bytes read and not yet parsed */
     size_t in_len;
     size_t in_cap;
 };
@@ -34,9 +34,9 @@ struct script_server {
     script_handler_fn handler;
     void *data;
     int listen_fd;
-    int wake_pipe[2];             /* a byte here stops the thread */
+    int wake_pipe[2]; /* a byte here stops the thread */
     pthread_t thread;
-    pthread_mutex_t mutex;        /* guards fds, writes and stats */
+    pthread_mutex_t mutex; /* guards fds, writes and stats */
     struct server_conn conns[SERVER_CONNS_MAX];
     struct script_server_stats stats;
     char addr[64];
@@ -194,8 +194,7 @@ static void *server_main(void *arg)
     }
 }
 
-struct script_server *script_server_start(script_handler_fn handler,
-                                          void *data)
+struct script_server *script_server_start(script_handler_fn handler, void *data)
 {
     struct script_server *server = calloc(1, sizeof(*server));
     struct sockaddr_in sin;
@@ -216,13 +215,11 @@ struct script_server *script_server_start(script_handler_fn handler,
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sin.sin_port = 0;
-    ASSERT_INT_EQ(bind(server->listen_fd, (struct sockaddr *)&sin,
-                       sizeof(sin)),
+    ASSERT_INT_EQ(bind(server->listen_fd, (struct sockaddr *)&sin, sizeof(sin)),
                   0);
     ASSERT_INT_EQ(listen(server->listen_fd, 64), 0);
-    ASSERT_INT_EQ(getsockname(server->listen_fd, (struct sockaddr *)&sin,
-                              &sin_len),
-                  0);
+    ASSERT_INT_EQ(
+        getsockname(server->listen_fd, (struct sockaddr *)&sin, &sin_len), 0);
     snprintf(server->addr, sizeof(server->addr), "127.0.0.1:%u",
              ntohs(sin.sin_port));
     ASSERT_INT_EQ(pthread_create(&server->thread, NULL, server_main, server),

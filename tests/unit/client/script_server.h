@@ -43,9 +43,9 @@ void script_server_drop(struct script_server *server, int conn_fd);
 
 /* Counters, read under the server's mutex. */
 struct script_server_stats {
-    uint64_t n_accepts;        /* connections accepted */
-    uint64_t n_requests;       /* frames decoded */
-    uint64_t n_reads;          /* read() calls that returned data */
+    uint64_t n_accepts;           /* connections accepted */
+    uint64_t n_requests;          /* frames decoded */
+    uint64_t n_reads;             /* read() calls that returned data */
     uint64_t max_frames_per_read; /* most frames completed by one read() */
 };
 struct script_server_stats script_server_stats(struct script_server *server);

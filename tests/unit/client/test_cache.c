@@ -66,9 +66,9 @@ TEST(client_cache, boundaries)
         size_t key_len;
         uint64_t range_id;
     } cases[] = {
-        {"", 0, 1},       {"a", 1, 1},  {"l\xff", 2, 1}, {"m", 1, 2},
-        {"m\x00", 2, 2},  {"p", 1, 2},  {"q", 1, 0},     {"r", 1, 0},
-        {"s", 1, 3},      {"zzzz", 4, 3}, {"\xff\xff", 2, 3},
+        {"", 0, 1},      {"a", 1, 1},    {"l\xff", 2, 1},    {"m", 1, 2},
+        {"m\x00", 2, 2}, {"p", 1, 2},    {"q", 1, 0},        {"r", 1, 0},
+        {"s", 1, 3},     {"zzzz", 4, 3}, {"\xff\xff", 2, 3},
     };
     struct fixture f;
 
@@ -78,10 +78,9 @@ TEST(client_cache, boundaries)
     install(&f, 3, "s", "", 1, 0);
     ASSERT_UINT_EQ(f.cache.n_ranges, 3);
     for (size_t i = 0; i < RKV_ARRAY_SIZE(cases); i++) {
-        struct rkv_client__range *range = rkv_client__cache_lookup(
-            &f.cache, cases[i].key, cases[i].key_len);
-        ASSERT_UINT_EQ(range != NULL ? range->range_id : 0,
-                       cases[i].range_id);
+        struct rkv_client__range *range =
+            rkv_client__cache_lookup(&f.cache, cases[i].key, cases[i].key_len);
+        ASSERT_UINT_EQ(range != NULL ? range->range_id : 0, cases[i].range_id);
     }
     teardown(&f);
 }

@@ -46,14 +46,13 @@ TEST(client_cli, escape_round_trip)
 /* A truncated or non-hex escape is rejected; a lone backslash too. */
 TEST(client_cli, unescape_rejects_malformed)
 {
-    static const char *const bad[] = {"\\", "\\x", "\\x4", "\\xg0", "\\n",
-                                      "ok\\", "\\X41"};
+    static const char *const bad[] = {"\\",  "\\x",  "\\x4", "\\xg0",
+                                      "\\n", "ok\\", "\\X41"};
     uint8_t *decoded;
     size_t decoded_len;
 
     for (size_t i = 0; i < RKV_ARRAY_SIZE(bad); i++) {
-        ASSERT_INT_EQ(rkv_client__cli_unescape(bad[i], &decoded,
-                                               &decoded_len),
+        ASSERT_INT_EQ(rkv_client__cli_unescape(bad[i], &decoded, &decoded_len),
                       -EINVAL);
     }
 }

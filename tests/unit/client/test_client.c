@@ -219,8 +219,7 @@ TEST(client, dropped_write_is_unknown)
         request.key_len = 1;
         request.value = "v";
         request.value_len = 1;
-        ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result),
-                      RKV_EUNKNOWN);
+        ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result), RKV_EUNKNOWN);
         ASSERT_UINT_EQ(result.n_retries, 0);
         ASSERT_TRUE(strstr(result.error_message, "outcome unknown") != NULL);
         rkv_client_result_free(&result);
@@ -259,8 +258,7 @@ TEST(client, bad_frame_drops_connection)
     static const uint8_t oversize[] = {0xff, 0xff, 0xff, 0xff};
     static const uint8_t just_over[] = {0x01, 0x00, 0x00, 0x01};
     static const uint8_t zero_len[] = {0x00, 0x00, 0x00, 0x00};
-    static const uint8_t garbage[] = {0x00, 0x00, 0x00, 0x03, 0xff, 0xff,
-                                      0xff};
+    static const uint8_t garbage[] = {0x00, 0x00, 0x00, 0x03, 0xff, 0xff, 0xff};
     /* Response{id: 1, error: +5}: a positive error is not a rangekv code. */
     static const uint8_t positive_error[] = {0x00, 0x00, 0x00, 0x04,
                                              0x08, 0x01, 0x10, 0x0a};
@@ -353,12 +351,9 @@ TEST(client, scan_across_ranges)
         const char *last;
         size_t n_pairs;
     } cases[] = {
-        {"", NULL, 0, "a0", "z9", 260},
-        {"", NULL, 15, "a0", "b4", 15},
-        {"f5", "g5", 0, "f5", "g4", 10},
-        {"m0", "m1", 0, "m0", "m0", 1},
-        {"h", "h", 0, NULL, NULL, 0},
-        {"zz", NULL, 0, NULL, NULL, 0},
+        {"", NULL, 0, "a0", "z9", 260},  {"", NULL, 15, "a0", "b4", 15},
+        {"f5", "g5", 0, "f5", "g4", 10}, {"m0", "m1", 0, "m0", "m0", 1},
+        {"h", "h", 0, NULL, NULL, 0},    {"zz", NULL, 0, NULL, NULL, 0},
     };
     struct fixture f;
 
@@ -397,9 +392,8 @@ TEST(client, scan_across_ranges)
                           strlen(cases[i].last));
         }
         for (size_t p = 1; p < result.n_pairs; p++) {
-            ASSERT_INT_LT(memcmp(result.pairs[p - 1].key,
-                                 result.pairs[p].key, 2),
-                          0);
+            ASSERT_INT_LT(
+                memcmp(result.pairs[p - 1].key, result.pairs[p].key, 2), 0);
         }
         rkv_client_result_free(&result);
     }
@@ -445,8 +439,8 @@ static void async_submit_get(struct async_state *state, int index)
     request.op = RKV_CLIENT_GET;
     request.key = key;
     request.key_len = 4;
-    ASSERT_OK(rkv_client_submit(state->client, &request, async_get_done_cb,
-                                get));
+    ASSERT_OK(
+        rkv_client_submit(state->client, &request, async_get_done_cb, get));
 }
 
 /* Runs on the loop thread: queues 100 gets whose replies the fake nodes
@@ -490,8 +484,8 @@ TEST(client, many_in_flight_out_of_order)
     request.op = RKV_CLIENT_GET;
     request.key = "k000";
     request.key_len = 4;
-    ASSERT_OK(rkv_client_submit(f.client, &request, async_starter_done_cb,
-                                &state));
+    ASSERT_OK(
+        rkv_client_submit(f.client, &request, async_starter_done_cb, &state));
 
     deadline_ms = rkv_monotonic_ms() + 20000;
     while (atomic_load(&state.n_done) < 101 &&
@@ -501,8 +495,7 @@ TEST(client, many_in_flight_out_of_order)
     ASSERT_INT_EQ(atomic_load(&state.n_done), 101);
     ASSERT_INT_EQ(atomic_load(&state.n_bad), 0);
     ASSERT_UINT_GT(
-        script_server_stats(f.cluster->nodes[0].server).max_frames_per_read,
-        1);
+        script_server_stats(f.cluster->nodes[0].server).max_frames_per_read, 1);
     teardown(&f);
 }
 
@@ -605,8 +598,7 @@ TEST(client, invalid_requests)
     request.op = (enum rkv_client_op)42;
     ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result), -EINVAL);
     rkv_client_result_free(&result);
-    ASSERT_INT_EQ(rkv_client_submit(f.client, &request, NULL, NULL),
-                  -EINVAL);
+    ASSERT_INT_EQ(rkv_client_submit(f.client, &request, NULL, NULL), -EINVAL);
     teardown(&f);
 }
 
@@ -638,8 +630,7 @@ TEST(client, batch_within_one_range)
                   RKV_ENOTFOUND);
 
     ASSERT_OK(rkv_client_split(f.client, "b2", 2));
-    ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result),
-                  RKV_EKEYMISMATCH);
+    ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result), RKV_EKEYMISMATCH);
     rkv_client_result_free(&result);
     teardown(&f);
 }
@@ -743,9 +734,8 @@ TEST(client, blocking_from_many_threads)
     for (int i = 0; i < 8; i++) {
         args[i].f = &f;
         args[i].index = i;
-        ASSERT_INT_EQ(pthread_create(&threads[i], NULL, put_thread_main,
-                                     &args[i]),
-                      0);
+        ASSERT_INT_EQ(
+            pthread_create(&threads[i], NULL, put_thread_main, &args[i]), 0);
     }
     for (int i = 0; i < 8; i++) {
         pthread_join(threads[i], NULL);
@@ -805,8 +795,7 @@ TEST(client, connections_per_node)
         snprintf(key, sizeof(key), "k%d", i);
         ASSERT_OK(rkv_client_put(client, key, strlen(key), "v", 1));
     }
-    ASSERT_UINT_EQ(script_server_stats(cluster->nodes[0].server).n_accepts,
-                   3);
+    ASSERT_UINT_EQ(script_server_stats(cluster->nodes[0].server).n_accepts, 3);
     rkv_client_close(client);
     fake_stop(cluster);
 }
@@ -825,7 +814,7 @@ TEST(client, status_of_dead_node_fails_fast)
     setup_with(&f, 1, 60000, 0);
     ASSERT_INT_EQ(rkv_client_node_status(f.client, addr, &status),
                   RKV_EUNAVAILABLE);
-    ASSERT_OK(rkv_client_node_status(f.client, fake_addr(f.cluster, 0),
-                                     &status));
+    ASSERT_OK(
+        rkv_client_node_status(f.client, fake_addr(f.cluster, 0), &status));
     teardown(&f);
 }

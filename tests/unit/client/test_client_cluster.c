@@ -28,9 +28,9 @@
 #define N_NODES 3
 
 struct fixture {
-    char binary[4096];        /* the rangekv binary */
-    char dir[4096];           /* the cluster folder */
-    char addrs[N_NODES][64];  /* client addresses */
+    char binary[4096];       /* the rangekv binary */
+    char dir[4096];          /* the cluster folder */
+    char addrs[N_NODES][64]; /* client addresses */
     int pids[N_NODES];
     struct rkv_client *client;
 };
@@ -108,8 +108,8 @@ static void setup_with(struct fixture *f, const char *extra_args)
     fixture_binary(f);
     snprintf(f->dir, sizeof(f->dir), "%s/cluster", rkv_test_tmpdir());
     fixture_guard(f);
-    snprintf(args, sizeof(args), "cluster start -n %d --dir %s %s",
-             N_NODES, f->dir, extra_args);
+    snprintf(args, sizeof(args), "cluster start -n %d --dir %s %s", N_NODES,
+             f->dir, extra_args);
     ASSERT_INT_EQ(run_rangekv(f, args, out, sizeof(out)), 0);
 
     /* "node K client HOST:PORT peer HOST:PORT pid P" per node. */
@@ -152,10 +152,10 @@ enum outcome {
 struct load {
     struct rkv_client *client;
     int n_keys;
-    atomic_int next;           /* next key index to submit */
+    atomic_int next; /* next key index to submit */
     atomic_int n_done;
-    atomic_int *outcomes;      /* enum outcome per key */
-    int *errors;               /* rv per key */
+    atomic_int *outcomes; /* enum outcome per key */
+    int *errors;          /* rv per key */
     atomic_bool stop;
 };
 
@@ -218,8 +218,8 @@ static void load_submit_next(struct load *load)
     }
 }
 
-static void load_start(struct load *load, struct rkv_client *client,
-                       int n_keys, int concurrency)
+static void load_start(struct load *load, struct rkv_client *client, int n_keys,
+                       int concurrency)
 {
     load->client = client;
     load->n_keys = n_keys;
@@ -316,9 +316,9 @@ TEST(client_cluster, scan_across_splits)
         size_t n_pairs;
         int first;
     } cases[] = {
-        {"", NULL, 0, 500, 0},        {"k0099", "k0101", 0, 2, 99},
+        {"", NULL, 0, 500, 0},         {"k0099", "k0101", 0, 2, 99},
         {"k0250", "k0251", 0, 1, 250}, {"k0200", NULL, 120, 120, 200},
-        {"k0499", NULL, 0, 1, 499},   {"k05", NULL, 0, 0, 0},
+        {"k0499", NULL, 0, 1, 499},    {"k05", NULL, 0, 0, 0},
     };
     struct fixture f;
 
@@ -347,8 +347,7 @@ TEST(client_cluster, scan_across_splits)
         for (size_t p = 0; p < result.n_pairs; p++) {
             char key[16];
             snprintf(key, sizeof(key), "k%04d", cases[c].first + (int)p);
-            ASSERT_MEM_EQ(result.pairs[p].key, result.pairs[p].key_len, key,
-                          5);
+            ASSERT_MEM_EQ(result.pairs[p].key, result.pairs[p].key_len, key, 5);
         }
         rkv_client_result_free(&result);
     }
@@ -406,8 +405,7 @@ TEST(client_cluster, cas_and_batch)
                   RKV_ENOTFOUND);
 
     ASSERT_OK(rkv_client_split(f.client, "b2", 2));
-    ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result),
-                  RKV_EKEYMISMATCH);
+    ASSERT_INT_EQ(rkv_client_do(f.client, &request, &result), RKV_EKEYMISMATCH);
     rkv_client_result_free(&result);
     teardown(&f);
 }
@@ -478,8 +476,8 @@ TEST(client_cluster, leader_killed_mid_load)
     ASSERT_INT_GE(n_ok, 6000 - n_unknown - n_failed);
     ASSERT_INT_EQ(n_failed, 0);
 
-    snprintf(args, sizeof(args), "cluster restart-node %d --dir %s",
-             victim + 1, f.dir);
+    snprintf(args, sizeof(args), "cluster restart-node %d --dir %s", victim + 1,
+             f.dir);
     ASSERT_INT_EQ(run_rangekv(&f, args, NULL, 0), 0);
     ASSERT_OK(rkv_client_put(f.client, "after-restart", 13, "v", 1));
     load_free(&load);
