@@ -343,7 +343,7 @@ int rkv_range_log_truncate(struct rkv_range_wtxn *wtxn, uint64_t range_id,
 int rkv_range_log_compact(struct rkv_range_wtxn *wtxn, uint64_t range_id,
                           uint64_t index);
 
-/* What applying one committed entry did, for the client waiting on it. */
+/* Kind of a committed entry's command, for the client waiting on it. */
 enum rkv_range_cmd_kind {
     RKV_RANGE_CMD_NONE = 0, /* no-op and configuration entries */
     RKV_RANGE_CMD_PUT,
@@ -357,12 +357,15 @@ enum rkv_range_cmd_kind {
 
 struct rkv_range_apply_result {
     enum rkv_range_cmd_kind kind;
-    /* 0, or the command's failure; the entry counts as applied either way:
-     * RKV_EKEYMISMATCH (a key outside the range at apply time; desc holds
-     * the current descriptor), RKV_ESTALE (a split or meta update for an
-     * older generation), -EINVAL (a split key that is not strictly inside
-     * the range, a command for range 1 sent elsewhere), RKV_EMALFORMED (the
-     * entry does not decode), RKV_ETOOLARGE (over this node's limits). */
+    /* 0, or the command's failure. The entry counts as applied with:
+     * RKV_EKEYMISMATCH (a key outside the range at apply time; desc is
+     * the current descriptor), RKV_ESTALE (a split for an older
+     * generation), -EINVAL (a split key that is not strictly inside the
+     * range or a reused range id, a command for range 1 sent elsewhere),
+     * RKV_EMALFORMED (the entry does not decode), RKV_ETOOLARGE (over this
+     * node's limits). With RKV_EBUSY the entry was not applied, because a
+     * snapshot install of the range earlier in the transaction was
+     * refused. A stale meta update is skipped with rv 0. */
     int rv;
     bool found;     /* DELETE: the key existed; CAS: swapped */
     uint8_t *value; /* CAS not swapped: the current value, NULL when the
@@ -474,8 +477,9 @@ int rkv_range_meta_lookup(struct rkv_range_rtxn *rtxn, const void *key,
 int rkv_range_meta_check(struct rkv_range_rtxn *rtxn,
                          const struct rkv_range_desc *desc, bool *stale_out);
 
-/* Lists the meta records (every range of the cluster as range 1 on this
- * node knows them) in key order. *descs_out is freed with rkv_free(). */
+/* Lists the meta records (every range of the cluster as this node's copy
+ * of range 1 records them) in key order. *descs_out is freed with rkv_free().
+ */
 int rkv_range_meta_list(struct rkv_range_rtxn *rtxn,
                         struct rkv_range_desc **descs_out, size_t *n_out);
 
@@ -560,7 +564,7 @@ int rkv_range_pick_split_key(struct rkv_range_rtxn *rtxn, uint64_t range_id,
 
 /* ---- snapshots ---------------------------------------------------------- */
 
-/* What a snapshot restores besides the data. */
+/* Position and state a snapshot restores besides the data. */
 struct rkv_range_snapshot_meta {
     struct rkv_range_desc desc;
     uint64_t index; /* the applied index the snapshot is taken at */
@@ -569,7 +573,7 @@ struct rkv_range_snapshot_meta {
 };
 
 /* Opens a reader of a range's data and state from one read transaction.
- * chunk_bytes_max 0 means RKV_RANGE_SNAPSHOT_CHUNK_DEFAULT. A chunk holds
+ * chunk_bytes_max 0 means RKV_RANGE_SNAPSHOT_CHUNK_DEFAULT. A chunk has
  * at least one pair, so it can exceed chunk_bytes_max by one pair (up to
  * value_max plus about 530 bytes); Raft's chunk limit must allow that.
  * meta_out (may be NULL) receives the snapshot's position. Free with
@@ -593,7 +597,7 @@ int rkv_range_snapshot_install_chunk(struct rkv_range_wtxn *wtxn,
                                      uint64_t range_id, const uint8_t *chunk,
                                      size_t chunk_len);
 
-/* What finishing a snapshot install did, filled at commit. */
+/* Outcome of finishing a snapshot install, filled at commit. */
 struct rkv_range_install_result {
     /* 0: installed. Not installed: RKV_EMALFORMED (the last chunk was not
      * staged), RKV_ESTALE (the snapshot is at or below the applied index),
@@ -610,8 +614,8 @@ struct rkv_range_install_result {
  * When the snapshot cannot be installed (the rv values listed on struct
  * rkv_range_install_result), the outcome depends on result:
  *   - result NULL: the whole commit fails with that code;
- *   - result given: result->rv says why, the staged snapshot is dropped,
- *     every later operation of this transaction on the same range is
+ *   - result given: result->rv gives the reason, the staged snapshot is
+ * dropped, every later operation of this transaction on the same range is
  *     skipped (apply results then carry RKV_EBUSY), and the other ranges'
  *     work commits. The caller then restarts that range's Raft core from
  *     rkv_range_state_load(), as after a crash of that one group. */

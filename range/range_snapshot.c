@@ -6,7 +6,7 @@
  * Sending: rkv_range_snapshot_open() starts a read transaction and reads
  * the descriptor and applied state. Each rkv_range_snapshot_next() then
  * encodes the next pairs of the stored span into a SnapshotChunk. Chunk 0
- * carries the descriptor, index and term. A chunk holds at least one pair, so
+ * carries the descriptor, index and term. A chunk has at least one pair, so
  * it may exceed chunk_bytes_max by one pair (at most value_max plus about 530
  * bytes of key and framing).
  *
@@ -616,7 +616,7 @@ static int snap_check_finish(struct rkv_range__tx *tx, uint64_t range_id,
     return snap_check_overlap(tx, &header->desc);
 }
 
-/* Returns whether rv says that the snapshot cannot be installed, as opposed
+/* Returns whether rv means that the snapshot cannot be installed, as opposed
  * to a storage failure. */
 static bool snap_is_refusal(int rv)
 {

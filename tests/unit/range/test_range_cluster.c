@@ -795,7 +795,7 @@ struct scenario {
     unsigned restart_at_split; /* 0: never */
 };
 
-/* Proposes one put of a random key to the range that holds it. */
+/* Proposes one put of a random key to the range that contains it. */
 static void write_random_key(struct cluster *c, uint64_t *range_id_out)
 {
     static char value[200];

@@ -530,8 +530,8 @@ TEST(split, meta_check_finds_lost_update)
     fx_close(&f);
 }
 
-/* Scans stop at the limit or at the range end and say where to resume;
- * an end inside the range needs no resume. */
+/* Scans stop at the limit or at the range end and return where to
+ * resume, and an end inside the range needs no resume. */
 TEST(split, scan_boundaries)
 {
     struct fixture f;
