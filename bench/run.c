@@ -519,6 +519,17 @@ static void bench_start_phase(struct rkv_bench *bench, enum bench_phase phase,
 {
     const struct rkv_bench_config *config = bench->config;
 
+    /* The first progress line of a phase covers that phase only. */
+    for (uint32_t w = 0; w < config->n_client_threads; w++) {
+        struct bench_worker *worker = &bench->workers[w];
+
+        pthread_mutex_lock(&worker->lock);
+        for (int op = 0; op < RKV_BENCH_N_OPS; op++) {
+            rkv_bench__stats_init(&worker->interval[op]);
+        }
+        pthread_mutex_unlock(&worker->lock);
+    }
+
     pthread_mutex_lock(&bench->lock);
     bench->n_active = config->concurrency;
     pthread_mutex_unlock(&bench->lock);

@@ -71,6 +71,15 @@ fi
 rangekv="$build_dir/cmd/rangekv"
 [ -x "$rangekv" ] || { echo "demo: $rangekv not found; build first" >&2; exit 1; }
 
+# Returns whether process pid runs. An exited node may stay a zombie until
+# init reaps it, and kill -0 succeeds on zombies, so read its state.
+is_running() {
+    local state
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) ||
+        return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 dir=$(mktemp -d "${TMPDIR:-/tmp}/rangekv-demo.XXXXXX")
 pids=()
 cleanup() {
@@ -80,7 +89,7 @@ cleanup() {
     # cluster stop ends every node. A node still alive is a bug, so report
     # it and end it by its process id.
     for pid in "${pids[@]:-}"; do
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        if [ -n "$pid" ] && is_running "$pid"; then
             echo "demo: node pid $pid survived cluster stop; killing it" >&2
             kill -KILL "$pid" 2>/dev/null || true
             status=1
