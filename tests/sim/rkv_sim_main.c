@@ -185,17 +185,20 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
         printf("seed=%" PRIu64 " nodes=%u verdict=%s ops=%" PRIu64
                " unknown=%" PRIu64 " ranges=%" PRIu64 " crashes=%" PRIu64
                " disk_errors=%" PRIu64 " partitions=%" PRIu64
-               " transfers=%" PRIu64 " messages=%" PRIu64 " end_ms=%" PRIu64
+               " transfers=%" PRIu64 " conf_changes=%" PRIu64
+               " messages=%" PRIu64 " end_ms=%" PRIu64
                "%s%s\n",
                seed, n_nodes, rkv_sim_verdict_name(report.verdict),
                report.n_ops, report.n_unknown, report.n_ranges,
                report.n_crashes, report.n_disk_errors, report.n_partitions,
-               report.n_transfers, report.n_messages, report.end_ms,
+               report.n_transfers, report.n_conf_changes, report.n_messages,
+               report.end_ms,
                report.detail[0] != '\0' ? ": " : "", report.detail);
     }
     if (report.verdict != RKV_SIM_PASS) {
         print_replay(&o);
         run->n_failed++;
+        fflush(stdout);
         return 1;
     }
     return 0;
@@ -258,7 +261,9 @@ int main(int argc, char **argv)
     if (parse_args(&run, argc, argv) != 0) {
         return 2;
     }
-    rkv_log_set_level(RKV_WARN);
+    /* Injected faults make the modules log expected warnings (rejected
+     * stale splits); -v shows them. */
+    rkv_log_set_level(run.base.verbose ? RKV_WARN : RKV_ERROR);
     base = getenv("TMPDIR");
     snprintf(dir, sizeof(dir), "%s/rkv-sim-XXXXXX",
              base != NULL && base[0] != '\0' ? base : "/tmp");

@@ -36,6 +36,9 @@
 
 /* How often, in simulated ms, the heal phase checks for convergence. */
 #define SIM_CONVERGE_CHECK_MS 10
+/* How often, in simulated ms, the heal phase adds back every node that
+ * membership changes removed. */
+#define SIM_RESTORE_MEMBERSHIP_MS 50
 /* Most ranges a run compares (the keys bound the splits well below). */
 #define SIM_RANGES_MAX 64
 
@@ -391,10 +394,24 @@ static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
             sim_trace(w, "disk will fail node=%u after_writes=%u", i + 1,
                       skip);
         }
-    } else if (dice < 75) {
+    } else if (dice < 70) {
+        /* Try the nodes from a random one until one leads something. */
         i = random_node(w);
-        if (sim_node_transfer_some(w, i)) {
-            w->report->n_transfers++;
+        for (unsigned k = 0; k < w->options.n_nodes; k++) {
+            if (sim_node_transfer_some(w, (i + k) % w->options.n_nodes)) {
+                w->report->n_transfers++;
+                break;
+            }
+        }
+    } else if (dice < 85) {
+        i = random_node(w);
+        for (unsigned k = 0; k < w->options.n_nodes; k++) {
+            unsigned j = (i + k) % w->options.n_nodes;
+
+            if (sim_node_change_membership(w, j, false)) {
+                w->report->n_conf_changes++;
+                break;
+            }
         }
     }
 }
@@ -458,8 +475,8 @@ static int world_step(struct rkv_sim_world *w, struct sim_faults *f)
     return 0;
 }
 
-/* Returns whether every range has a leader whose whole log every replica
- * applied. */
+/* Returns whether every range has a leader with every node as a voter,
+ * whose whole log every replica applied. */
 static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
                             size_t *n_ids)
 {
@@ -486,7 +503,8 @@ static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
                 leader = &views[i];
             }
         }
-        if (leader == NULL || leader->commit_index != leader->last_index) {
+        if (leader == NULL || !leader->full_conf ||
+            leader->commit_index != leader->last_index) {
             return false;
         }
         for (unsigned i = 0; i < w->options.n_nodes; i++) {
@@ -668,6 +686,11 @@ static int world_heal(struct rkv_sim_world *w, struct sim_faults *f,
         rv = world_step(w, f);
         if (rv != 0) {
             return rv;
+        }
+        if (w->now_ms % SIM_RESTORE_MEMBERSHIP_MS == 0) {
+            for (unsigned i = 0; i < w->options.n_nodes; i++) {
+                sim_node_change_membership(w, i, true);
+            }
         }
         if (w->now_ms % SIM_CONVERGE_CHECK_MS == 0 && clients_idle(w) &&
             world_converged(w, ids, n_ids)) {

@@ -181,6 +181,7 @@ struct rkv_sim_report {
     uint64_t n_disk_errors;
     uint64_t n_partitions;
     uint64_t n_transfers;    /* leadership transfers started */
+    uint64_t n_conf_changes; /* membership changes proposed */
     uint64_t n_messages;     /* messages sent, Raft and client */
     uint64_t end_ms;         /* simulated time at the end */
 };

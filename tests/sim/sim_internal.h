@@ -140,12 +140,19 @@ int sim_node_receive(struct rkv_sim_world *w, unsigned i,
 /* Starts a leadership transfer of a range led by node i, if any. Returns
  * whether one started. */
 bool sim_node_transfer_some(struct rkv_sim_world *w, unsigned i);
+/* Proposes a membership change on one range node i leads: promote a
+ * learner, add a missing node as a learner, or remove a voter. With
+ * restore, on every range it leads, and never a removal. Returns whether
+ * a change was proposed. */
+bool sim_node_change_membership(struct rkv_sim_world *w, unsigned i,
+                                bool restore);
 /* Makes node i's next write (after `skip` more successful ones) fail. */
 void sim_node_fail_write(struct rkv_sim_world *w, unsigned i, unsigned skip);
 
 /* What the convergence check needs to know about one replica. */
 struct sim_replica_view {
     bool present;
+    bool full_conf;       /* every node is a voter of the group */
     bool initialized;
     bool is_leader;
     uint64_t applied_index;

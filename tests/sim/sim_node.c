@@ -651,6 +651,26 @@ static void split_step_done(struct rkv_sim_world *w, struct sim_node *node,
     }
 }
 
+/* Returns whether every node is a voter of r's group. Splits wait for it:
+ * a node missing from the group would have no right-hand replica, and
+ * adding it later needs a snapshot, which the simulator does not send. */
+static bool replica_has_every_voter(struct rkv_sim_world *w,
+                                    struct sim_replica *r)
+{
+    struct rkv_raft_conf conf;
+
+    rkv_raft_conf_get(r->raft, &conf);
+    if (conf.n_servers != w->options.n_nodes) {
+        return false;
+    }
+    for (unsigned i = 0; i < conf.n_servers; i++) {
+        if (conf.servers[i].learner) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Starts a split of r when it leads and has grown past the threshold. */
 static void split_maybe(struct rkv_sim_world *w, struct sim_node *node,
                         struct sim_replica *r)
@@ -662,7 +682,8 @@ static void split_maybe(struct rkv_sim_world *w, struct sim_node *node,
 
     if (r->role != RKV_RAFT_LEADER || !r->initialized ||
         r->split_state != SIM_SPLIT_IDLE || w->now_ms < r->split_retry_ms ||
-        !rkv_range_should_split(node->store, &r->stats)) {
+        !rkv_range_should_split(node->store, &r->stats) ||
+        !replica_has_every_voter(w, r)) {
         return;
     }
     rv = rkv_range_rtxn_begin(node->store, &rtxn);
@@ -819,6 +840,30 @@ static void convert_entries(RkvRaft__Entry **in, size_t n,
     }
 }
 
+/* Records a committed configuration as the range's replicas, in the
+ * transaction that applies its entry. Replica id == node id. */
+static int job_record_conf(struct rkv_range_wtxn *wtxn, uint64_t range_id,
+                           const struct rkv_range_entry *entry)
+{
+    struct rkv_range_replica replicas[RKV_RANGE_REPLICAS_MAX];
+    struct rkv_raft_conf conf;
+    int rv;
+
+    rv = rkv_raft_conf_decode(entry->data, entry->data_len, &conf);
+    if (rv != 0) {
+        return rv;
+    }
+    if (conf.n_servers > RKV_RANGE_REPLICAS_MAX) {
+        return RKV_ETOOLARGE;
+    }
+    for (unsigned i = 0; i < conf.n_servers; i++) {
+        replicas[i].node_id = conf.servers[i].id;
+        replicas[i].replica_id = conf.servers[i].id;
+        replicas[i].learner = conf.servers[i].learner;
+    }
+    return rkv_range_replicas_set(wtxn, range_id, replicas, conf.n_servers);
+}
+
 /* Records one job into wtxn: entries, hard state, then applies. */
 static int job_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job)
 {
@@ -859,6 +904,12 @@ static int job_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job)
                              &job->results[i]);
         if (rv != 0) {
             return rv;
+        }
+        if (job->committed[i].type == RKV_RANGE_ENTRY_CONF) {
+            rv = job_record_conf(wtxn, range_id, &job->committed[i]);
+            if (rv != 0) {
+                return rv;
+            }
         }
     }
     return 0;
@@ -1440,6 +1491,81 @@ bool sim_node_transfer_some(struct rkv_sim_world *w, unsigned i)
     return true;
 }
 
+/* Picks the next membership step for a group with configuration conf:
+ * promote a learner, add a missing node as a learner, or (unless
+ * restoring) remove a voter while at least three are left. Returns false
+ * when there is nothing to do. */
+static bool membership_choose(struct rkv_sim_world *w,
+                              const struct rkv_raft_conf *conf, bool restore,
+                              enum rkv_raft_conf_change *change,
+                              uint64_t *server_id)
+{
+    bool member[RKV_SIM_NODES_MAX + 1] = {false};
+
+    for (unsigned i = 0; i < conf->n_servers; i++) {
+        if (conf->servers[i].learner) {
+            *change = RKV_RAFT_PROMOTE;
+            *server_id = conf->servers[i].id;
+            return true;
+        }
+        if (conf->servers[i].id <= RKV_SIM_NODES_MAX) {
+            member[conf->servers[i].id] = true;
+        }
+    }
+    for (uint64_t id = 1; id <= w->options.n_nodes; id++) {
+        if (!member[id]) {
+            *change = RKV_RAFT_ADD_LEARNER;
+            *server_id = id;
+            return true;
+        }
+    }
+    if (restore || conf->n_servers < 3) {
+        return false;
+    }
+    *change = RKV_RAFT_REMOVE;
+    *server_id = conf->servers[rkv_sim_prng_below(&w->prng, conf->n_servers)]
+                     .id;
+    return true;
+}
+
+bool sim_node_change_membership(struct rkv_sim_world *w, unsigned i,
+                                bool restore)
+{
+    static const char *const names[] = {"add-learner", "promote", "remove"};
+    struct rkv_raft_conf conf;
+    enum rkv_raft_conf_change change;
+    uint64_t server_id;
+    uint64_t index;
+    uint64_t term;
+    bool changed = false;
+
+    if (!w->up[i]) {
+        return false;
+    }
+    for (struct sim_replica *r = w->nodes[i]->replicas; r != NULL;
+         r = r->next) {
+        if (r->role != RKV_RAFT_LEADER) {
+            continue;
+        }
+        rkv_raft_conf_get(r->raft, &conf);
+        if (!membership_choose(w, &conf, restore, &change, &server_id)) {
+            continue;
+        }
+        if (rkv_raft_propose_conf_change(r->raft, change, server_id, &index,
+                                         &term) != 0) {
+            continue;
+        }
+        sim_trace(w, "membership %s range=%llu server=%llu index=%llu",
+                  names[change], (unsigned long long)r->range_id,
+                  (unsigned long long)server_id, (unsigned long long)index);
+        changed = true;
+        if (!restore) {
+            break; /* one change per fault */
+        }
+    }
+    return changed;
+}
+
 void sim_node_fail_write(struct rkv_sim_world *w, unsigned i, unsigned skip)
 {
     struct sim_node *node = w->nodes[i];
@@ -1464,6 +1590,7 @@ void sim_node_view(struct rkv_sim_world *w, unsigned i, uint64_t range_id,
     view->present = true;
     view->initialized = r->initialized;
     view->is_leader = r->role == RKV_RAFT_LEADER;
+    view->full_conf = replica_has_every_voter(w, r);
     view->applied_index = r->applied_index;
     view->commit_index = rkv_raft_commit_index(r->raft);
     view->last_index = rkv_raft_last_index(r->raft);

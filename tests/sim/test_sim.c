@@ -40,8 +40,10 @@ static void run_seeds(unsigned n_nodes)
     uint64_t n_ops = 0;
     uint64_t n_unknown = 0;
     uint64_t n_ranges = 0;
+    struct rkv_sim_report total;
 
-    rkv_log_set_level(RKV_WARN);
+    memset(&total, 0, sizeof(total));
+    rkv_log_set_level(RKV_ERROR);
     for (uint64_t seed = 1; seed <= n_seeds; seed++) {
         struct rkv_sim_options o;
         struct rkv_sim_report r;
@@ -56,16 +58,33 @@ static void run_seeds(unsigned n_nodes)
         n_ops += r.n_ops;
         n_unknown += r.n_unknown;
         n_ranges += r.n_ranges;
+        total.n_crashes += r.n_crashes;
+        total.n_disk_errors += r.n_disk_errors;
+        total.n_partitions += r.n_partitions;
+        total.n_transfers += r.n_transfers;
+        total.n_conf_changes += r.n_conf_changes;
     }
     printf("nodes=%u seeds=%llu failed=%llu ops=%llu unknown=%llu "
-           "ranges_at_end=%llu\n",
+           "ranges_at_end=%llu crashes=%llu disk_errors=%llu "
+           "partitions=%llu transfers=%llu conf_changes=%llu\n",
            n_nodes, (unsigned long long)n_seeds,
            (unsigned long long)n_failed, (unsigned long long)n_ops,
-           (unsigned long long)n_unknown, (unsigned long long)n_ranges);
+           (unsigned long long)n_unknown, (unsigned long long)n_ranges,
+           (unsigned long long)total.n_crashes,
+           (unsigned long long)total.n_disk_errors,
+           (unsigned long long)total.n_partitions,
+           (unsigned long long)total.n_transfers,
+           (unsigned long long)total.n_conf_changes);
     ASSERT_UINT_EQ(n_failed, 0);
-    /* The runs did work: splits happened and operations were recorded. */
+    /* The runs did work: splits happened, operations were recorded, and
+     * every kind of fault was injected. */
     ASSERT_UINT_GT(n_ranges, n_seeds);
     ASSERT_UINT_GT(n_ops, n_seeds * 10);
+    ASSERT_UINT_GT(total.n_crashes, 0);
+    ASSERT_UINT_GT(total.n_disk_errors, 0);
+    ASSERT_UINT_GT(total.n_partitions, 0);
+    ASSERT_UINT_GT(total.n_transfers, 0);
+    ASSERT_UINT_GT(total.n_conf_changes, 0);
 }
 
 /* Every seed passes on a 3-node cluster. */
@@ -87,7 +106,7 @@ TEST(sim, seed_replays_exactly)
     struct rkv_sim_report a;
     struct rkv_sim_report b;
 
-    rkv_log_set_level(RKV_WARN);
+    rkv_log_set_level(RKV_ERROR);
     rkv_sim_options_init(&o, 7, 5);
     o.dir = rkv_test_tmpdir();
     ASSERT_OK(rkv_sim_run(&o, &a));
@@ -98,6 +117,7 @@ TEST(sim, seed_replays_exactly)
     ASSERT_UINT_EQ(a.n_messages, b.n_messages);
     ASSERT_UINT_EQ(a.n_crashes, b.n_crashes);
     ASSERT_UINT_EQ(a.n_ranges, b.n_ranges);
+    ASSERT_UINT_EQ(a.n_conf_changes, b.n_conf_changes);
     ASSERT_UINT_EQ(a.end_ms, b.end_ms);
 }
 
@@ -105,7 +125,7 @@ TEST(sim, seed_replays_exactly)
  * check with bug injected, or 0 when none of the first BUG_SEEDS_MAX do. */
 static uint64_t first_seed_caught(enum rkv_sim_bug bug)
 {
-    rkv_log_set_level(RKV_WARN);
+    rkv_log_set_level(RKV_ERROR);
     for (uint64_t seed = 1; seed <= BUG_SEEDS_MAX; seed++) {
         struct rkv_sim_options o;
         struct rkv_sim_report r;
