@@ -16,10 +16,13 @@
  *     once; without a new hint it backs off (an election is running);
  *   - RKV_EKEYMISMATCH: the fresh descriptors in the reply replace the
  *     cached ones and the op is routed again at once;
- *   - RKV_ERANGENOTFOUND: the range is evicted and the op backs off;
- *   - RKV_EUNAVAILABLE, RKV_ESPLITTING, RKV_EBUSY, RKV_ESTALE: backoff;
- *   - RKV_ETIMEOUT or RKV_EDROPPED from the node: a read backs off, a write
- *     may have been applied, so it ends as RKV_EUNKNOWN;
+ *   - RKV_ERANGENOTFOUND, RKV_ESTALE: the range is evicted and the op
+ *     backs off;
+ *   - RKV_EUNAVAILABLE, RKV_ESPLITTING, RKV_EBUSY: backoff;
+ *   - RKV_EDROPPED: backoff, for writes too, because the node sends it only
+ *     when another entry took the proposal's log index;
+ *   - RKV_ETIMEOUT or RKV_ESHUTDOWN from the node: a read backs off, but a
+ *     write may have been applied, so it ends as RKV_EUNKNOWN;
  *   - the connection drops: a read backs off and is re-routed, and so does a
  *     write whose frame never reached the socket. A sent write ends as
  *     RKV_EUNKNOWN;
@@ -657,16 +660,27 @@ void rkv_client__op_on_reply(struct rkv_client__conn *conn,
         rkv_client__cache_evict(&op->client->cache, op->range_id);
         op_retry_later(op, reply->error);
         return;
+    case RKV_ESTALE:
+        if (op->kind == RKV_CLIENT__OP_INIT) {
+            break; /* the node already belongs to a cluster */
+        }
+        rkv_client__cache_evict(&op->client->cache, op->range_id);
+        op_retry_later(op, reply->error);
+        return;
     case RKV_EUNAVAILABLE:
     case RKV_ESPLITTING:
     case RKV_EBUSY:
-    case RKV_ESTALE:
+    case RKV_EDROPPED:
+        /* EDROPPED: the node sends it only once another entry took the
+         * proposal's log index, so the write can never apply. */
         op_retry_later(op, reply->error);
         return;
     case RKV_ETIMEOUT:
-    case RKV_EDROPPED:
+    case RKV_ESHUTDOWN:
+        /* A stopping node also fails proposals that may already be
+         * committed, and a timed-out proposal may still apply. */
         if (op_is_write(op)) {
-            op_fail(op, RKV_EUNKNOWN, "outcome unknown: node %llu %s",
+            op_fail(op, RKV_EUNKNOWN, "outcome unknown: node %llu replied %s",
                     (unsigned long long)conn->node->node_id,
                     rkv_strerror(reply->error));
             return;

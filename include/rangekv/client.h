@@ -18,7 +18,8 @@
  * an unknown outcome; it is reported as RKV_EUNKNOWN, never as failed,
  * because the cluster may have applied it. The same holds for a write still
  * waiting for its reply at the deadline, and for a node's RKV_ETIMEOUT or
- * RKV_EDROPPED reply to a write. Such writes are never re-sent by the
+ * RKV_ESHUTDOWN reply to a write. (RKV_EDROPPED means the proposal can
+ * never apply, so that write is re-sent.) Such writes are never re-sent by the
  * client. Reads are re-sent after any failure until the deadline.
  *
  * Scans: a SCAN continues from range to range until limit pairs or the end

@@ -199,6 +199,21 @@ static void fake_reply_error(struct fake_node *node, int fd,
     script_server_reply(node->server, fd, resp);
 }
 
+static void fake_reply_init(struct fake_cluster *c, struct fake_node *node,
+                            int fd, Rkv__Rpc__Response *resp)
+{
+    Rkv__Rpc__InitResponse init = RKV__RPC__INIT_RESPONSE__INIT;
+
+    if (c->init_error != 0) {
+        fake_reply_error(node, fd, resp, c->init_error, "already a member");
+        return;
+    }
+    init.cluster_id = FAKE_CLUSTER_ID;
+    resp->result_case = RKV__RPC__RESPONSE__RESULT_INIT;
+    resp->init = &init;
+    script_server_reply(node->server, fd, resp);
+}
+
 void fake_split_locked(struct fake_cluster *c, const char *key)
 {
     struct fake_range *r = fake_range_for(c, key);
@@ -460,6 +475,16 @@ static bool fake_inject(struct fake_cluster *c, struct fake_node *node, int fd,
     if (c->hold_all) {
         return true;
     }
+    if (is_put && c->n_put_error > 0) {
+        c->n_put_error--;
+        fake_reply_error(node, fd, resp, c->put_error, "injected");
+        return true;
+    }
+    if (is_get && c->n_get_error > 0) {
+        c->n_get_error--;
+        fake_reply_error(node, fd, resp, c->get_error, "injected");
+        return true;
+    }
     if (is_get && c->n_drop_get > 0) {
         c->n_drop_get--;
         script_server_drop(node->server, fd);
@@ -529,6 +554,9 @@ static void fake_handle(struct script_server *server, int fd,
         break;
     case RKV__RPC__REQUEST__OP_SPLIT:
         fake_reply_split(c, node, fd, req, &resp);
+        break;
+    case RKV__RPC__REQUEST__OP_INIT:
+        fake_reply_init(c, node, fd, &resp);
         break;
     default:
         fake_keyed(c, node, fd, req, &resp);

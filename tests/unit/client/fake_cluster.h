@@ -68,7 +68,12 @@ struct fake_cluster {
     int n_drop_put;        /* drop the connection on this many PUTs */
     bool drop_put_applies; /* apply a dropped PUT first */
     int n_drop_get;        /* drop the connection on this many GETs */
-    int n_bad_frame_get;   /* reply to this many GETs with bad_frame */
+    int put_error;         /* reply this code to the next n_put_error PUTs */
+    int n_put_error;
+    int get_error; /* reply this code to the next n_get_error GETs */
+    int n_get_error;
+    int n_bad_frame_get;      /* reply to this many GETs with bad_frame */
+    int init_error;           /* reply this code to InitRequests, or 0 */
     const uint8_t *bad_frame; /* raw bytes sent in place of a reply */
     size_t bad_frame_len;
     bool hold_all;     /* never answer keyed requests */

@@ -818,3 +818,61 @@ TEST(client, status_of_dead_node_fails_fast)
         rkv_client_node_status(f.client, fake_addr(f.cluster, 0), &status));
     teardown(&f);
 }
+
+/* Node errors after a proposal: RKV_EDROPPED (the write can never apply)
+ * is re-sent, RKV_ETIMEOUT and RKV_ESHUTDOWN make a write RKV_EUNKNOWN,
+ * and a read is re-sent after any of them. */
+TEST(client, node_errors_after_proposal)
+{
+    static const struct {
+        int error;
+        int put_rv;
+    } cases[] = {
+        {RKV_EDROPPED, 0},
+        {RKV_ETIMEOUT, RKV_EUNKNOWN},
+        {RKV_ESHUTDOWN, RKV_EUNKNOWN},
+    };
+
+    for (size_t i = 0; i < RKV_ARRAY_SIZE(cases); i++) {
+        struct fixture f;
+        struct rkv_client_result result;
+
+        setup(&f, 1);
+        ASSERT_OK(put_str(&f, "k", "v"));
+        fake_lock(f.cluster);
+        f.cluster->put_error = cases[i].error;
+        f.cluster->n_put_error = 1;
+        f.cluster->get_error = cases[i].error;
+        f.cluster->n_get_error = 1;
+        fake_unlock(f.cluster);
+        ASSERT_INT_EQ(put_str(&f, "k", "w"), cases[i].put_rv);
+        ASSERT_OK(do_op(&f, RKV_CLIENT_GET, "k", &result));
+        ASSERT_UINT_EQ(result.n_retries, 1);
+        ASSERT_MEM_EQ(result.value, result.value_len,
+                      cases[i].put_rv == 0 ? "w" : "v", 1);
+        rkv_client_result_free(&result);
+        teardown(&f);
+    }
+}
+
+/* Init through a node already in a cluster reports RKV_ESTALE at once. */
+TEST(client, init_already_initialized)
+{
+    struct fixture f;
+    uint64_t cluster_id;
+
+    setup(&f, 1);
+    fake_lock(f.cluster);
+    f.cluster->init_error = RKV_ESTALE;
+    fake_unlock(f.cluster);
+    ASSERT_INT_EQ(
+        rkv_client_init_cluster(f.client, fake_addr(f.cluster, 0), &cluster_id),
+        RKV_ESTALE);
+    fake_lock(f.cluster);
+    f.cluster->init_error = 0;
+    fake_unlock(f.cluster);
+    ASSERT_OK(rkv_client_init_cluster(f.client, fake_addr(f.cluster, 0),
+                                      &cluster_id));
+    ASSERT_UINT_EQ(cluster_id, 7);
+    teardown(&f);
+}
