@@ -699,6 +699,7 @@ static void node_spread_leadership(struct rkv_node *node)
             if (to == node->node_id || !spread_target_ok(node, r, to)) {
                 continue;
             }
+            rkv_node__replica_wake(r);
             if (rkv_raft_transfer_leadership(r->raft, to) == 0) {
                 RKV_LOG(RKV_INFO,
                         "spreading leadership range=%llu to=%llu leaders=%zu "
@@ -718,6 +719,8 @@ static void node_tick_cb(uv_timer_t *timer)
     struct rkv_node *node = timer->data;
     uint64_t now_ms = rkv_monotonic_ms();
 
+    node->n_ticks++;
+    rkv_node__send_heartbeats(node, node->n_ticks);
     rkv_node__tick_replicas(node);
     rkv_node__requests_expire(node, now_ms);
     rkv_node__iprops_expire(node, now_ms);

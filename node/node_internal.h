@@ -81,6 +81,9 @@
 #define RKV_NODE_UNINIT_RETRY_MS 1000
 /* Size of the table remembering those attempts (oldest overwritten). */
 #define RKV_NODE_UNINIT_SLOTS 64
+/* Quiescence: a leader idle for this many ticks stops ticking the range
+ * and tells its followers to stop too. */
+#define RKV_NODE_QUIESCE_TICKS 5
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -202,7 +205,8 @@ struct rkv_node__replica {
     bool on_work_list;                  /* has Raft work to collect */
     struct rkv_node__replica *work_next;
     struct rkv_node__replica *hash_next;
-    uint64_t n_ticks_idle;              /* ticks since the last activity */
+    uint64_t n_ticks_idle;              /* leader: ticks idle in a row */
+    bool quiesced;                      /* not ticked until woken */
 };
 
 /* ---- writer ------------------------------------------------------------- */
@@ -263,6 +267,7 @@ struct rkv_node__peer {
     uv_connect_t connect_req;
     uv_timer_t retry_timer;
     uint64_t backoff_ms;
+    uint64_t last_heard_ms;              /* last frame received from it */
     unsigned n_failures;                 /* consecutive dial failures */
     uint64_t n_dropped;                  /* messages dropped while down */
 };
@@ -340,6 +345,7 @@ struct rkv_node {
     struct rkv_node__counters counters;
     uint64_t spread_after_ms;           /* next leadership spread check */
     uint64_t spread_next_target;        /* round-robin transfer target */
+    uint64_t n_ticks;                   /* ticks since start */
     bool stopping;
 
     /* Init handshake with the calling thread of rkv_node_init(). */
@@ -388,7 +394,13 @@ void rkv_node__replica_free(struct rkv_node__replica *replica);
  * NULL when the message should be dropped. */
 struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
                                                         uint64_t range_id);
-/* Ticks every replica. */
+/* Resumes ticking a quiesced replica. */
+void rkv_node__replica_wake(struct rkv_node__replica *replica);
+/* Handles a Quiesce from the leader's node. */
+void rkv_node__quiesce_recv(struct rkv_node *node, uint64_t from_node_id,
+                            const Rkv__Peer__Quiesce *quiesce);
+/* Ticks every replica that is not quiesced, quiesces idle ones and wakes
+ * quiesced followers whose leader's node went silent. */
 void rkv_node__tick_replicas(struct rkv_node *node);
 
 /* ---- writer.c ----------------------------------------------------------- */
@@ -419,6 +431,14 @@ int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
 void rkv_node__send_propose_result(struct rkv_node *node,
                                    uint64_t to_node_id,
                                    const Rkv__Peer__ProposeResult *result);
+/* Tells a peer that a range is quiesced. */
+void rkv_node__send_quiesce(struct rkv_node *node, uint64_t to_node_id,
+                            const Rkv__Peer__Quiesce *quiesce);
+/* Sends the per-tick liveness heartbeat to every connected peer. */
+void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick);
+/* Returns whether a frame from node_id arrived within within_ms. */
+bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
+                            uint64_t now_ms, uint64_t within_ms);
 /* Redials every peer so they see a new cluster id in our Hello. */
 void rkv_node__transport_reset(struct rkv_node *node);
 /* Fills the Hello auth digest from the secret. */

@@ -484,23 +484,106 @@ int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
         return rv;
     }
     replica->node->counters.n_proposals++;
-    replica->n_ticks_idle = 0;
+    rkv_node__replica_wake(replica);
     rkv_node__replica_mark(replica);
     return 0;
 }
 
+void rkv_node__replica_wake(struct rkv_node__replica *replica)
+{
+    replica->n_ticks_idle = 0;
+    if (replica->quiesced) {
+        replica->quiesced = false;
+        RKV_TRACEF("woke range=%llu", (unsigned long long)replica->range_id);
+    }
+}
+
+/* Stops ticking an idle leader's range and tells every other replica's
+ * node, with the commit index they must have to follow suit. */
+static void replica_quiesce(struct rkv_node__replica *r)
+{
+    Rkv__Peer__Quiesce quiesce = RKV__PEER__QUIESCE__INIT;
+
+    quiesce.range_id = r->range_id;
+    quiesce.term = rkv_raft_term(r->raft);
+    quiesce.commit = rkv_raft_commit_index(r->raft);
+    for (size_t i = 0; i < r->desc.n_replicas; i++) {
+        rkv_node__send_quiesce(r->node, r->desc.replicas[i].node_id,
+                               &quiesce);
+    }
+    r->quiesced = true;
+}
+
+void rkv_node__quiesce_recv(struct rkv_node *node, uint64_t from_node_id,
+                            const Rkv__Peer__Quiesce *quiesce)
+{
+    struct rkv_node__replica *r =
+        rkv_node__replica_find(node, quiesce->range_id);
+
+    /* Only a follower that has everything the leader has may stop: it then
+     * needs nothing until the next proposal, which wakes it. */
+    if (r == NULL || r->role != RKV_RAFT_FOLLOWER ||
+        r->leader_id != from_node_id ||
+        rkv_raft_term(r->raft) != quiesce->term ||
+        rkv_raft_commit_index(r->raft) != quiesce->commit ||
+        rkv_raft_last_index(r->raft) != quiesce->commit) {
+        return;
+    }
+    r->quiesced = true;
+}
+
+/* Returns whether a leader's range has been idle through this tick. The
+ * check runs before the tick, because a tick queues heartbeats and a core
+ * with work queued is never idle. */
+static bool replica_idle_tick(struct rkv_node__replica *r)
+{
+    if (r->role != RKV_RAFT_LEADER || !r->initialized ||
+        r->split_state != RKV_NODE_SPLIT_IDLE || r->compact_pending != 0 ||
+        !rkv_raft_is_idle(r->raft)) {
+        r->n_ticks_idle = 0;
+        return false;
+    }
+    r->n_ticks_idle++;
+    return true;
+}
+
+/* Ticks one awake replica, or quiesces a leader idle for long enough. */
+static void replica_tick(struct rkv_node__replica *r)
+{
+    int rv;
+
+    if (replica_idle_tick(r) && r->n_ticks_idle >= RKV_NODE_QUIESCE_TICKS) {
+        replica_quiesce(r);
+        return;
+    }
+    rv = rkv_raft_tick(r->raft);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "tick failed range=%llu error=%s",
+                (unsigned long long)r->range_id, rkv_strerror(rv));
+    }
+    rkv_node__replica_mark(r);
+}
+
 void rkv_node__tick_replicas(struct rkv_node *node)
 {
+    uint64_t now_ms = rkv_monotonic_ms();
+    uint64_t election_ms =
+        (uint64_t)RKV_NODE_ELECTION_TICKS * node->tick_ms;
+
     for (size_t i = 0; i < node->n_buckets; i++) {
         for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
              r = r->hash_next) {
-            int rv = rkv_raft_tick(r->raft);
-
-            if (rv != 0) {
-                RKV_LOG(RKV_WARN, "tick failed range=%llu error=%s",
-                        (unsigned long long)r->range_id, rkv_strerror(rv));
+            /* A quiesced follower wakes when its leader's node has been
+             * silent for an election timeout, so that a dead leader is
+             * replaced as if the range had never quiesced. */
+            if (r->quiesced && r->role != RKV_RAFT_LEADER &&
+                !rkv_node__peer_is_live(node, r->leader_id, now_ms,
+                                        election_ms)) {
+                rkv_node__replica_wake(r);
             }
-            rkv_node__replica_mark(r);
+            if (!r->quiesced) {
+                replica_tick(r);
+            }
         }
     }
 }

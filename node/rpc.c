@@ -457,6 +457,7 @@ static void handle_read(struct rkv_node__request *req,
         return;
     }
     req->read_ctx = r->next_read_ctx++;
+    rkv_node__replica_wake(r);
     rv = rkv_raft_read_index(r->raft, req->read_ctx);
     if (rv != 0) {
         request_fail_with_replica(req, rv, rkv_strerror(rv), r);
@@ -591,12 +592,14 @@ static void handle_status(struct rkv_node__request *req)
     struct rkv_range_store_counters counters;
     struct rusage usage;
     uint64_t n_leaders = 0;
+    uint64_t n_quiesced = 0;
 
     rkv_range_store_counters(node->store, &counters);
     for (size_t i = 0; i < node->n_buckets; i++) {
         for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
              r = r->hash_next) {
             n_leaders += r->role == RKV_RAFT_LEADER;
+            n_quiesced += r->quiesced;
         }
     }
     status.node_id = node->node_id;
@@ -616,6 +619,7 @@ static void handle_status(struct rkv_node__request *req)
     STATUS_SET(uptime_ms, rkv_monotonic_ms() - node->start_ms);
     STATUS_SET(n_bytes_sent, node->io.n_bytes_sent);
     STATUS_SET(n_bytes_received, node->io.n_bytes_received);
+    STATUS_SET(n_quiesced, n_quiesced);
     if (getrusage(RUSAGE_SELF, &usage) == 0) {
         STATUS_SET(cpu_user_ms, timeval_ms(usage.ru_utime));
         STATUS_SET(cpu_system_ms, timeval_ms(usage.ru_stime));

@@ -222,8 +222,13 @@ static void peer_in_step(struct rkv_node__peer_in *in,
                 (unsigned long long)msg->group_id,
                 (unsigned long long)in->node_id, rkv_strerror(rv));
     }
-    replica->n_ticks_idle = 0;
-    rkv_node__replica_mark(replica);
+    /* A message that leaves work (a response to send, entries to write)
+     * wakes a quiesced range; a late heartbeat response to a leader that
+     * just quiesced leaves none and must not undo the quiescence. */
+    if (rkv_raft_has_ready(replica->raft)) {
+        rkv_node__replica_wake(replica);
+        rkv_node__replica_mark(replica);
+    }
 }
 
 static int peer_in_frame_cb(struct rkv_node__conn *conn,
@@ -249,8 +254,12 @@ static int peer_in_frame_cb(struct rkv_node__conn *conn,
         rkv__peer__frame__free_unpacked(frame, NULL);
         return rv;
     }
+    in->node->peers[in->node_id - 1].last_heard_ms = rkv_monotonic_ms();
     for (size_t i = 0; i < frame->n_messages; i++) {
         peer_in_step(in, frame->messages[i]);
+    }
+    for (size_t i = 0; i < frame->n_quiesces; i++) {
+        rkv_node__quiesce_recv(in->node, in->node_id, frame->quiesces[i]);
     }
     for (size_t i = 0; i < frame->n_proposes; i++) {
         rkv_node__iprop_recv(in->node, in->node_id, frame->proposes[i]);
@@ -530,6 +539,47 @@ void rkv_node__send_propose_result(struct rkv_node *node,
         return;
     }
     rkv_node__conn_append_field(peer->out, 4, result);
+}
+
+void rkv_node__send_quiesce(struct rkv_node *node, uint64_t to_node_id,
+                            const Rkv__Peer__Quiesce *quiesce)
+{
+    struct rkv_node__peer *peer;
+
+    if (to_node_id == 0 || to_node_id > node->n_peers ||
+        to_node_id == node->node_id) {
+        return;
+    }
+    peer = &node->peers[to_node_id - 1];
+    if (peer->out != NULL && peer->connected) {
+        rkv_node__conn_append_field(peer->out, 5, quiesce);
+    }
+}
+
+void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick)
+{
+    Rkv__Peer__Heartbeat heartbeat = RKV__PEER__HEARTBEAT__INIT;
+
+    heartbeat.tick = tick;
+    for (size_t i = 0; i < node->n_peers; i++) {
+        struct rkv_node__peer *peer = &node->peers[i];
+
+        if (peer->out != NULL && peer->connected) {
+            rkv_node__conn_append_field(peer->out, 6, &heartbeat);
+        }
+    }
+}
+
+bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
+                            uint64_t now_ms, uint64_t within_ms)
+{
+    if (node_id == node->node_id) {
+        return true;
+    }
+    if (node_id == 0 || node_id > node->n_peers) {
+        return false;
+    }
+    return now_ms < node->peers[node_id - 1].last_heard_ms + within_ms;
 }
 
 void rkv_node__transport_reset(struct rkv_node *node)

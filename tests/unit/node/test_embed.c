@@ -26,6 +26,7 @@ struct fixture {
     const char *join[NODES_MAX];
     char client_addrs[NODES_MAX][RKV_TEST_ADDR_MAX];
     const char *secrets[NODES_MAX]; /* per node; NULL: none */
+    uint64_t split_bytes;           /* 0: 512 MiB */
 };
 
 static void start_node(struct fixture *f, size_t i)
@@ -42,7 +43,8 @@ static void start_node(struct fixture *f, size_t i)
     config.node_id = i + 1;
     config.tick_ms = 20;
     config.cluster_secret = f->secrets[i];
-    config.split_bytes = 512ull * 1024 * 1024;
+    config.split_bytes =
+        f->split_bytes != 0 ? f->split_bytes : 512ull * 1024 * 1024;
     if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) != 0) {
         rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
                       i + 1, errmsg);
@@ -263,5 +265,88 @@ TEST(embed, wrong_secret_is_rejected)
     usleep(300 * 1000);
     ASSERT_UINT_EQ(status_of(&f, 2, &response)->cluster_id, 0);
     rkv__rpc__response__free_unpacked(response, NULL);
+    teardown(&f);
+}
+
+/* Writes keys q000..q(n-1) through any node. */
+static void put_many(struct fixture *f, int n, const char *value)
+{
+    for (int i = 0; i < n; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "q%04d", i);
+        ASSERT_OK(rkv_test_put(f->client_addrs, f->n_nodes, key, value,
+                               REQUEST_TIMEOUT_MS));
+    }
+}
+
+TEST(embed, idle_ranges_quiesce)
+{
+    /* Once writes stop, every range of a split keyspace quiesces on every
+     * node; a write wakes its range, and when the node leading some of the
+     * quiesced ranges stops, the others elect new leaders and serve every
+     * range again. */
+    static const char value[] = "a value long enough to split ranges often";
+    struct fixture f;
+    Rkv__Rpc__Response *response;
+    Rkv__Rpc__StatusResponse *status;
+    bool all_quiesced = false;
+    uint64_t n_ranges = 0;
+    size_t leader;
+
+    setup(&f, 3);
+    f.split_bytes = 2048;
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    put_many(&f, 400, value);
+
+    for (int attempt = 0; attempt < 300 && !all_quiesced; attempt++) {
+        usleep(20 * 1000);
+        all_quiesced = true;
+        for (size_t i = 0; i < 3; i++) {
+            status = status_of(&f, i, &response);
+            n_ranges = status->n_ranges;
+            all_quiesced = all_quiesced && status->n_ranges >= 10 &&
+                           status->n_quiesced == status->n_ranges;
+            rkv__rpc__response__free_unpacked(response, NULL);
+        }
+    }
+    ASSERT_UINT_GE(n_ranges, 10);
+    ASSERT_TRUE(all_quiesced);
+
+    /* A write wakes its range. */
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "q0000", "woken",
+                           REQUEST_TIMEOUT_MS));
+    status = status_of(&f, find_leader(&f), &response);
+    ASSERT_UINT_LT(status->n_quiesced, status->n_ranges);
+    rkv__rpc__response__free_unpacked(response, NULL);
+
+    /* Stop a node that leads quiesced ranges: the survivors take over. */
+    leader = find_leader(&f);
+    rkv_node_stop(f.nodes[leader]);
+    f.nodes[leader] = NULL;
+    {
+        char addrs[2][RKV_TEST_ADDR_MAX];
+        size_t n = 0;
+
+        for (size_t i = 0; i < 3; i++) {
+            if (i != leader) {
+                snprintf(addrs[n++], RKV_TEST_ADDR_MAX, "%s",
+                         f.client_addrs[i]);
+            }
+        }
+        for (int i = 0; i < 400; i += 7) {
+            char key[32];
+            char got[64];
+            bool found;
+
+            snprintf(key, sizeof(key), "q%04d", i);
+            ASSERT_OK(rkv_test_put(addrs, 2, key, "after", REQUEST_TIMEOUT_MS));
+            ASSERT_OK(rkv_test_get(addrs, 2, key, &found, got, sizeof(got),
+                                   REQUEST_TIMEOUT_MS));
+            ASSERT_TRUE(found);
+            ASSERT_STR_EQ(got, "after");
+        }
+    }
     teardown(&f);
 }
