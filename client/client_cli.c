@@ -172,6 +172,11 @@ static int cli_open(const struct cli_ctx *ctx, struct rkv_client **out)
     const char *hosts[1] = {ctx->host};
     int rv;
 
+    /* The command reports its own errors; library warnings about
+     * reconnects would only repeat them. RKV_LOG_LEVEL still wins. */
+    if (getenv("RKV_LOG_LEVEL") == NULL) {
+        rkv_log_set_level(RKV_ERROR);
+    }
     options.hosts = hosts;
     options.n_hosts = 1;
     options.timeout_ms = ctx->timeout_ms;
@@ -598,8 +603,8 @@ static int status_main(int argc, char **argv)
 
         rv = rkv_client_node_status(client, addrs[i], &s);
         if (rv != 0) {
-            printf("%-5s %-21s unreachable: %s\n", "?", addrs[i],
-                   rkv_strerror(rv));
+            printf("%-5s %-21s unreachable (%s)\n", "?", addrs[i],
+                   rkv_errname(rv));
             status = 1;
             continue;
         }

@@ -103,6 +103,11 @@ static int cluster_open_client(struct rkv_client__cluster_node *nodes,
     for (int i = 0; i < n_nodes; i++) {
         hosts[i] = nodes[i].client_addr;
     }
+    /* Refused connections are expected while nodes start; `start` reports
+     * what finally failed. RKV_LOG_LEVEL still wins. */
+    if (getenv("RKV_LOG_LEVEL") == NULL) {
+        rkv_log_set_level(RKV_ERROR);
+    }
     options.hosts = hosts;
     options.n_hosts = (size_t)n_nodes;
     options.timeout_ms = timeout_ms;
