@@ -444,7 +444,17 @@ int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
     r->uncommitted_bytes += len;
     *index = rkv_raft__last_index(r);
     *term = r->term;
-    return rkv_raft__broadcast_append(r);
+
+    /* The entry is in the log now, so the proposal stands even if no
+     * append could be queued: heartbeat responses resend it. */
+    rv = rkv_raft__broadcast_append(r);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN,
+                "queueing appends failed range=%llu index=%llu: %s",
+                (unsigned long long)r->config.group_id,
+                (unsigned long long)*index, rkv_strerror(rv));
+    }
+    return 0;
 }
 
 int rkv_raft_campaign(struct rkv_raft *r)
@@ -525,6 +535,22 @@ int rkv_raft_term_at(const struct rkv_raft *r, uint64_t index,
         return RKV_ENOTFOUND;
     }
     *term = rkv_raft__term(r, index);
+    return 0;
+}
+
+uint64_t rkv_raft_match_index(const struct rkv_raft *r, uint64_t id)
+{
+    if (r->role != RKV_RAFT_LEADER) {
+        return 0;
+    }
+    if (id == r->config.id) {
+        return r->persisted_index;
+    }
+    for (unsigned i = 0; i < r->n_progress; i++) {
+        if (r->progress[i].id == id) {
+            return r->progress[i].match_index;
+        }
+    }
     return 0;
 }
 

@@ -72,7 +72,10 @@
  *
  * Errors: calls return 0 or a negative code: -ENOMEM when allocation fails,
  * -EINVAL for an invalid argument, and RKV_E* codes from rangekv/error.h as
- * listed on each call.
+ * listed on each call. After -ENOMEM the replica stays consistent and
+ * usable: the failed call had either no effect, or the effect of its
+ * outgoing messages being lost, which Raft tolerates (the random fault
+ * tests inject such failures). The caller may retry or carry on.
  */
 #ifndef RKV_RAFT_H
 #define RKV_RAFT_H
@@ -280,7 +283,9 @@ int rkv_raft_step(struct rkv_raft *r, const RkvRaft__Message *msg);
  * applied at that index with another term means it was dropped.
  * Returns RKV_ENOTLEADER (not the leader; see rkv_raft_leader()),
  * RKV_EBUSY (a leadership transfer is in progress, or uncommitted entries
- * already reach config.uncommitted_bytes_max), or -ENOMEM.
+ * already reach config.uncommitted_bytes_max), or -ENOMEM (nothing was
+ * appended). Once the entry is appended the call returns 0, even if its
+ * appends could not be queued yet.
  */
 int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
                      uint64_t *index, uint64_t *term);
@@ -312,9 +317,9 @@ int rkv_raft_propose_conf_change(struct rkv_raft *r,
  * the leader has committed an entry of its term and a quorum confirmed its
  * leadership, a later batch lists {ctx, index} in reads; the read is then
  * linearizable once the caller has applied index. Returns RKV_ENOTLEADER,
- * RKV_EBUSY when 4096 reads are pending, or -ENOMEM. Pending reads are
- * dropped silently when the replica stops leading; the caller times them
- * out.
+ * RKV_EBUSY when 4096 reads are pending, or -ENOMEM (nothing queued).
+ * Pending reads are dropped silently when the replica stops leading, so
+ * the caller times them out.
  */
 int rkv_raft_read_index(struct rkv_raft *r, uint64_t ctx);
 
@@ -322,8 +327,9 @@ int rkv_raft_read_index(struct rkv_raft *r, uint64_t ctx);
  * Starts a leadership transfer to voter `to` (thesis 3.10): proposals are
  * refused with RKV_EBUSY until it ends, the target is brought up to date
  * and sent TimeoutNow. The transfer is abandoned after one election
- * timeout. Returns RKV_ENOTLEADER, RKV_EBUSY (already transferring), or
- * -EINVAL (`to` is this replica or not a voter).
+ * timeout. Returns RKV_ENOTLEADER, RKV_EBUSY (already transferring),
+ * -EINVAL (`to` is this replica or not a voter), or -ENOMEM (no transfer
+ * started).
  */
 int rkv_raft_transfer_leadership(struct rkv_raft *r, uint64_t to);
 
@@ -389,6 +395,10 @@ uint64_t rkv_raft_first_index(const struct rkv_raft *r);
  * index, RKV_ENOTFOUND past the last index. */
 int rkv_raft_term_at(const struct rkv_raft *r, uint64_t index,
                      uint64_t *term);
+/* Returns the leader's match index for server id: the highest index known
+ * replicated there (0 when unknown, or when this replica does not lead).
+ * The node uses it to pick an up-to-date leadership transfer target. */
+uint64_t rkv_raft_match_index(const struct rkv_raft *r, uint64_t id);
 /* Copies the configuration in effect (latest appended). */
 void rkv_raft_conf_get(const struct rkv_raft *r, struct rkv_raft_conf *conf);
 

@@ -337,6 +337,7 @@ int rkv_raft__send_timeout_now(struct rkv_raft *r, uint64_t to)
 int rkv_raft_transfer_leadership(struct rkv_raft *r, uint64_t to)
 {
     struct rkv_raft_progress *pr;
+    int rv;
 
     if (r->role != RKV_RAFT_LEADER) {
         return RKV_ENOTLEADER;
@@ -349,13 +350,18 @@ int rkv_raft_transfer_leadership(struct rkv_raft *r, uint64_t to)
     }
     pr = rkv_raft__progress(r, to);
     assert(pr != NULL);
+    if (pr->match_index == rkv_raft__last_index(r)) {
+        rv = rkv_raft__send_timeout_now(r, to);
+    } else {
+        rv = rkv_raft__send_append(r, pr);
+    }
+    if (rv != 0) {
+        return rv;
+    }
     r->transfer_to = to;
     r->transfer_elapsed = 0;
     RKV_LOG(RKV_INFO, "transferring leadership range=%llu id=%llu to=%llu",
             (unsigned long long)r->config.group_id,
             (unsigned long long)r->config.id, (unsigned long long)to);
-    if (pr->match_index == rkv_raft__last_index(r)) {
-        return rkv_raft__send_timeout_now(r, to);
-    }
-    return rkv_raft__send_append(r, pr);
+    return 0;
 }

@@ -274,5 +274,14 @@ int rkv_raft_propose_conf_change(struct rkv_raft *r,
     if (rv != 0) {
         return rv;
     }
-    return rkv_raft__broadcast_append(r);
+
+    /* As for rkv_raft_propose(): the change stands once appended. */
+    rv = rkv_raft__broadcast_append(r);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN,
+                "queueing appends failed range=%llu index=%llu: %s",
+                (unsigned long long)r->config.group_id,
+                (unsigned long long)*index, rkv_strerror(rv));
+    }
+    return 0;
 }

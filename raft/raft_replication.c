@@ -441,13 +441,13 @@ int rkv_raft__maybe_commit(struct rkv_raft *r)
     }
     commit_release_bytes(r, index);
     r->commit = index;
-    rv = rkv_raft__reads_on_commit(r);
-    if (rv != 0) {
-        return rv;
-    }
     rkv_raft__conf_check_removed(r);
     if (r->role != RKV_RAFT_LEADER) {
         return 0;
+    }
+    rv = rkv_raft__reads_on_commit(r);
+    if (rv != 0) {
+        return rv;
     }
     return broadcast_commit(r);
 }
@@ -782,6 +782,7 @@ int rkv_raft__reads_on_commit(struct rkv_raft *r)
 int rkv_raft_read_index(struct rkv_raft *r, uint64_t ctx)
 {
     struct rkv_raft_pending_read *read;
+    int rv;
 
     if (r->role != RKV_RAFT_LEADER) {
         return RKV_ENOTLEADER;
@@ -804,7 +805,15 @@ int rkv_raft_read_index(struct rkv_raft *r, uint64_t ctx)
     read->ctx = ctx;
     read->index = 0;
     read->read_seq = 0;
-    return rkv_raft__reads_on_commit(r);
+
+    /* The read is queued now; should its heartbeats fail to queue, the
+     * next heartbeat tick carries its round. */
+    rv = rkv_raft__reads_on_commit(r);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "queueing read heartbeats failed range=%llu: %s",
+                (unsigned long long)r->config.group_id, rkv_strerror(rv));
+    }
+    return 0;
 }
 
 /* ---- leader tick -------------------------------------------------------- */

@@ -14,6 +14,7 @@
  */
 #include "tests/lib/raft_fixture.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,9 @@ struct rkv_raft_fixture {
     size_t n_net;
     size_t cap_net;
     char hint[512];
+    struct rkv_raft_fixture_fsm user_fsm; /* the test's hooks, or zeroes */
+    bool tolerate_enomem; /* allocation faults are being injected */
+    unsigned n_enomem;    /* -ENOMEM results tolerated */
 
     /* History for the checks. */
     uint64_t *leader_of_term; /* id per term, 0 none; grows */
@@ -211,37 +215,63 @@ static void fsm_apply(struct rkv_raft_fixture *f, unsigned i,
         fsm->n_normal++;
     }
     record_hash(f, i, fsm->index, fsm->hash);
+    if (f->user_fsm.apply != NULL) {
+        f->user_fsm.apply(f->user_fsm.ctx, i, entry);
+    }
 }
 
-/* Serializes the state machine: index, hash, n_normal, then the data. */
-static uint8_t *fsm_encode(const struct fsm *fsm, size_t *len)
+/* Serializes replica i's state: the length of the fixture's part, that
+ * part (index, hash, n_normal, then the data), then the test's own
+ * state machine snapshot when hooks are set. */
+static uint8_t *snapshot_encode(struct rkv_raft_fixture *f, unsigned i,
+                                size_t *len)
 {
+    const struct fsm *fsm = &f->nodes[i].fsm;
+    size_t own_len = 24 + fsm->len;
+    uint8_t *user = NULL;
+    size_t user_len = 0;
     uint8_t *buf;
 
-    *len = 24 + fsm->len;
-    buf = xrealloc(NULL, *len);
-    rkv_put_be64(buf, fsm->index);
-    rkv_put_be64(buf + 8, fsm->hash);
-    rkv_put_be64(buf + 16, fsm->n_normal);
-    if (fsm->len > 0) {
-        memcpy(buf + 24, fsm->data, fsm->len);
+    if (f->user_fsm.snapshot != NULL) {
+        user = f->user_fsm.snapshot(f->user_fsm.ctx, i, &user_len);
     }
+    *len = 8 + own_len + user_len;
+    buf = xrealloc(NULL, *len);
+    rkv_put_be64(buf, own_len);
+    rkv_put_be64(buf + 8, fsm->index);
+    rkv_put_be64(buf + 16, fsm->hash);
+    rkv_put_be64(buf + 24, fsm->n_normal);
+    if (fsm->len > 0) {
+        memcpy(buf + 32, fsm->data, fsm->len);
+    }
+    if (user_len > 0) {
+        memcpy(buf + 8 + own_len, user, user_len);
+    }
+    free(user);
     return buf;
 }
 
-static void fsm_decode(struct rkv_raft_fixture *f, unsigned i,
-                       const uint8_t *buf, size_t len, struct fsm *fsm)
+static void snapshot_decode(struct rkv_raft_fixture *f, unsigned i,
+                            const uint8_t *buf, size_t len)
 {
-    if (len < 24) {
+    struct fsm *fsm = &f->nodes[i].fsm;
+    uint64_t own_len;
+
+    own_len = len >= 8 ? rkv_get_be64(buf) : 0;
+    if (len < 32 || own_len < 24 || own_len > len - 8) {
         fixture_fail(f, "replica %u snapshot of %zu bytes is truncated",
                      i + 1, len);
     }
     free(fsm->data);
     memset(fsm, 0, sizeof(*fsm));
-    fsm->index = rkv_get_be64(buf);
-    fsm->hash = rkv_get_be64(buf + 8);
-    fsm->n_normal = rkv_get_be64(buf + 16);
-    fsm_append(fsm, buf + 24, len - 24);
+    fsm->index = rkv_get_be64(buf + 8);
+    fsm->hash = rkv_get_be64(buf + 16);
+    fsm->n_normal = rkv_get_be64(buf + 24);
+    fsm_append(fsm, buf + 32, (size_t)own_len - 24);
+    if (f->user_fsm.restore != NULL) {
+        f->user_fsm.restore(f->user_fsm.ctx, i, buf + 8 + own_len,
+                            len - 8 - (size_t)own_len);
+    }
 }
 
 /* ---- durable log -------------------------------------------------------- */
@@ -335,6 +365,10 @@ static void net_remove(struct rkv_raft_fixture *f, size_t k)
 static void check_raft_rv(struct rkv_raft_fixture *f, unsigned i, int rv,
                           const char *what)
 {
+    if (rv == -ENOMEM && f->tolerate_enomem) {
+        f->n_enomem++;
+        return;
+    }
     if (rv != 0) {
         fixture_fail(f, "replica %u: %s failed: %s", i + 1, what,
                      rkv_strerror(rv));
@@ -354,7 +388,7 @@ static void serve_snapshot_request(struct rkv_raft_fixture *f, unsigned i,
     if (req->chunk_seq == 0) {
         /* Like opening an LMDB read transaction at the applied index. */
         free(out->data);
-        out->data = fsm_encode(&n->fsm, &out->len);
+        out->data = snapshot_encode(f, i, &out->len);
         out->index = n->fsm.index;
     }
     offset = (size_t)req->chunk_seq * chunk_bytes;
@@ -437,7 +471,7 @@ static void stage_chunk(struct rkv_raft_fixture *f, unsigned i,
     }
 
     /* Install: replace the state machine and the log atomically. */
-    fsm_decode(f, i, n->staging, n->staging_len, &n->fsm);
+    snapshot_decode(f, i, n->staging, n->staging_len);
     if (n->fsm.index != chunk->meta.index) {
         fixture_fail(f, "replica %u snapshot index %llu, metadata %llu",
                      i + 1, (unsigned long long)n->fsm.index,
@@ -501,8 +535,13 @@ static void node_process(struct rkv_raft_fixture *f, unsigned i)
 
     while (n->raft != NULL && rkv_raft_has_ready(n->raft)) {
         struct rkv_raft_ready *rd;
+        int rv;
 
-        check_raft_rv(f, i, rkv_raft_ready(n->raft, &rd), "rkv_raft_ready");
+        rv = rkv_raft_ready(n->raft, &rd);
+        check_raft_rv(f, i, rv, "rkv_raft_ready");
+        if (rv != 0) {
+            break; /* retried at the next event */
+        }
         ready_handle_volatile(f, i, rd);
         n->pending = xrealloc(n->pending,
                               (n->n_pending + 1) * sizeof(*n->pending));
@@ -572,7 +611,7 @@ void rkv_raft_fixture_new(unsigned n_nodes, unsigned n_voters, uint64_t seed,
             }
             n->snap_meta.conf.n_servers = n_voters;
         }
-        n->snap_data = fsm_encode(&n->fsm, &n->snap_len);
+        n->snap_data = snapshot_encode(f, i, &n->snap_len);
     }
     *out = f;
 }
@@ -608,6 +647,17 @@ void rkv_raft_fixture_free(struct rkv_raft_fixture *f)
     free(f);
 }
 
+void rkv_raft_fixture_set_fsm(struct rkv_raft_fixture *f,
+                              const struct rkv_raft_fixture_fsm *fsm)
+{
+    f->user_fsm = *fsm;
+}
+
+void rkv_raft_fixture_tolerate_enomem(struct rkv_raft_fixture *f, bool on)
+{
+    f->tolerate_enomem = on;
+}
+
 void rkv_raft_fixture_set_hint(struct rkv_raft_fixture *f, const char *hint)
 {
     snprintf(f->hint, sizeof(f->hint), "%s", hint);
@@ -637,6 +687,10 @@ void rkv_raft_fixture_start(struct rkv_raft_fixture *f, unsigned i)
     boot.n_entries = n->n_log;
     rv = rkv_raft_new(&n->config, &boot, &n->raft);
     check_raft_rv(f, i, rv, "rkv_raft_new");
+    if (rv != 0) {
+        n->raft = NULL; /* stays crashed */
+        return;
+    }
     n->lead_term = 0;
     node_process(f, i);
 }
@@ -830,7 +884,7 @@ void rkv_raft_fixture_compact(struct rkv_raft_fixture *f, unsigned i)
     }
     /* The durable snapshot first, then the log prefix goes. */
     free(n->snap_data);
-    n->snap_data = fsm_encode(&n->fsm, &n->snap_len);
+    n->snap_data = snapshot_encode(f, i, &n->snap_len);
     n_drop = (size_t)(index - n->snap_meta.index);
     if (n_drop > n->n_log) {
         fixture_fail(f, "replica %u applied %llu past its durable log",
@@ -984,6 +1038,28 @@ unsigned rkv_raft_fixture_n_chunks(const struct rkv_raft_fixture *f,
                                    unsigned i)
 {
     return f->nodes[i].n_chunks;
+}
+
+unsigned rkv_raft_fixture_n_enomem(const struct rkv_raft_fixture *f)
+{
+    return f->n_enomem;
+}
+
+unsigned rkv_raft_fixture_n_leaders(const struct rkv_raft_fixture *f)
+{
+    unsigned n = 0;
+
+    for (size_t term = 0; term < f->n_terms; term++) {
+        if (f->leader_of_term[term] != 0) {
+            n++;
+        }
+    }
+    return n;
+}
+
+size_t rkv_raft_fixture_n_reads(const struct rkv_raft_fixture *f, unsigned i)
+{
+    return f->nodes[i].n_reads;
 }
 
 /* ---- safety checks ------------------------------------------------------ */

@@ -55,6 +55,33 @@ void rkv_raft_fixture_free(struct rkv_raft_fixture *f);
  * that replays a random seed). Copied. */
 void rkv_raft_fixture_set_hint(struct rkv_raft_fixture *f, const char *hint);
 
+/*
+ * Hooks that run a test's own state machine beside the fixture's, for
+ * example the range state machine over real LMDB. Each callback gets the
+ * replica index i. apply() sees every committed entry in order (after the
+ * fixture's checks accepted it). snapshot() returns a new buffer, freed
+ * with free(), with replica i's state at its applied index; restore()
+ * replaces replica i's state with such a buffer when a snapshot installs.
+ * The test keeps that state durable across rkv_raft_fixture_crash(),
+ * because applying is durable in the fixture's model.
+ */
+struct rkv_raft_fixture_fsm {
+    void *ctx; /* passed back to every callback */
+    void (*apply)(void *ctx, unsigned i, const RkvRaft__Entry *entry);
+    uint8_t *(*snapshot)(void *ctx, unsigned i, size_t *len);
+    void (*restore)(void *ctx, unsigned i, const uint8_t *data, size_t len);
+};
+
+/* Installs fsm (copied); call before starting replicas. */
+void rkv_raft_fixture_set_fsm(struct rkv_raft_fixture *f,
+                              const struct rkv_raft_fixture_fsm *fsm);
+
+/* While on, -ENOMEM from the core is not a failure: the fixture carries
+ * on as if the call's outgoing messages were lost (a failed start leaves
+ * the replica crashed). Tests turn it on around injected allocation
+ * failures (rkv_alloc_fail_after). */
+void rkv_raft_fixture_tolerate_enomem(struct rkv_raft_fixture *f, bool on);
+
 /* Returns replica i's configuration, used at its next start; edit it
  * before rkv_raft_fixture_start(). Borrowed, valid until free. */
 struct rkv_raft_config *rkv_raft_fixture_config(struct rkv_raft_fixture *f,
@@ -150,6 +177,12 @@ unsigned rkv_raft_fixture_n_installs(const struct rkv_raft_fixture *f,
 /* Returns how many snapshot chunks replica i staged. */
 unsigned rkv_raft_fixture_n_chunks(const struct rkv_raft_fixture *f,
                                    unsigned i);
+/* Returns how many -ENOMEM results were tolerated. */
+unsigned rkv_raft_fixture_n_enomem(const struct rkv_raft_fixture *f);
+/* Returns how many terms had a leader so far. */
+unsigned rkv_raft_fixture_n_leaders(const struct rkv_raft_fixture *f);
+/* Returns how many reads replica i released. */
+size_t rkv_raft_fixture_n_reads(const struct rkv_raft_fixture *f, unsigned i);
 /* Runs the safety checks now (they also run after every operation). */
 void rkv_raft_fixture_check(struct rkv_raft_fixture *f);
 

@@ -4,9 +4,10 @@
  * applies a bounded number of random steps. Steps are ticks, deliveries in
  * any order, drops, duplicates, one-way cuts, crashes that lose
  * unpersisted batches, proposals, reads, compaction, leadership transfers
- * and membership changes. The fixture checks the safety invariants after
- * every step; at the end the faults stop and the group must elect a
- * leader and commit a last proposal on every replica in its
+ * and membership changes. A quarter of the seeds also make the core's
+ * allocations fail at random steps. The fixture checks the safety
+ * invariants after every step. At the end the faults stop, and the group
+ * must elect a leader and commit a last proposal on every replica in its
  * configuration.
  *
  * Environment:
@@ -36,6 +37,7 @@ struct run {
     unsigned n_nodes; /* voters plus the spare */
     unsigned n_voters;
     bool guarded; /* pre-vote and check-quorum on for every replica */
+    bool faulty;  /* allocations in the core fail at random steps */
 };
 
 static uint64_t run_random(struct run *run)
@@ -83,6 +85,8 @@ static void run_setup(struct run *run, uint64_t seed)
              (unsigned long long)seed, (unsigned long long)seed, exe);
     rkv_raft_fixture_set_hint(run->cluster, run->hint);
     run->guarded = run_pick(run, 4) != 0;
+    run->faulty = run_pick(run, 4) == 0;
+    rkv_raft_fixture_tolerate_enomem(run->cluster, run->faulty);
 
     for (unsigned i = 0; i < run->n_nodes; i++) {
         struct rkv_raft_config *config =
@@ -93,7 +97,7 @@ static void run_setup(struct run *run, uint64_t seed)
         config->chunk_bytes_max = 1 + run_pick(run, 64);
         config->append_bytes_max = 1 + run_pick(run, 32);
         config->inflight_entries_max = 1 + run_pick(run, 8);
-        config->uncommitted_bytes_max = 8 + run_pick(run, 64);
+        config->uncommitted_bytes_max = 16 + run_pick(run, 256);
         config->pre_vote = run->guarded;
         config->check_quorum = run->guarded;
         config->election_ticks = 3 + run_pick(run, 6);
@@ -209,6 +213,12 @@ static void step_node(struct run *run, unsigned choice)
 static void run_step(struct run *run)
 {
     unsigned choice = run_pick(run, 100);
+    bool inject = run->faulty && run_pick(run, 10) == 0;
+
+    /* The step's allocations in the core fail after a random few. */
+    if (inject) {
+        rkv_alloc_fail_after((long)run_pick(run, 8));
+    }
 
     if (choice < 40) {
         step_network(run, run_pick(run, 100));
@@ -223,6 +233,7 @@ static void run_step(struct run *run)
     } else {
         step_node(run, run_pick(run, 100));
     }
+    rkv_alloc_fail_after(-1);
 }
 
 /* Prints the replay command before an assertion of the final phase. */
@@ -277,6 +288,7 @@ static void run_finish(struct run *run)
     if (getenv("RKV_RAFT_VERBOSE") != NULL) {
         rkv__log_min_level = RKV_DEBUG;
     }
+    rkv_raft_fixture_tolerate_enomem(cluster, false);
     rkv_raft_fixture_heal(cluster);
     for (unsigned i = 0; i < run->n_nodes; i++) {
         if (!rkv_raft_fixture_alive(cluster, i)) {
@@ -313,7 +325,28 @@ static void run_finish(struct run *run)
     }
 }
 
-static void run_seed(uint64_t seed, unsigned long n_steps)
+/* What the seeds exercised, summed over a whole run. */
+struct coverage {
+    uint64_t n_committed;
+    uint64_t n_installs;
+    uint64_t n_reads;
+    uint64_t n_leaders;
+    uint64_t n_enomem;
+};
+
+static void coverage_add(struct coverage *cov, const struct run *run)
+{
+    cov->n_committed += rkv_raft_fixture_committed(run->cluster);
+    cov->n_leaders += rkv_raft_fixture_n_leaders(run->cluster);
+    cov->n_enomem += rkv_raft_fixture_n_enomem(run->cluster);
+    for (unsigned i = 0; i < run->n_nodes; i++) {
+        cov->n_installs += rkv_raft_fixture_n_installs(run->cluster, i);
+        cov->n_reads += rkv_raft_fixture_n_reads(run->cluster, i);
+    }
+}
+
+static void run_seed(uint64_t seed, unsigned long n_steps,
+                     struct coverage *cov)
 {
     struct run run;
 
@@ -322,38 +355,42 @@ static void run_seed(uint64_t seed, unsigned long n_steps)
         run_step(&run);
     }
     run_finish(&run);
-    if (getenv("RKV_RAFT_VERBOSE") != NULL) {
-        unsigned n_installs = 0;
-        int leader = rkv_raft_fixture_leader(run.cluster);
-
-        for (unsigned i = 0; i < run.n_nodes; i++) {
-            n_installs += rkv_raft_fixture_n_installs(run.cluster, i);
-        }
-        printf("seed %llu: voters=%u committed=%llu term=%llu installs=%u\n",
-               (unsigned long long)seed, run.n_voters,
-               (unsigned long long)rkv_raft_fixture_committed(run.cluster),
-               (unsigned long long)rkv_raft_term(
-                   rkv_raft_fixture_raft(run.cluster, (unsigned)leader)),
-               n_installs);
-    }
+    coverage_add(cov, &run);
     rkv_raft_fixture_free(run.cluster);
 }
 
 /* Every seed keeps the safety invariants under random faults and ends
- * with a live group. */
+ * with a live group. A run of 100 seeds or more must also have exercised
+ * elections, commits, snapshots, reads and allocation failures, so that a
+ * change making the faults ineffective fails here. */
 TEST(raft_random, seeds)
 {
     unsigned long n_seeds = env_count("RKV_RAFT_SEEDS", SEEDS_DEFAULT);
     unsigned long n_steps = env_count("RKV_RAFT_STEPS", STEPS_DEFAULT);
     unsigned long only = env_count("RKV_RAFT_SEED", 0);
+    struct coverage cov = {0};
 
     rkv__log_min_level = RKV_WARN;
     if (only != 0) {
-        run_seed(only, n_steps);
+        run_seed(only, n_steps, &cov);
         return;
     }
     for (unsigned long seed = 1; seed <= n_seeds; seed++) {
-        run_seed(seed, n_steps);
+        run_seed(seed, n_steps, &cov);
     }
-    printf("raft random: %lu seeds of %lu steps passed\n", n_seeds, n_steps);
+    printf("raft random: %lu seeds of %lu steps passed: %llu leaders, "
+           "%llu committed, %llu snapshots installed, %llu reads, "
+           "%llu allocation failures\n",
+           n_seeds, n_steps, (unsigned long long)cov.n_leaders,
+           (unsigned long long)cov.n_committed,
+           (unsigned long long)cov.n_installs,
+           (unsigned long long)cov.n_reads,
+           (unsigned long long)cov.n_enomem);
+    if (n_seeds >= 100 && n_steps >= STEPS_DEFAULT) {
+        ASSERT_UINT_GT(cov.n_leaders, n_seeds);
+        ASSERT_UINT_GT(cov.n_committed, 6 * n_seeds);
+        ASSERT_UINT_GT(cov.n_installs, n_seeds / 4);
+        ASSERT_UINT_GT(cov.n_reads, n_seeds);
+        ASSERT_UINT_GT(cov.n_enomem, n_seeds);
+    }
 }
