@@ -10,6 +10,10 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+/* Bytes a length-delimited field adds around its message: a tag and a
+ * length varint need at most 15, so 20 is a safe bound. */
+#define CONN_FIELD_OVERHEAD_MAX 20
+
 /* One uv_write in flight; owns the bytes it writes. */
 struct conn_write {
     uv_write_t req;
@@ -409,14 +413,15 @@ int rkv_node__conn_append_field(struct rkv_node__conn *conn,
         frame_len = conn->out_len - conn->open_frame_index -
                     RKV_NODE_FRAME_HEADER_LEN;
         /* A frame never grows past frame_max: start a new one. */
-        if (frame_len + len + 20 > conn->frame_max) {
+        if (frame_len + len + CONN_FIELD_OVERHEAD_MAX > conn->frame_max) {
             rkv_node__conn_close_frame(conn);
         }
     }
-    if (len + 20 > conn->frame_max) {
+    if (len + CONN_FIELD_OVERHEAD_MAX > conn->frame_max) {
         return RKV_ETOOLARGE;
     }
-    rv = conn_reserve(conn, RKV_NODE_FRAME_HEADER_LEN + 20 + len);
+    rv = conn_reserve(conn,
+                      RKV_NODE_FRAME_HEADER_LEN + CONN_FIELD_OVERHEAD_MAX + len);
     if (rv != 0) {
         return rv;
     }

@@ -9,11 +9,12 @@
  *   running    the loop serves; a cluster id is learned by init
  *              (rkv_node_init() or an InitRequest) or from a peer's Hello
  *              (rkv_node__bootstrap())
- *   stopping   rkv_node_stop() wakes stop_async: listeners and connections
- *              close, uncollected Raft work is dropped (as a crash would),
- *              the loop waits for the writer's batch in flight, closes its
- *              last handles and exits; the caller joins it, stops the
- *              writer, fails what still waits and closes the store.
+ *   stopping   rkv_node_stop() wakes stop_async. Listeners and connections
+ *              close, and uncollected Raft work is dropped (as a crash
+ *              would). The loop waits for the writer's batch in flight,
+ *              closes its last handles and exits. The caller then joins it,
+ *              stops the writer, fails what still waits and closes the
+ *              store.
  *
  * Restart: every replica is rebuilt from its stored hard state, applied
  * index and log, so the node resumes with everything it acknowledged.
@@ -415,10 +416,9 @@ static bool spans_overlap(const struct rkv_range_desc *a,
     return !a_ends_first && !b_ends_first;
 }
 
-/* Looks range_id up in this node's copy of the meta records and decides
- * whether a placeholder is due: only when no initialized local replica
- * overlaps its span, because an overlapping one will create the range
- * itself when it applies the split. */
+/* Looks range_id up in this node's copy of the meta records. A placeholder
+ * is due only when no initialized local replica overlaps its span, because
+ * an overlapping one creates the range itself when it applies the split. */
 static bool placeholder_is_due(struct rkv_node *node, uint64_t range_id)
 {
     struct rkv_range_rtxn *rtxn;
@@ -655,11 +655,11 @@ static bool spread_target_ok(struct rkv_node *node,
 }
 
 /* Leadership spread: a node leading more than its share of ranges hands
- * some to other voters, so that leaders (and with them the write load) do
- * not pile up on the node that happened to win elections or that drove the
- * splits. Runs every RKV_NODE_SPREAD_INTERVAL_MS; moves at most
+ * some to other voters. Leaders, and with them the write load, then do not
+ * pile up on the node that won the elections or drove the splits. It runs
+ * every RKV_NODE_SPREAD_INTERVAL_MS and moves at most
  * RKV_NODE_SPREAD_MOVES_MAX ranges per run, so leadership moves gradually
- * and every node running this converges without coordination. */
+ * and the nodes converge without coordination. */
 static void node_spread_leadership(struct rkv_node *node)
 {
     size_t n_leaders = 0;
@@ -673,7 +673,7 @@ static void node_spread_leadership(struct rkv_node *node)
             n_leaders += r->role == RKV_RAFT_LEADER;
         }
     }
-    /* Every member holds a replica of every range, so each one's fair share
+    /* Every member has a replica of every range, so each one's fair share
      * is the range count over the member count, rounded up. */
     share = (node->n_replicas + node->n_peers - 1) / node->n_peers;
     if (n_leaders <= share) {

@@ -23,7 +23,7 @@
 #include "node/rpc.pb-c.h"
 #include "rangekv/rangekv.h"
 
-/* Time `init` waits for the node's answer. */
+/* Time `init` waits for the node's response. */
 #define CLI_INIT_TIMEOUT_S 30
 
 static void start_usage(FILE *out)

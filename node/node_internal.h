@@ -15,8 +15,9 @@
  *      acknowledged to Raft in submission order.
  *   2. A replica's pending proposals are sorted by index, strictly
  *      increasing.
- *   3. A client request is on exactly one list (pending proposal, pending
- *      read, split waiter) until it is answered once, then freed.
+ *   3. A client request is on at most one wait list (pending proposal,
+ *      pending read, split waiter) and on the node's deadline list until
+ *      its one response is sent, then it is freed.
  */
 #ifndef RKV_NODE_INTERNAL_H
 #define RKV_NODE_INTERNAL_H
@@ -63,10 +64,10 @@
  * how many transfers it starts per check. */
 #define RKV_NODE_SPREAD_INTERVAL_MS 2000
 #define RKV_NODE_SPREAD_MOVES_MAX 4
-/* Log compaction: once a replica's log holds more than the compaction
- * threshold of applied entries (a setting, this by default), it is
- * compacted up to RKV_NODE_LOG_KEEP_DIVISOR-th of that below the applied
- * index; followers further behind catch up by snapshot. */
+/* Log compaction: once a replica's log contains more applied entries than
+ * the threshold (a setting, this by default), it is compacted up to a
+ * RKV_NODE_LOG_KEEP_DIVISOR-th of the threshold below the applied index.
+ * Followers further behind catch up by snapshot. */
 #define RKV_NODE_LOG_COMPACT_ENTRIES_DEFAULT 50000
 #define RKV_NODE_LOG_KEEP_DIVISOR 5
 /* Snapshot chunks read from the store, in bytes; a chunk may exceed it by
@@ -82,7 +83,7 @@
 /* Size of the table remembering those attempts (oldest overwritten). */
 #define RKV_NODE_UNINIT_SLOTS 64
 /* Quiescence: a leader idle for this many ticks stops ticking the range
- * and tells its followers to stop too. */
+ * and sends its followers a Quiesce so that they stop too. */
 #define RKV_NODE_QUIESCE_TICKS 5
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
@@ -95,16 +96,17 @@ struct rkv_node__replica;
 
 struct rkv_node__client;
 
-/* Why a request waits. */
+/* Wait state of a client request. */
 enum rkv_node__wait {
     RKV_NODE_WAIT_NONE = 0,
     RKV_NODE_WAIT_PROPOSAL, /* for its entry to apply */
     RKV_NODE_WAIT_READ,     /* for a ReadIndex, then for the apply */
     RKV_NODE_WAIT_SPLIT,    /* for a split it asked for */
-    RKV_NODE_WAIT_INIT,     /* for nothing: init answers at once */
+    RKV_NODE_WAIT_INIT,     /* nothing: init responds at once */
 };
 
-/* One client request in flight; owned by the node from decode to answer. */
+/* One client request in flight; owned by the node from decode to
+ * response. */
 struct rkv_node__request {
     struct rkv_node *node;            /* borrowed */
     struct rkv_node__client *client;  /* holds one reference */
@@ -223,7 +225,7 @@ struct rkv_node__witem {
     struct rkv_node__witem *next;
 };
 
-/* What the writer commits in one LMDB transaction. */
+/* A batch of Raft work that the writer commits in one LMDB transaction. */
 struct rkv_node__wbatch {
     struct rkv_node__witem *head;
     struct rkv_node__witem *tail;
@@ -390,8 +392,8 @@ int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
                       size_t len, uint64_t *index, uint64_t *term);
 void rkv_node__replica_free(struct rkv_node__replica *replica);
 /* Creates a placeholder (uninitialized) replica for range_id when a
- * snapshot skipped the split that would have created it; returns it, or
- * NULL when the message should be dropped. */
+ * snapshot skipped the split that would have created it. Returns it, or
+ * NULL when the message for the range should be dropped. */
 struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
                                                         uint64_t range_id);
 /* Resumes ticking a quiesced replica. */
@@ -484,8 +486,9 @@ int rkv_node__split_start(struct rkv_node__replica *replica,
 void rkv_node__split_applied(struct rkv_node__replica *replica,
                              uint64_t index, uint64_t term,
                              const struct rkv_range_apply_result *result);
-/* Proposes command to range_id on its leader, local or remote. cb runs
- * exactly once, later. */
+/* Proposes command to range_id on its leader, local or remote. On success
+ * cb runs once, later, unless the node stops first (stop frees waiting
+ * proposals without calling them). */
 int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,
                            const uint8_t *command, size_t command_len,
                            rkv_node__propose_cb cb, void *data);

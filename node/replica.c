@@ -3,11 +3,11 @@
  * work, and finishing them once the writer made them durable.
  *
  * Happy path, once per loop iteration (node's uv_check handle):
- *   1. rkv_node__collect_ready() takes each marked replica's ready batch,
- *      sends its messages at once (a leader's appends go out while its own
- *      write runs, Raft thesis 10.2.1), records role changes, matches
- *      ReadIndex results to waiting reads, and adds the batch to the next
- *      writer batch.
+ *   1. rkv_node__collect_ready() takes each marked replica's ready batch
+ *      and sends its messages at once. A leader's appends thus go out while
+ *      its own write runs (Ongaro's Raft thesis, 10.2.1). It then records
+ *      role changes, matches ReadIndex results to waiting reads, and adds
+ *      the batch to the next writer batch.
  *   2. When the writer is idle the next batch is submitted.
  *   3. rkv_node__batch_done() runs when the writer finished: for each item,
  *      rkv_raft_ack(), then the messages that needed the batch durable (vote
@@ -126,7 +126,8 @@ static void replica_take_reads(struct rkv_node__replica *replica,
 
 static size_t peer_slot(uint64_t node_id)
 {
-    assert(node_id >= 1 && node_id <= RKV_NODE_JOIN_MAX);
+    assert(node_id >= 1);
+    assert(node_id <= RKV_NODE_JOIN_MAX);
     return (size_t)(node_id - 1);
 }
 
@@ -161,8 +162,8 @@ static int snapshot_reader_open(struct rkv_node__replica *r, size_t slot)
 
 /* Leader side of a snapshot transfer: produces the requested chunk from the
  * peer's open reader (chunk 0 opens a new one at the applied index). A
- * request out of sequence is ignored: the core restarts the transfer at
- * chunk 0 when it sees no progress. */
+ * request out of sequence is ignored, because the core restarts the
+ * transfer at chunk 0 after two election timeouts without progress. */
 static void replica_serve_snapshot(struct rkv_node__replica *r,
                                    const struct rkv_raft_snapshot_request *sr)
 {
@@ -302,8 +303,9 @@ void rkv_node__collect_ready(struct rkv_node *node)
     }
 }
 
-/* Answers the client proposals up to index: the one at index with the same
- * term succeeded, every other was dropped (its entry was replaced). */
+/* Completes the client proposals up to index. The one at index with the
+ * same term succeeded. Every other one was dropped, because another entry
+ * took its index. */
 static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
                              uint64_t term,
                              const struct rkv_range_apply_result *result)
@@ -322,7 +324,7 @@ static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
     }
 }
 
-/* Schedules a compaction once the log holds too many applied entries. */
+/* Schedules a compaction once the log contains too many applied entries. */
 static void replica_maybe_compact(struct rkv_node__replica *r)
 {
     uint64_t threshold = r->node->log_compact_entries;
@@ -498,8 +500,8 @@ void rkv_node__replica_wake(struct rkv_node__replica *replica)
     }
 }
 
-/* Stops ticking an idle leader's range and tells every other replica's
- * node, with the commit index they must have to follow suit. */
+/* Stops ticking an idle leader's range and sends a Quiesce, with the commit
+ * index a follower must have to stop too, to every other replica's node. */
 static void replica_quiesce(struct rkv_node__replica *r)
 {
     Rkv__Peer__Quiesce quiesce = RKV__PEER__QUIESCE__INIT;

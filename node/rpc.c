@@ -2,7 +2,8 @@
  * The client RPC server: node/rpc.proto on the node's client port.
  *
  * Happy path: a Request frame is decoded, routed to the local replica whose
- * span holds the key (or to range_id when the client names one), and then:
+ * span contains the key (or to range_id when the client names one), and
+ * then:
  *   - writes (put, delete, cas, batch) are encoded as range commands and
  *     proposed; the request waits on the replica until its entry is
  *     committed, durable and applied (rkv_node__request_applied());
@@ -157,7 +158,7 @@ static void range_info_fill_local(struct rkv_node *node,
     info->key_count = r->stats.key_count;
 }
 
-/* Answers req with rv, adding the hints that go with that error. */
+/* Fails req with rv, adding the hints that go with that error. */
 static void request_fail_with_replica(struct rkv_node__request *req, int rv,
                                       const char *message,
                                       struct rkv_node__replica *replica)
@@ -709,7 +710,8 @@ static bool request_key(const Rkv__Rpc__Request *msg, ProtobufCBinaryData *key)
     }
 }
 
-/* Finds the replica for req; answers req and returns NULL on failure. */
+/* Finds the replica for req. On failure it responds to req with the error
+ * and returns NULL. */
 static struct rkv_node__replica *request_route(struct rkv_node__request *req,
                                                ProtobufCBinaryData key)
 {
@@ -821,7 +823,7 @@ void rkv_node__requests_expire(struct rkv_node *node, uint64_t now_ms)
         struct rkv_node__replica *r =
             rkv_node__replica_find(node, req->range_id);
 
-        /* Unlink from the list it waits on before answering. */
+        /* Unlink from the list it waits on before responding. */
         if (r != NULL && req->wait == RKV_NODE_WAIT_PROPOSAL) {
             rkv_node__request_list_remove(&r->proposals, req);
         } else if (r != NULL && req->wait == RKV_NODE_WAIT_READ) {

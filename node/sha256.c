@@ -1,10 +1,10 @@
 /*
  * SHA-256 (FIPS 180-4), used only to digest the cluster secret for the peer
  * handshake. The round constants are the first 32 bits of the fractional
- * parts of the cube roots of the first 64 primes and the initial hash the
- * same of the square roots of the first 8 primes (FIPS 180-4, 4.2.2 and
- * 5.3.3); they are computed once rather than typed in. A unit test checks
- * the digest of "abc" against the standard's example.
+ * parts of the cube roots of the first 64 primes (FIPS 180-4, 4.2.2). The
+ * initial hash values are the same for the square roots of the first 8
+ * primes (5.3.3). Both are computed once rather than typed in, and a unit
+ * test checks the standard's example digests.
  */
 #include "node/sha256.h"
 

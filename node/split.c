@@ -21,8 +21,8 @@
  * it that arrive earlier are dropped by the transport and resent.
  *
  * Internal proposals (struct rkv_node__iprop) are proposed locally when this
- * node leads the target range, otherwise sent to the leader as a Propose
- * frame and answered by a ProposeResult. Each waits at most
+ * node leads the target range. Otherwise they are sent to the leader as a
+ * Propose frame, and its ProposeResult completes them. Each waits at most
  * RKV_NODE_SPLIT_TIMEOUT_MS; its callback runs exactly once.
  */
 #define RKV_LOG_SUBSYS "node"
@@ -262,7 +262,7 @@ static void split_meta_cb(void *data, int rv,
         rv = result->rv;
     }
     if (rv != 0) {
-        /* The split itself is done; a stale meta record only costs clients
+        /* The split itself is done. A stale meta record only costs clients
          * a RKV_EKEYMISMATCH round trip, and the next split of either side
          * writes fresh records. */
         RKV_LOG(RKV_WARN, "meta update after split failed range=%llu "

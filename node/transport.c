@@ -223,8 +223,8 @@ static void peer_in_step(struct rkv_node__peer_in *in,
                 (unsigned long long)in->node_id, rkv_strerror(rv));
     }
     /* A message that leaves work (a response to send, entries to write)
-     * wakes a quiesced range; a late heartbeat response to a leader that
-     * just quiesced leaves none and must not undo the quiescence. */
+     * wakes a quiesced range. A late heartbeat response to a leader that
+     * just quiesced leaves none, so it does not undo the quiescence. */
     if (rkv_raft_has_ready(replica->raft)) {
         rkv_node__replica_wake(replica);
         rkv_node__replica_mark(replica);

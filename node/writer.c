@@ -11,8 +11,9 @@
  * and many ranges.
  *
  * Failure: a failed commit leaves nothing committed. Raft has already handed
- * out the batch and cannot take it back, so the loop treats this as fatal
- * for the node (it logs and stops serving; see rkv_node__batch_done()).
+ * out the batch and cannot take it back. The loop therefore logs the error
+ * and aborts the process (see rkv_node__batch_done()), and a restart
+ * recovers from the last commit.
  *
  * Invariant: at most one batch is between submit and completion.
  */

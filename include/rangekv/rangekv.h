@@ -7,10 +7,10 @@
  * on both ports; the calls below may be made from any thread except the
  * node's own.
  *
- * A cluster is formed as with `rangekv start` and `rangekv init`: start
+ * A cluster is formed as with `rangekv start` and `rangekv init`. Start
  * every initial member with the same join list (the peer addresses of all
- * members, in the same order), then call rkv_node_init() on one of them (or
- * send an init request to its client port). Node ids are the 1-based
+ * members, in the same order). Then call rkv_node_init() on one of them, or
+ * send an init request to its client port. Node ids are the 1-based
  * positions in the join list unless node_id is set. Node id and cluster id
  * are persisted in the store folder; restarting with the same folder
  * resumes the node with everything it acknowledged.
@@ -32,7 +32,7 @@ struct rkv_node;
 
 /* Longest "host:port" string the node accepts or returns, NUL included. */
 #define RKV_NODE_ADDR_MAX 64
-/* Most members in a join list. */
+/* Maximum members in a join list. */
 #define RKV_NODE_JOIN_MAX 16
 /* Default split threshold: 512 MiB, CockroachDB's range_max_bytes. */
 #define RKV_NODE_SPLIT_BYTES_DEFAULT (512ull * 1024 * 1024)
@@ -82,7 +82,7 @@ void rkv_node_addresses(const struct rkv_node *node,
 uint64_t rkv_node_id(const struct rkv_node *node);
 
 /* Bootstraps a new cluster from this node: picks a cluster id and creates
- * the first range with every join member as a voter; the other members
+ * the first range with every join member as a voter. The other members
  * learn the cluster id from this node over the peer transport. Blocks until
  * done. Returns 0, or RKV_ESTALE when the node already belongs to a
  * cluster. */

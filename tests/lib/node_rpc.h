@@ -37,8 +37,8 @@ Rkv__Rpc__Response *rkv_test_rpc_call_addr(const char *addr,
                                            Rkv__Rpc__Request *request);
 
 /* Sends request to the nodes in addrs (client addresses) until one returns
- * a final answer or timeout_ms passes; returns the response (NULL on
- * timeout). A final answer is error 0 or an error other than the retried
+ * a final response or timeout_ms passes. Returns that response, or NULL on
+ * timeout. A final response has error 0 or an error other than the retried
  * ones above. */
 Rkv__Rpc__Response *rkv_test_rpc_route(char addrs[][RKV_TEST_ADDR_MAX],
                                        size_t n_addrs,
