@@ -1,8 +1,9 @@
 /*
  * The Raft core: one replication group as a pure state machine.
  *
- * The core performs no I/O, reads no clock and keeps no global state. The
- * caller (the node runtime, or the test fixture) drives it:
+ * The core performs no I/O apart from RKV_LOG, reads no clock and keeps no
+ * global state. The caller (the node runtime, or the test fixture) drives
+ * it:
  *
  *   in:  rkv_raft_tick()       one logical clock tick (100 ms in the node)
  *        rkv_raft_step()       a message received from a peer
@@ -28,7 +29,7 @@
  *   3. ready->messages_after_persist are sent only after that batch is
  *      durable: vote requests and grants depend on the persisted term and
  *      vote, and append and snapshot acknowledgments on persisted entries
- *      (thesis 3.8: "servers must persist before responding").
+ *      (thesis 3.8: a server persists its state before responding).
  *   4. ready->committed may be applied at once: the core only hands out
  *      committed entries that are already durable locally.
  * A caller that persists synchronously does: ready, persist, ack, send both
@@ -55,7 +56,8 @@
  *
  * Invariants the core keeps and the tests check:
  *   1. At most one leader per term.
- *   2. A leader never overwrites or deletes entries in its log.
+ *   2. A leader never overwrites or truncates entries in its log (only
+ *      compaction drops a prefix).
  *   3. A committed entry never changes; commit only advances by counting
  *      replicas of an entry of the leader's current term (thesis 3.6.2).
  *   4. Every replica applies the same sequence of entries.
@@ -122,8 +124,8 @@ struct rkv_raft_config {
  * Fills config with defaults: election_ticks 10, heartbeat_ticks 1,
  * pre_vote and check_quorum on, inflight_entries_max 1024,
  * inflight_bytes_max 8 MiB, append_bytes_max 1 MiB, chunk_bytes_max 1 MiB,
- * uncommitted_bytes_max 64 MiB. seed seeds the election
- * timeout PRNG (0 is replaced by a fixed constant).
+ * uncommitted_bytes_max 64 MiB. seed seeds the election timeout PRNG (0 is
+ * replaced by a fixed constant).
  */
 void rkv_raft_config_init(struct rkv_raft_config *config, uint64_t id,
                           uint64_t group_id, uint64_t seed);
@@ -157,9 +159,8 @@ struct rkv_raft_snapshot_meta {
  * The durable state rkv_raft_new() starts from. A new group is
  * bootstrapped by giving every initial replica the same snapshot metadata
  * (index 0 or any agreed index, term 0, the initial voters) and no
- * entries. A replica
- * created to be added later gets an empty configuration and learns the
- * group from the leader's snapshot.
+ * entries. A replica created to be added later gets an empty
+ * configuration and learns the group from the leader's snapshot.
  */
 struct rkv_raft_boot {
     struct rkv_raft_hard_state hard_state;
@@ -208,7 +209,8 @@ struct rkv_raft_snapshot_chunk {
 /*
  * One batch of work. Owned by the caller after rkv_raft_ready() and freed
  * with rkv_raft_ready_free(); every pointer inside is owned by the batch.
- * Persist in this order: chunks, then entries, then hard_state (one store
+ * Messages are protobuf-c structs for rkv_raft__message__pack(). Persist
+ * in this order: chunks, then entries, then hard_state (one store
  * transaction may carry all three).
  */
 struct rkv_raft_ready {
@@ -251,9 +253,12 @@ struct rkv_raft_ready {
 /*
  * Creates a replica from its durable state. config and boot are borrowed
  * for the call. On success *out is a new object the caller frees with
- * rkv_raft_free(). Returns -EINVAL when boot is inconsistent (entries not
- * consecutive after snapshot.index, applied outside [snapshot.index,
- * commit], commit past the last entry), or -ENOMEM.
+ * rkv_raft_free(). Returns -EINVAL for an invalid config (zero id, zero
+ * limits, heartbeat_ticks not below election_ticks) or an inconsistent
+ * boot: entries not consecutive after snapshot.index, entry terms
+ * decreasing or above hard_state.term, applied outside [snapshot.index,
+ * last index], or commit past the last index. Returns -ENOMEM when
+ * allocation fails. A commit below applied is raised to applied.
  */
 int rkv_raft_new(const struct rkv_raft_config *config,
                  const struct rkv_raft_boot *boot, struct rkv_raft **out);
@@ -269,10 +274,14 @@ void rkv_raft_free(struct rkv_raft *r);
 int rkv_raft_tick(struct rkv_raft *r);
 
 /*
- * Processes a message from a peer. msg is borrowed for the call. Messages
- * from unknown peers, of stale terms or duplicated are ignored (0).
- * Returns RKV_EMALFORMED when msg->to is not this replica or a field is
- * inconsistent, or -ENOMEM.
+ * Processes a message from a peer. msg is borrowed for the call. A stale
+ * request (an older term) gets a rejection carrying the current term, so
+ * its sender steps down. Other stale, duplicate or unknown-peer messages
+ * are ignored and return 0. Returns RKV_EMALFORMED when msg->to is not
+ * this replica, msg->from is 0 or this replica, the type is unknown,
+ * entries do not follow prev_log_index, a configuration is invalid, or an
+ * acknowledged index lies past the last index. Returns -ENOMEM when
+ * allocation fails.
  */
 int rkv_raft_step(struct rkv_raft *r, const RkvRaft__Message *msg);
 
@@ -421,7 +430,9 @@ bool rkv_raft_is_idle(const struct rkv_raft *r);
  * bytes the caller frees with rkv_free(), or NULL on allocation failure. */
 uint8_t *rkv_raft_conf_encode(const struct rkv_raft_conf *conf, size_t *len);
 
-/* Decodes ENTRY_CONF data. Returns RKV_EMALFORMED or -ENOMEM. */
+/* Decodes ENTRY_CONF data (borrowed) into *conf. Returns RKV_EMALFORMED
+ * for invalid data, more than RKV_RAFT_MAX_SERVERS servers, a zero id or a
+ * duplicate id. */
 int rkv_raft_conf_decode(const uint8_t *data, size_t len,
                          struct rkv_raft_conf *conf);
 
