@@ -4,7 +4,7 @@
  * with none of those, an interactive shell reading statements from stdin.
  *
  * The shell prints results as psql's aligned format does: a header, a
- * separator, the rows, then "(N rows)"; other statements print their
+ * separator, the rows, then "(N rows)". Other statements print their
  * command tag, and errors print "ERROR:  message" on stderr.
  */
 #include <errno.h>
@@ -177,10 +177,25 @@ static size_t text_width(const char *text)
     return width;
 }
 
-static void print_padded(FILE *out, const char *text, size_t width)
+/* Prints text in a cell of width characters with one space each side, as
+ * psql does; centered for headers, and left-aligned otherwise. The last
+ * column of a data row gets no trailing padding. */
+static void print_cell(FILE *out, const char *text, size_t width,
+                       bool centered, bool last)
 {
+    size_t text_len = text_width(text);
+    size_t left = centered ? (width - text_len) / 2 : 0;
+    size_t right = width - text_len - left;
+
+    fputc(' ', out);
+    for (size_t i = 0; i < left; i++) {
+        fputc(' ', out);
+    }
     fputs(text, out);
-    for (size_t i = text_width(text); i < width; i++) {
+    if (last && !centered) {
+        return;
+    }
+    for (size_t i = 0; i < right + 1; i++) {
         fputc(' ', out);
     }
 }
@@ -199,13 +214,14 @@ static void printer_flush(struct printer *printer)
         }
     }
     for (size_t c = 0; c < n; c++) {
-        fputs(c > 0 ? " | " : " ", printer->out);
-        print_padded(printer->out, printer->names[c], widths[c]);
+        fputs(c > 0 ? "|" : "", printer->out);
+        print_cell(printer->out, printer->names[c], widths[c], true,
+                   c + 1 == n);
     }
     fputc('\n', printer->out);
     for (size_t c = 0; c < n; c++) {
-        fputs(c > 0 ? "-+-" : "-", printer->out);
-        for (size_t i = 0; i < widths[c]; i++) {
+        fputs(c > 0 ? "+" : "", printer->out);
+        for (size_t i = 0; i < widths[c] + 2; i++) {
             fputc('-', printer->out);
         }
     }
@@ -214,8 +230,9 @@ static void printer_flush(struct printer *printer)
         for (size_t c = 0; c < n; c++) {
             const char *cell = printer->cells[r * n + c];
 
-            fputs(c > 0 ? " | " : " ", printer->out);
-            print_padded(printer->out, cell ? cell : "", widths[c]);
+            fputs(c > 0 ? "|" : "", printer->out);
+            print_cell(printer->out, cell ? cell : "", widths[c], false,
+                       c + 1 == n);
         }
         fputc('\n', printer->out);
     }

@@ -6,8 +6,8 @@
  * Key layout (CockroachDB's, byte for byte our own):
  *   table key  = 0xF0 | int(table_id) | int(index_id) | col1 | col2 ...
  *   catalog    = table 1: index 1 maps text(table name) -> descriptor,
- *                index 2 holds the next table id, index 3 holds the next
- *                hidden row key of each table (int(table_id) -> be64).
+ *                index 2 stores the next table id, and index 3 stores the
+ *                next hidden row key of each table (int(table_id) -> be64).
  * User tables get ids from 100 on and keep their rows in index 1, the
  * primary key.
  *
@@ -130,7 +130,7 @@ int rkv_sql__row_decode(const uint8_t *value, size_t value_len,
 #define RKV_SQL_BATCH_OPS_MAX 4096
 #define RKV_SQL_BATCH_BYTES_MAX (1024 * 1024)
 
-/* How a multi-batch write ended; filled by rkv_sql__kv_apply(). */
+/* The outcome of a multi-batch write, filled by rkv_sql__kv_apply(). */
 struct rkv_sql_apply_report {
     size_t n_batches;       /* batches committed */
     size_t n_ops_applied;   /* ops in those batches */
@@ -140,7 +140,7 @@ struct rkv_sql_apply_report {
 /* Applies ops, sorted by key with no key twice, as one atomic batch per
  * range (chunked at the limits above). Refreshes the range list and
  * retries when a range split between listing and writing. On failure the
- * report says what was already committed. */
+ * report counts what was already committed. */
 int rkv_sql__kv_apply(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
                       size_t n_ops, struct rkv_sql_apply_report *report,
                       char *message);
@@ -270,7 +270,7 @@ struct rkv_sql_row_key_block {
 
 struct rkv_sql_session {
     struct rkv_sql_kv *kv; /* borrowed */
-    sqlite3 *db;           /* in-memory; holds the virtual tables */
+    sqlite3 *db;           /* in-memory database of the virtual tables */
 
     /* The running statement's writes: array in arrival order plus an
      * open-addressing hash of 1-based indexes into it, keyed by key. */
@@ -302,7 +302,7 @@ struct rkv_sql_session {
     struct rkv_sql_table *attaching; /* handed to xCreate, which owns it */
     bool detaching; /* xDestroy only unregisters, the catalog stays */
 
-    /* What the authorizer saw while preparing a statement. */
+    /* The authorizer's findings while a statement is prepared. */
     bool classifying;
     bool saw_create_table;
     char create_table_name[RKV_SQL_NAME_MAX + 1];
@@ -360,8 +360,24 @@ char *rkv_sql__value_text(sqlite3_value *value, size_t *len_out);
 
 /* ---- session state the virtual table uses (sql_session.c) -------------- */
 
+/* One table of a session; sql_vtab.c and sql_vtab_write.c share it. */
+struct rkv_sql_vtab {
+    sqlite3_vtab base;
+    struct rkv_sql_session *session; /* borrowed, outlives the table */
+    sqlite3 *db;                     /* the session's connection */
+    struct rkv_sql_table *table;     /* owned */
+    struct rkv_sql_buf prefix;       /* key prefix of the primary index */
+};
+
 /* Registers the "rangekv" virtual table module on the session's db. */
 int rkv_sql__vtab_register(struct rkv_sql_session *session);
+/* Sets the message SQLite reports for the table's failing call. */
+void rkv_sql__vtab_set_error(struct rkv_sql_vtab *vtab, const char *message);
+/* The xBestIndex method (sql_vtab_plan.c). */
+int rkv_sql__vtab_best_index(sqlite3_vtab *base, sqlite3_index_info *info);
+/* The xUpdate method (sql_vtab_write.c). */
+int rkv_sql__vtab_update(sqlite3_vtab *base, int argc, sqlite3_value **argv,
+                         sqlite3_int64 *rowid);
 
 /* Sets the statement's error: SQLSTATE (five characters) and a message. */
 void rkv_sql__session_set_error(struct rkv_sql_session *session,

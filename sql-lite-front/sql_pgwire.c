@@ -2,10 +2,10 @@
  * The PostgreSQL wire protocol (version 3.0) in front of SQL sessions:
  * enough for psql and libpq clients using the simple query protocol.
  *
- * Threads: one libuv loop thread owns the listener and every connection;
- * statements run on libuv's worker pool (uv_queue_work), one at a time
- * per connection, and their whole response is written back from the loop
- * thread when the statement is done.
+ * Threads: one libuv loop thread owns the listener and every connection.
+ * Statements run on libuv's worker pool (uv_queue_work), one at a time per
+ * connection, and the loop thread writes their whole response back when
+ * the statement is done.
  *
  * Connection states (conn_process):
  *   STARTUP   expects an untyped startup packet. An SSLRequest or
@@ -461,7 +461,7 @@ static int put_startup_done(struct conn *conn, struct rkv_sql_buf *out)
     return rv != 0 ? rv : put_ready(out);
 }
 
-/* Opens the session and tells the client it may send queries. */
+/* Opens the session and sends ReadyForQuery after the startup reply. */
 static void conn_become_ready(struct conn *conn)
 {
     struct rkv_sql_buf out = {0};

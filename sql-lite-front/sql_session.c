@@ -628,7 +628,7 @@ static int session_authorize_cb(void *data, int action, const char *arg1,
                  sizeof(session->create_table_name), "%s", arg1);
         return SQLITE_OK;
     case SQLITE_CREATE_INDEX:
-        /* CREATE TABLE asks for the index behind its PRIMARY KEY. */
+        /* CREATE TABLE creates an index for its PRIMARY KEY. */
         if (strncmp(arg1, "sqlite_autoindex_", 17) == 0) {
             return SQLITE_OK;
         }

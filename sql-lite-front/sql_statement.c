@@ -228,8 +228,8 @@ char *rkv_sql__value_text(sqlite3_value *value, size_t *len_out)
     return text;
 }
 
-/* Picks the PostgreSQL type of a result column: from its declared type
- * when it has one that says, else from the first row's value. */
+/* Picks the PostgreSQL type of a result column from its declared type's
+ * affinity, or else from the first row's value. */
 static uint32_t column_type_oid(sqlite3_stmt *stmt, int column, bool has_row)
 {
     const char *decl_type = sqlite3_column_decltype(stmt, column);
@@ -402,7 +402,7 @@ int rkv_sql__statement_step(struct rkv_sql_session *session,
 
 /* ---- CREATE TABLE -------------------------------------------------------- */
 
-/* Tells whether a CREATE TABLE statement says IF NOT EXISTS. */
+/* Tells whether a CREATE TABLE statement has IF NOT EXISTS. */
 static bool create_has_if_not_exists(const char *text)
 {
     const char *after;

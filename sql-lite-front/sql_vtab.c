@@ -3,14 +3,8 @@
  * table, reading rows with key-span scans and writing into the session's
  * statement buffer.
  *
- * Planning (xBestIndex): walk the key columns in order; each with a usable
- * "=" or IN constraint extends the equality prefix, the first one without
- * may add a lower and an upper bound, and planning stops there. The plan
- * travels to xFilter as idxStr, one letter per argv entry:
- *   e  equals        i  IN, all values at once (sqlite3_vtab_in)
- *   g  >   G  >=     l  <   L  <=     n  LIMIT   o  OFFSET
- * and idxNum is the length of the equality prefix. ORDER BY on the key
- * columns in key order (DESC columns reversed) is consumed.
+ * Planning (xBestIndex) is in sql_vtab_plan.c; its plan reaches xFilter
+ * as idxStr, one letter per argv entry, and idxNum.
  *
  * Scanning (xFilter): the product of the equality values times the bounds
  * gives a sorted list of non-overlapping key spans, so a query touches only
@@ -20,10 +14,7 @@
  * superset spans. Rows come in pages that grow from a small first page
  * (or the LIMIT) to RKV_SQL_SCAN_PAGE_MAX.
  *
- * Writing (xUpdate): values get the column's affinity, key columns must
- * then hold their one storage class, and NOT NULL is checked. Writes go to
- * the session buffer (sql_session.c); a plain INSERT first checks that the
- * key is absent in the buffer, then in the store.
+ * Writing (xUpdate) is in sql_vtab_write.c.
  *
  * Rowids are handles into the session's per-statement table of row keys,
  * because a composite key does not fit SQLite's 64-bit rowid.
@@ -37,8 +28,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "rangekv/client.h"
-
 #define RKV_LOG_SUBSYS "sql"
 #include "common/common.h"
 
@@ -48,16 +37,6 @@
 /* Pairs of the first and of the largest scan page. */
 #define RKV_SQL_SCAN_PAGE_FIRST 64
 #define RKV_SQL_SCAN_PAGE_MAX 1024
-/* argv entries one plan uses: two per key column plus LIMIT and OFFSET. */
-#define PLAN_ARGS_MAX (2 * RKV_SQL_COLUMNS_MAX + 2)
-
-struct vtab {
-    sqlite3_vtab base;
-    struct rkv_sql_session *session; /* borrowed, outlives the table */
-    sqlite3 *db;                     /* the session's connection */
-    struct rkv_sql_table *table;     /* owned */
-    struct rkv_sql_buf prefix;       /* key prefix of the primary index */
-};
 
 struct span {
     struct rkv_sql_buf start; /* inclusive */
@@ -79,16 +58,16 @@ struct cursor {
     struct rkv_sql_datum *row; /* n_columns values of the current row */
 };
 
-static void set_vtab_error(struct vtab *vtab, const char *message)
+void rkv_sql__vtab_set_error(struct rkv_sql_vtab *vtab, const char *message)
 {
     sqlite3_free(vtab->base.zErrMsg);
     vtab->base.zErrMsg = sqlite3_mprintf("%s", message);
 }
 
 /* Copies the session's error into the vtab and returns SQLITE_ERROR. */
-static int fail(struct vtab *vtab)
+static int fail(struct rkv_sql_vtab *vtab)
 {
-    set_vtab_error(vtab, vtab->session->message);
+    rkv_sql__vtab_set_error(vtab, vtab->session->message);
     return SQLITE_ERROR;
 }
 
@@ -193,7 +172,7 @@ static void attached_remove(struct rkv_sql_session *session,
     }
 }
 
-static void vtab_free(struct vtab *vtab)
+static void vtab_free(struct rkv_sql_vtab *vtab)
 {
     rkv_sql__table_free(vtab->table);
     rkv_sql__buf_free(&vtab->prefix);
@@ -207,7 +186,7 @@ static int vtab_connect(sqlite3 *db, void *aux, int argc,
                         char **error)
 {
     struct rkv_sql_session *session = aux;
-    struct vtab *vtab;
+    struct rkv_sql_vtab *vtab;
     char *declaration;
     int rc;
 
@@ -246,7 +225,7 @@ static int vtab_connect(sqlite3 *db, void *aux, int argc,
 
 static int vtab_disconnect(sqlite3_vtab *base)
 {
-    vtab_free((struct vtab *)base);
+    vtab_free((struct rkv_sql_vtab *)base);
     return SQLITE_OK;
 }
 
@@ -254,7 +233,7 @@ static int vtab_disconnect(sqlite3_vtab *base)
  * is only detaching a table that another session dropped. */
 static int vtab_destroy(sqlite3_vtab *base)
 {
-    struct vtab *vtab = (struct vtab *)base;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base;
     struct rkv_sql_session *session = vtab->session;
     char message[RKV_SQL_KV_MESSAGE_MAX] = "";
     int rv = 0;
@@ -269,170 +248,6 @@ static int vtab_destroy(sqlite3_vtab *base)
     }
     attached_remove(session, vtab->table->table_id);
     vtab_free(vtab);
-    return SQLITE_OK;
-}
-
-/* ---- planning ------------------------------------------------------------ */
-
-static bool constraint_is_binary(sqlite3_index_info *info, int index)
-{
-    const char *collation = sqlite3_vtab_collation(info, index);
-
-    return collation == NULL || strcasecmp(collation, "BINARY") == 0;
-}
-
-/* Returns the first usable constraint on column with op, or -1. */
-static int find_constraint(sqlite3_index_info *info, int column,
-                           const unsigned char *ops, size_t n_ops)
-{
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-
-        if (!c->usable || c->iColumn != column ||
-            !constraint_is_binary(info, i)) {
-            continue;
-        }
-        for (size_t j = 0; j < n_ops; j++) {
-            if (c->op == ops[j]) {
-                return i;
-            }
-        }
-    }
-    return -1;
-}
-
-/* Gives constraint index the next argv slot, recording its letter. */
-static void plan_use(sqlite3_index_info *info, int index, char letter,
-                     char *plan, int *n_args)
-{
-    plan[*n_args] = letter;
-    (*n_args)++;
-    info->aConstraintUsage[index].argvIndex = *n_args;
-}
-
-static char bound_letter(unsigned char op)
-{
-    switch (op) {
-    case SQLITE_INDEX_CONSTRAINT_GT:
-        return 'g';
-    case SQLITE_INDEX_CONSTRAINT_GE:
-        return 'G';
-    case SQLITE_INDEX_CONSTRAINT_LT:
-        return 'l';
-    default:
-        return 'L';
-    }
-}
-
-/* Adds the bounds on one key column; returns how many it used. */
-static int plan_bounds(sqlite3_index_info *info, int column, char *plan,
-                       int *n_args)
-{
-    static const unsigned char lower_ops[] = {SQLITE_INDEX_CONSTRAINT_GT,
-                                              SQLITE_INDEX_CONSTRAINT_GE};
-    static const unsigned char upper_ops[] = {SQLITE_INDEX_CONSTRAINT_LT,
-                                              SQLITE_INDEX_CONSTRAINT_LE};
-    int lower = find_constraint(info, column, lower_ops, 2);
-    int upper = find_constraint(info, column, upper_ops, 2);
-
-    if (lower >= 0) {
-        plan_use(info, lower, bound_letter(info->aConstraint[lower].op), plan,
-                 n_args);
-    }
-    if (upper >= 0) {
-        plan_use(info, upper, bound_letter(info->aConstraint[upper].op), plan,
-                 n_args);
-    }
-    return (lower >= 0) + (upper >= 0);
-}
-
-/* Tells whether scanning spans in key order yields the ORDER BY. */
-static bool plan_orders(const struct rkv_sql_table *table,
-                        sqlite3_index_info *info, int n_eq,
-                        const bool *single_eq)
-{
-    size_t position = 0;
-
-    for (int i = 0; i < info->nOrderBy; i++) {
-        int column = info->aOrderBy[i].iColumn;
-        bool desc = info->aOrderBy[i].desc != 0;
-
-        /* Key columns pinned to one value may be left out of ORDER BY. */
-        while (position < table->n_key_columns &&
-               (int)table->key_columns[position] != column &&
-               (int)position < n_eq && single_eq[position]) {
-            position++;
-        }
-        if (position >= table->n_key_columns ||
-            (int)table->key_columns[position] != column ||
-            table->columns[column].descending != desc) {
-            return false;
-        }
-        position++;
-    }
-    return true;
-}
-
-static void plan_limit(sqlite3_index_info *info, char *plan, int *n_args)
-{
-    for (int i = 0; i < info->nConstraint; i++) {
-        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
-
-        if (!c->usable) {
-            continue;
-        }
-        if (c->op == SQLITE_INDEX_CONSTRAINT_LIMIT) {
-            plan_use(info, i, 'n', plan, n_args);
-        } else if (c->op == SQLITE_INDEX_CONSTRAINT_OFFSET) {
-            plan_use(info, i, 'o', plan, n_args);
-        }
-    }
-}
-
-static int vtab_best_index(sqlite3_vtab *base, sqlite3_index_info *info)
-{
-    static const unsigned char eq_ops[] = {SQLITE_INDEX_CONSTRAINT_EQ};
-    struct vtab *vtab = (struct vtab *)base;
-    const struct rkv_sql_table *table = vtab->table;
-    bool single_eq[RKV_SQL_COLUMNS_MAX] = {false};
-    char plan[PLAN_ARGS_MAX + 1];
-    int n_args = 0;
-    int n_eq = 0;
-    int n_bounds = 0;
-    double cost = 1e6;
-
-    for (size_t p = 0; p < table->n_key_columns; p++) {
-        int column = (int)table->key_columns[p];
-        int eq = find_constraint(info, column, eq_ops, 1);
-
-        if (eq < 0) {
-            n_bounds = plan_bounds(info, column, plan, &n_args);
-            break;
-        }
-        single_eq[p] = !sqlite3_vtab_in(info, eq, -1);
-        plan_use(info, eq, single_eq[p] ? 'e' : 'i', plan, &n_args);
-        if (!single_eq[p]) {
-            sqlite3_vtab_in(info, eq, 1);
-        }
-        n_eq++;
-        cost /= 100;
-    }
-    plan_limit(info, plan, &n_args);
-    plan[n_args] = '\0';
-    info->idxNum = n_eq;
-    info->idxStr = sqlite3_mprintf("%s", plan);
-    info->needToFreeIdxStr = 1;
-    if (info->idxStr == NULL) {
-        return SQLITE_NOMEM;
-    }
-    if ((size_t)n_eq == table->n_key_columns) {
-        info->idxFlags |= SQLITE_INDEX_SCAN_UNIQUE;
-        cost = 1;
-    }
-    cost /= (1 + 3 * n_bounds);
-    info->estimatedCost = cost;
-    info->estimatedRows = (sqlite3_int64)RKV_MAX(cost, 1.0);
-    info->orderByConsumed = plan_orders(table, info, n_eq, single_eq);
     return SQLITE_OK;
 }
 
@@ -694,7 +509,7 @@ struct filter_args {
 };
 
 /* Reads the "=" and IN arguments into the prefix product. */
-static int filter_read_equalities(struct vtab *vtab, const char *plan,
+static int filter_read_equalities(struct rkv_sql_vtab *vtab, const char *plan,
                                   sqlite3_value **argv, size_t *arg,
                                   struct filter_args *args)
 {
@@ -739,7 +554,7 @@ static int filter_read_equalities(struct vtab *vtab, const char *plan,
 }
 
 /* Reads bounds, LIMIT and OFFSET. */
-static void filter_read_rest(struct vtab *vtab, const char *plan,
+static void filter_read_rest(struct rkv_sql_vtab *vtab, const char *plan,
                              sqlite3_value **argv, size_t arg, int n_eq,
                              struct filter_args *args)
 {
@@ -780,7 +595,7 @@ static void filter_read_rest(struct vtab *vtab, const char *plan,
     }
 }
 
-static int filter_build_spans(struct vtab *vtab, struct cursor *cursor,
+static int filter_build_spans(struct rkv_sql_vtab *vtab, struct cursor *cursor,
                               int n_eq, struct filter_args *args)
 {
     const struct rkv_sql_table *table = vtab->table;
@@ -836,7 +651,7 @@ static void cursor_reset(struct cursor *cursor, size_t n_columns)
 
 static int vtab_open(sqlite3_vtab *base, sqlite3_vtab_cursor **out)
 {
-    struct vtab *vtab = (struct vtab *)base;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base;
     struct cursor *cursor = rkv_calloc(1, sizeof(*cursor));
 
     if (cursor == NULL) {
@@ -855,7 +670,7 @@ static int vtab_open(sqlite3_vtab *base, sqlite3_vtab_cursor **out)
 static int vtab_close(sqlite3_vtab_cursor *base)
 {
     struct cursor *cursor = (struct cursor *)base;
-    struct vtab *vtab = (struct vtab *)base->pVtab;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base->pVtab;
 
     cursor_reset(cursor, vtab->table->n_columns);
     rkv_sql__buf_free(&cursor->next_start);
@@ -865,7 +680,7 @@ static int vtab_close(sqlite3_vtab_cursor *base)
 }
 
 /* Reads the next page of the current span from cursor->next_start. */
-static int cursor_fetch(struct cursor *cursor, struct vtab *vtab)
+static int cursor_fetch(struct cursor *cursor, struct rkv_sql_vtab *vtab)
 {
     struct rkv_sql_kv *kv = rkv_sql__session_kv(vtab->session);
     const struct span *span = &cursor->spans[cursor->span_index];
@@ -889,7 +704,7 @@ static int cursor_fetch(struct cursor *cursor, struct vtab *vtab)
 }
 
 /* Decodes a stored pair into cursor->row. */
-static int cursor_decode(struct cursor *cursor, struct vtab *vtab,
+static int cursor_decode(struct cursor *cursor, struct rkv_sql_vtab *vtab,
                          const struct rkv_sql_kv_pair *pair)
 {
     const struct rkv_sql_table *table = vtab->table;
@@ -918,7 +733,7 @@ static int cursor_decode(struct cursor *cursor, struct vtab *vtab,
 }
 
 /* Moves to the next row, fetching pages and spans as needed. */
-static int cursor_advance(struct cursor *cursor, struct vtab *vtab)
+static int cursor_advance(struct cursor *cursor, struct rkv_sql_vtab *vtab)
 {
     int rv;
 
@@ -965,7 +780,7 @@ static int cursor_advance(struct cursor *cursor, struct vtab *vtab)
 }
 
 /* Notes every span for EXPLAIN. */
-static int filter_note_spans(struct cursor *cursor, struct vtab *vtab)
+static int filter_note_spans(struct cursor *cursor, struct rkv_sql_vtab *vtab)
 {
     for (size_t i = 0; i < cursor->n_spans; i++) {
         const struct span *span = &cursor->spans[i];
@@ -980,7 +795,7 @@ static int filter_note_spans(struct cursor *cursor, struct vtab *vtab)
     return 0;
 }
 
-static int filter_start(struct cursor *cursor, struct vtab *vtab,
+static int filter_start(struct cursor *cursor, struct rkv_sql_vtab *vtab,
                         int64_t row_hint)
 {
     int rv;
@@ -1010,7 +825,7 @@ static int vtab_filter(sqlite3_vtab_cursor *base, int n_eq, const char *plan,
                        int argc, sqlite3_value **argv)
 {
     struct cursor *cursor = (struct cursor *)base;
-    struct vtab *vtab = (struct vtab *)base->pVtab;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base->pVtab;
     struct filter_args args = {0};
     size_t arg = 0;
     int rv;
@@ -1051,7 +866,7 @@ static int vtab_filter(sqlite3_vtab_cursor *base, int n_eq, const char *plan,
 static int vtab_next(sqlite3_vtab_cursor *base)
 {
     struct cursor *cursor = (struct cursor *)base;
-    struct vtab *vtab = (struct vtab *)base->pVtab;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base->pVtab;
 
     if (cursor_advance(cursor, vtab) != 0) {
         return fail(vtab);
@@ -1095,7 +910,7 @@ static int vtab_column(sqlite3_vtab_cursor *base, sqlite3_context *context,
 static int vtab_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
 {
     struct cursor *cursor = (struct cursor *)base;
-    struct vtab *vtab = (struct vtab *)base->pVtab;
+    struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base->pVtab;
     const struct rkv_sql_kv_pair *pair;
     int64_t handle;
 
@@ -1109,352 +924,11 @@ static int vtab_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
     return SQLITE_OK;
 }
 
-/* ---- writing ------------------------------------------------------------- */
-
-static const char *pg_type_name(enum rkv_sql_affinity affinity)
-{
-    switch (affinity) {
-    case RKV_SQL_AFF_INTEGER:
-        return "bigint";
-    case RKV_SQL_AFF_REAL:
-        return "double precision";
-    case RKV_SQL_AFF_TEXT:
-        return "text";
-    default:
-        return "bytea";
-    }
-}
-
-/* Makes a key column's value its one storage class, or fails with 22P02
- * (invalid_text_representation) as PostgreSQL does for "abc"::bigint. */
-static int row_check_key_value(struct vtab *vtab,
-                               const struct rkv_sql_column *column,
-                               sqlite3_value *value,
-                               struct rkv_sql_datum *datum)
-{
-    enum rkv_sql_type wanted;
-
-    switch (column->affinity) {
-    case RKV_SQL_AFF_INTEGER:
-        wanted = RKV_SQL_INTEGER;
-        break;
-    case RKV_SQL_AFF_REAL:
-        wanted = RKV_SQL_REAL;
-        break;
-    case RKV_SQL_AFF_TEXT:
-        wanted = RKV_SQL_TEXT;
-        break;
-    default:
-        wanted = RKV_SQL_BLOB;
-        if (datum->type == RKV_SQL_TEXT) {
-            datum->type = RKV_SQL_BLOB;
-        }
-        break;
-    }
-    if (datum->type == wanted) {
-        return 0;
-    }
-    rkv_sql__session_set_error(vtab->session, "22P02",
-                               "invalid input syntax for type %s: \"%s\" "
-                               "(key column \"%s\")",
-                               pg_type_name(column->affinity),
-                               (const char *)sqlite3_value_text(value),
-                               column->name);
-    return RKV_ESQL;
-}
-
-/* Checks one column of a new row: NOT NULL, then the key storage class. */
-static int row_check_column(struct vtab *vtab, size_t index,
-                            sqlite3_value *value, struct rkv_sql_datum *datum)
-{
-    const struct rkv_sql_column *column = &vtab->table->columns[index];
-
-    if (column->not_null && datum->type == RKV_SQL_NULL) {
-        rkv_sql__session_set_error(vtab->session, "23502",
-                                   "null value in column \"%s\" of relation "
-                                   "\"%s\" violates not-null constraint",
-                                   column->name, vtab->table->name);
-        return RKV_ESQL;
-    }
-    if (column->key_position > 0) {
-        return row_check_key_value(vtab, column, value, datum);
-    }
-    return 0;
-}
-
-/* Evaluates a column's DEFAULT expression into a new value (free with
- * sqlite3_value_free), or NULL when it fails. */
-static sqlite3_value *default_value(struct vtab *vtab,
-                                    const struct rkv_sql_column *column)
-{
-    sqlite3_value *value = NULL;
-    sqlite3_stmt *stmt = NULL;
-    char *sql = sqlite3_mprintf("SELECT (%s)", column->default_sql);
-
-    if (sql != NULL &&
-        sqlite3_prepare_v2(vtab->db, sql, -1, &stmt, NULL) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
-        value = sqlite3_value_dup(sqlite3_column_value(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    sqlite3_free(sql);
-    return value;
-}
-
-/* Encodes a new row (values[i] for column i) into its key and value.
- * SQLite passes NULL for a column an INSERT leaves out, because virtual
- * tables get no DEFAULT handling, so an inserted NULL takes the DEFAULT.
- * NOTE: an explicit NULL into a column with a DEFAULT therefore stores
- * the default, unlike PostgreSQL; it matters only for nullable columns
- * that also have a DEFAULT. */
-static int row_encode(struct vtab *vtab, sqlite3_value **values,
-                      bool is_insert, struct rkv_sql_buf *key,
-                      struct rkv_sql_buf *value)
-{
-    const struct rkv_sql_table *table = vtab->table;
-    struct rkv_sql_datum datums[RKV_SQL_COLUMNS_MAX];
-    sqlite3_value *defaults[RKV_SQL_COLUMNS_MAX] = {NULL};
-    uint32_t ids[RKV_SQL_COLUMNS_MAX];
-    size_t n_stored = 0;
-    int rv = 0;
-
-    for (size_t i = 0; i < table->n_columns; i++) {
-        sqlite3_value *source = values[i];
-
-        if (is_insert && table->columns[i].default_sql != NULL &&
-            sqlite3_value_type(source) == SQLITE_NULL) {
-            defaults[i] = default_value(vtab, &table->columns[i]);
-            source = defaults[i] != NULL ? defaults[i] : source;
-        }
-        values[i] = source;
-        rkv_sql__datum_from_value(source, table->columns[i].affinity,
-                                  &datums[i]);
-    }
-    if (table->hidden_key && datums[table->key_columns[0]].type ==
-                                 RKV_SQL_NULL) {
-        struct rkv_sql_datum *row_key = &datums[table->key_columns[0]];
-
-        row_key->type = RKV_SQL_INTEGER;
-        rv = rkv_sql__session_next_row_key(vtab->session, table->table_id,
-                                           &row_key->integer);
-    }
-    for (size_t i = 0; rv == 0 && i < table->n_columns; i++) {
-        rv = row_check_column(vtab, i, values[i], &datums[i]);
-    }
-    rv = rv != 0 ? rv : rkv_sql__buf_append(key, vtab->prefix.data,
-                                            vtab->prefix.len);
-    for (size_t p = 0; rv == 0 && p < table->n_key_columns; p++) {
-        uint32_t column = table->key_columns[p];
-
-        rv = rkv_sql__key_append_datum(key, &datums[column],
-                                       table->columns[column].descending);
-    }
-    for (size_t i = 0; i < table->n_columns; i++) {
-        if (table->columns[i].key_position == 0) {
-            ids[n_stored] = (uint32_t)i;
-            datums[n_stored++] = datums[i];
-        }
-    }
-    if (rv == 0) {
-        rv = rkv_sql__row_encode(value, n_stored, ids, datums);
-    }
-    for (size_t i = 0; i < table->n_columns; i++) {
-        sqlite3_value_free(defaults[i]);
-    }
-    return rv;
-}
-
-static int row_check_limits(struct vtab *vtab, const struct rkv_sql_buf *key,
-                            const struct rkv_sql_buf *value)
-{
-    if (key->len > RKV_CLIENT_KEY_MAX) {
-        rkv_sql__session_set_error(vtab->session, "54000",
-                                   "row key of table \"%s\" is %zu bytes, "
-                                   "over the maximum of %d; use shorter key "
-                                   "values",
-                                   vtab->table->name, key->len,
-                                   RKV_CLIENT_KEY_MAX);
-        return RKV_ETOOLARGE;
-    }
-    if (value->len > RKV_CLIENT_VALUE_MAX) {
-        rkv_sql__session_set_error(vtab->session, "54000",
-                                   "row of table \"%s\" is %zu bytes, over "
-                                   "the maximum of %u",
-                                   vtab->table->name, value->len,
-                                   RKV_CLIENT_VALUE_MAX);
-        return RKV_ETOOLARGE;
-    }
-    return 0;
-}
-
-/* Returns 1 when key holds a row (the statement's own writes first), 0
- * when it does not, or a negative code. */
-static int key_exists(struct vtab *vtab, const struct rkv_sql_buf *key)
-{
-    struct rkv_sql_kv *kv = rkv_sql__session_kv(vtab->session);
-    char message[RKV_SQL_KV_MESSAGE_MAX] = "";
-    uint8_t *value = NULL;
-    size_t value_len = 0;
-    int buffered;
-    int rv;
-
-    buffered = rkv_sql__session_buffered(vtab->session, key->data, key->len);
-    if (buffered >= 0) {
-        return buffered;
-    }
-    rv = kv->vtable->get(kv, key->data, key->len, &value, &value_len,
-                         message);
-    rkv_free(value);
-    if (rv == RKV_ENOTFOUND) {
-        return 0;
-    }
-    if (rv != 0) {
-        rkv_sql__session_set_kv_error(vtab->session, rv, "reading a row",
-                                      message);
-        return rv;
-    }
-    return 1;
-}
-
-/* Decides what a write to an existing key does under the statement's ON
- * CONFLICT mode: 0 write, 1 skip the row, negative fail. */
-static int resolve_conflict(struct vtab *vtab, sqlite3 *db,
-                            const struct rkv_sql_buf *key)
-{
-    int mode = sqlite3_vtab_on_conflict(db);
-    int exists;
-
-    if (mode == SQLITE_REPLACE) {
-        return 0;
-    }
-    exists = key_exists(vtab, key);
-    if (exists <= 0) {
-        return exists;
-    }
-    if (mode == SQLITE_IGNORE) {
-        return 1;
-    }
-    rkv_sql__session_set_error(vtab->session, "23505",
-                               "duplicate key value violates unique "
-                               "constraint \"%s_pkey\"",
-                               vtab->table->name);
-    return RKV_ECONDFAILED;
-}
-
-static int update_delete(struct vtab *vtab, sqlite3_value *old_rowid)
-{
-    const uint8_t *key;
-    size_t key_len;
-    int rv;
-
-    rv = rkv_sql__session_handle_get(vtab->session,
-                                     sqlite3_value_int64(old_rowid), &key,
-                                     &key_len);
-    if (rv != 0) {
-        rkv_sql__session_set_error(vtab->session, "XX000",
-                                   "row handle %lld is unknown",
-                                   sqlite3_value_int64(old_rowid));
-        return rv;
-    }
-    if (rkv_sql__session_explaining(vtab->session)) {
-        return rkv_sql__session_note_span(vtab->session, vtab->table->name,
-                                          true, key, key_len, NULL, 0);
-    }
-    return rkv_sql__session_write(vtab->session, key, key_len, NULL, 0);
-}
-
-/* Inserts (old_rowid NULL) or updates a row. */
-static int update_put(struct vtab *vtab, sqlite3_value *old_rowid,
-                      sqlite3_value **values, sqlite3_int64 *rowid)
-{
-    struct rkv_sql_session *session = vtab->session;
-    struct rkv_sql_buf key = {0};
-    struct rkv_sql_buf value = {0};
-    const uint8_t *old_key = NULL;
-    size_t old_key_len = 0;
-    bool moves;
-    int rv;
-
-    rv = row_encode(vtab, values,
-                    sqlite3_value_type(old_rowid) == SQLITE_NULL, &key,
-                    &value);
-    if (rv == 0) {
-        rv = row_check_limits(vtab, &key, &value);
-    }
-    if (rv == 0 && sqlite3_value_type(old_rowid) != SQLITE_NULL) {
-        rv = rkv_sql__session_handle_get(
-            session, sqlite3_value_int64(old_rowid), &old_key, &old_key_len);
-    }
-    if (rv != 0) {
-        goto out;
-    }
-    moves = old_key == NULL || rkv_sql__key_compare(old_key, old_key_len,
-                                                    key.data, key.len) != 0;
-    if (rkv_sql__session_explaining(session)) {
-        rv = rkv_sql__session_note_span(session, vtab->table->name, true,
-                                        key.data, key.len, NULL, 0);
-        goto out;
-    }
-    rv = moves ? resolve_conflict(vtab, vtab->db, &key) : 0;
-    if (rv == 1) {
-        rv = 0;
-        goto out;
-    }
-    if (rv == 0 && old_key != NULL && moves) {
-        rv = rkv_sql__session_write(session, old_key, old_key_len, NULL, 0);
-    }
-    if (rv == 0) {
-        /* A row of NULLs has an empty value, still a put, not a delete. */
-        rv = rkv_sql__session_write(
-            session, key.data, key.len,
-            value.data != NULL ? value.data : (const uint8_t *)"", value.len);
-    }
-    if (rv == 0) {
-        int64_t handle = 0;
-
-        rv = rkv_sql__session_handle_put(session, key.data, key.len, &handle);
-        *rowid = handle;
-    }
-
-out:
-    rkv_sql__buf_free(&key);
-    rkv_sql__buf_free(&value);
-    return rv;
-}
-
-static int vtab_update(sqlite3_vtab *base, int argc, sqlite3_value **argv,
-                       sqlite3_int64 *rowid)
-{
-    struct vtab *vtab = (struct vtab *)base;
-    int rv;
-
-    if (argc == 1) {
-        rv = update_delete(vtab, argv[0]);
-    } else {
-        assert((size_t)argc == 2 + vtab->table->n_columns);
-        rv = update_put(vtab, argv[0], argv + 2, rowid);
-    }
-    if (rv == RKV_ETOOLARGE && !vtab->session->has_error) {
-        rkv_sql__session_set_error(vtab->session, "54000",
-                                   "a statement may write at most %d rows",
-                                   RKV_SQL_STATEMENT_WRITES_MAX);
-    }
-    if (rv != 0) {
-        rkv_sql__session_set_kv_error(vtab->session, rv, "writing a row",
-                                      vtab->table->name);
-        set_vtab_error(vtab, vtab->session->message);
-        return rv == RKV_ECONDFAILED || vtab->session->sqlstate[0] == '2'
-                   ? SQLITE_CONSTRAINT
-                   : SQLITE_ERROR;
-    }
-    return SQLITE_OK;
-}
-
 static const sqlite3_module vtab_module = {
     .iVersion = 1,
     .xCreate = vtab_connect,
     .xConnect = vtab_connect,
-    .xBestIndex = vtab_best_index,
+    .xBestIndex = rkv_sql__vtab_best_index,
     .xDisconnect = vtab_disconnect,
     .xDestroy = vtab_destroy,
     .xOpen = vtab_open,
@@ -1464,7 +938,7 @@ static const sqlite3_module vtab_module = {
     .xEof = vtab_eof,
     .xColumn = vtab_column,
     .xRowid = vtab_rowid,
-    .xUpdate = vtab_update,
+    .xUpdate = rkv_sql__vtab_update,
 };
 
 int rkv_sql__vtab_register(struct rkv_sql_session *session)

@@ -1,9 +1,9 @@
 /*
- * End-to-end SQL tests: a real 3-node cluster of `rangekv` processes on
- * 127.0.0.1 (`rangekv cluster start`, OS-chosen ports, a low split
- * threshold), `rangekv sql --listen` in front of it, and psql as the
- * client, so every statement crosses the PostgreSQL protocol, the SQL
- * layer, the client library and the nodes' ranges.
+ * End-to-end SQL tests. Each starts a real 3-node cluster of `rangekv`
+ * processes on 127.0.0.1 (`rangekv cluster start`, OS-chosen ports, a low
+ * split threshold) with `rangekv sql --listen` in front of it, and uses
+ * psql as the client. So every statement crosses the PostgreSQL protocol,
+ * the SQL layer, the client library and the nodes' ranges.
  *
  * The binary is $RKV_BUILD_DIR/cmd/rangekv; ctest sets RKV_BUILD_DIR.
  * Without the node runtime (CMake target rkv_node) the tests print why
@@ -236,6 +236,7 @@ TEST(sql_cluster, psql_statements)
     ASSERT_STR_EQ(psql_rows("SELECT name, age FROM pets WHERE owner = "
                             "'ann' ORDER BY name"),
                   "rex|3\ntom|5\n");
+
     ASSERT_STR_EQ(psql_rows("UPSERT INTO pets VALUES ('bo', 'kit', 2)"),
                   "INSERT 0 1\n");
     ASSERT_STR_EQ(psql_rows("UPDATE pets SET age = age + 10 WHERE owner = "
@@ -244,17 +245,56 @@ TEST(sql_cluster, psql_statements)
     ASSERT_STR_EQ(psql_rows("SELECT owner, sum(age) FROM pets GROUP BY "
                             "owner"),
                   "ann|28\nbo|2\n");
+
     psql("-c \"INSERT INTO pets VALUES ('bo', 'kit', 4)\"");
     ASSERT_CONTAINS(output, "ERROR:  duplicate key value violates unique "
-                               "constraint \"pets_pkey\"");
+                            "constraint \"pets_pkey\"");
     psql("-c \"INSERT INTO pets(owner, name) VALUES ('cy', 'max')\"");
     ASSERT_CONTAINS(output, "ERROR:  null value in column \"age\"");
+
     ASSERT_STR_EQ(psql_rows("DELETE FROM pets WHERE owner = 'bo'"),
                   "DELETE 1\n");
     ASSERT_STR_EQ(psql_rows("SELECT count(*) FROM pets"), "2\n");
     psql("-c 'DROP TABLE pets' -c 'SELECT * FROM pets'");
     ASSERT_CONTAINS(output, "DROP TABLE\n");
     ASSERT_CONTAINS(output, "ERROR:  relation \"pets\" does not exist");
+    teardown();
+}
+
+/* Runs `rangekv sql` against the fixture's cluster with args and stdin,
+ * returning its stdout and stderr. */
+static const char *rangekv_sql(const char *args, const char *input)
+{
+    char command[8400];
+    FILE *pipe;
+    size_t used;
+
+    snprintf(command, sizeof(command), "printf '%s' | '%s' sql --host %s %s "
+                                       "2>&1",
+             input, fixture.rangekv, fixture.hosts[1], args);
+    pipe = popen(command, "r");
+    ASSERT_TRUE(pipe != NULL);
+    used = fread(output, 1, sizeof(output) - 1, pipe);
+    output[used] = '\0';
+    pclose(pipe);
+    return output;
+}
+
+/* Without --listen, `rangekv sql` runs statements from -e or from stdin,
+ * a statement possibly spanning lines, and prints them as psql does. */
+TEST(sql_cluster, shell_and_execute)
+{
+    if (!setup()) {
+        return;
+    }
+    rangekv_sql("", "CREATE TABLE sh(k INTEGER PRIMARY KEY, v TEXT);\\n"
+                    "INSERT INTO sh VALUES (1, NULL),\\n (22, '\\''b'\\'');\\n"
+                    "SELECT * FROM sh;\\nSELECT nope;\\n");
+    ASSERT_CONTAINS(output, "CREATE TABLE\nINSERT 0 2\n");
+    ASSERT_CONTAINS(output, " k  | v \n----+---\n 1  | \n 22 | b\n(2 rows)\n");
+    ASSERT_CONTAINS(output, "ERROR:  ");
+    rangekv_sql("-e 'SELECT count(*) AS n FROM sh'", "");
+    ASSERT_CONTAINS(output, " n \n---\n 2\n(1 row)\n");
     teardown();
 }
 

@@ -391,7 +391,7 @@ TEST(sql_session, catalog_shared_between_sessions)
 }
 
 /* Writes within one range commit together or not at all; writes across
- * ranges commit range by range and a failure says what was applied. */
+ * ranges commit range by range and a failure reports what was applied. */
 TEST(sql_session, commit_atomic_per_range)
 {
     SETUP();
