@@ -286,6 +286,24 @@ bool rkv_raft__is_voter(const struct rkv_raft_conf *conf, uint64_t id)
     return server != NULL && !server->learner;
 }
 
+/*
+ * Voters campaign, and so do servers that their latest configuration
+ * removed: until that removal commits the group may still need them to
+ * lead (thesis 4.2.2, the removal of S1 from a two-server cluster). They
+ * do not count their own vote. Learners never campaign, and neither does
+ * a new replica whose configuration is still empty.
+ */
+bool rkv_raft__may_campaign(const struct rkv_raft *r)
+{
+    const struct rkv_raft_server *self =
+        rkv_raft__conf_find(&r->conf, r->config.id);
+
+    if (self != NULL) {
+        return !self->learner;
+    }
+    return rkv_raft__n_voters(&r->conf) > 0;
+}
+
 unsigned rkv_raft__n_voters(const struct rkv_raft_conf *conf)
 {
     unsigned n = 0;
@@ -459,7 +477,7 @@ int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
 
 int rkv_raft_campaign(struct rkv_raft *r)
 {
-    if (!rkv_raft__is_voter(&r->conf, r->config.id)) {
+    if (!rkv_raft__may_campaign(r)) {
         return -EINVAL;
     }
     if (r->role == RKV_RAFT_LEADER) {

@@ -344,8 +344,11 @@ int rkv_raft_transfer_leadership(struct rkv_raft *r, uint64_t to);
 
 /*
  * Starts an election now, as if the election timeout had fired (with the
- * pre-vote round when configured). Returns -EINVAL on a learner or a
- * replica outside its configuration, or -ENOMEM.
+ * pre-vote round when configured). A replica that its latest configuration
+ * removed may campaign too, without counting its own vote, because until
+ * the removal commits the group may need it (thesis 4.2.2). Returns
+ * -EINVAL on a learner or a replica whose configuration is empty, or
+ * -ENOMEM.
  */
 int rkv_raft_campaign(struct rkv_raft *r);
 

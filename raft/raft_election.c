@@ -199,7 +199,7 @@ int rkv_raft__campaign(struct rkv_raft *r, bool pre_vote, bool transfer)
 {
     int rv;
 
-    assert(rkv_raft__is_voter(&r->conf, r->config.id));
+    assert(rkv_raft__may_campaign(r));
 
     leader_state_clear(r);
     if (pre_vote) {
@@ -215,7 +215,9 @@ int rkv_raft__campaign(struct rkv_raft *r, bool pre_vote, bool transfer)
     }
     rkv_raft__reset_election_timer(r);
     votes_reset(r);
-    votes_record(r, r->config.id, true);
+    if (rkv_raft__is_voter(&r->conf, r->config.id)) {
+        votes_record(r, r->config.id, true);
+    }
     rv = campaign_send(r, pre_vote, transfer);
     if (rv != 0) {
         return rv;
@@ -229,8 +231,7 @@ int rkv_raft__tick_election(struct rkv_raft *r)
     if (r->election_elapsed < r->election_timeout) {
         return 0;
     }
-    if (!rkv_raft__is_voter(&r->conf, r->config.id)) {
-        /* Learners and removed replicas never campaign. */
+    if (!rkv_raft__may_campaign(r)) {
         r->election_elapsed = 0;
         return 0;
     }
@@ -309,8 +310,7 @@ int rkv_raft__step_vote_resp(struct rkv_raft *r, const RkvRaft__Message *msg)
 int rkv_raft__step_timeout_now(struct rkv_raft *r,
                                const RkvRaft__Message *msg)
 {
-    if (r->role == RKV_RAFT_LEADER ||
-        !rkv_raft__is_voter(&r->conf, r->config.id)) {
+    if (r->role == RKV_RAFT_LEADER || !rkv_raft__may_campaign(r)) {
         return 0;
     }
     RKV_LOG(RKV_INFO,

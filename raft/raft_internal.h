@@ -196,6 +196,7 @@ const struct rkv_raft_server *rkv_raft__conf_find(
     const struct rkv_raft_conf *conf, uint64_t id);
 bool rkv_raft__is_voter(const struct rkv_raft_conf *conf, uint64_t id);
 unsigned rkv_raft__n_voters(const struct rkv_raft_conf *conf);
+bool rkv_raft__may_campaign(const struct rkv_raft *r);
 
 /* ---- raft_election.c ---- */
 void rkv_raft__become_follower(struct rkv_raft *r, uint64_t term,

@@ -18,7 +18,9 @@
  *      single-server membership changes", July 2015). Committing the new
  *      leader's no-op first rules that out.
  * A leader that removes itself keeps leading without counting itself until
- * the change commits, then steps down (thesis 4.2.2).
+ * the change commits, then steps down (thesis 4.2.2). A removed server
+ * still campaigns, without counting its own vote, since before the removal
+ * commits the others may need it as leader (rkv_raft__may_campaign).
  */
 #include "raft/raft_internal.h"
 

@@ -66,7 +66,7 @@ static unsigned long env_count(const char *name, unsigned long fallback)
     return strtoul(value, NULL, 10);
 }
 
-static void run_setup(struct run *run, uint64_t seed)
+static void run_setup(struct run *run, uint64_t seed, unsigned long n_steps)
 {
     char exe[512];
     ssize_t len;
@@ -81,8 +81,9 @@ static void run_setup(struct run *run, uint64_t seed)
     exe[len > 0 ? len : 0] = '\0';
     snprintf(run->hint, sizeof(run->hint),
              "raft random run failed at seed %llu; replay with:\n"
-             "  RKV_RAFT_SEED=%llu %s raft_random/",
-             (unsigned long long)seed, (unsigned long long)seed, exe);
+             "  RKV_RAFT_SEED=%llu RKV_RAFT_STEPS=%lu %s raft_random/",
+             (unsigned long long)seed, (unsigned long long)seed, n_steps,
+             exe);
     rkv_raft_fixture_set_hint(run->cluster, run->hint);
     run->guarded = run_pick(run, 4) != 0;
     run->faulty = run_pick(run, 4) == 0;
@@ -350,7 +351,7 @@ static void run_seed(uint64_t seed, unsigned long n_steps,
 {
     struct run run;
 
-    run_setup(&run, seed);
+    run_setup(&run, seed, n_steps);
     for (unsigned long s = 0; s < n_steps; s++) {
         run_step(&run);
     }

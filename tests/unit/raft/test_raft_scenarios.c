@@ -997,3 +997,35 @@ TEST(raft, fixture_runs_custom_fsm)
     ASSERT_UINT_EQ(sum.n_restores, 1);
     teardown(&fx);
 }
+
+/* Thesis 4.2.2: S1 leads {S1, S2} and appends its own removal, which S2
+ * never receives before S1 restarts. S2 still needs S1's vote, and S1
+ * refuses it because S1's log is longer, so S1 (removed in its own view)
+ * must campaign without counting itself, commit the removal, and step
+ * down; then S2 leads alone. */
+TEST(raft, removed_leader_finishes_its_removal)
+{
+    struct fixture fx;
+    int leader = -1;
+
+    setup_started(&fx, 2, 2);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_cut(CLUSTER, 0, 1, true);
+    change_ok(CLUSTER, 0, RKV_RAFT_REMOVE, 1);
+    ASSERT_FALSE(conf_has(RAFT(0), 1, false));
+    ASSERT_TRUE(conf_has(RAFT(1), 1, false));
+    rkv_raft_fixture_crash(CLUSTER, 0);
+    rkv_raft_fixture_start(CLUSTER, 0);
+    rkv_raft_fixture_heal(CLUSTER);
+
+    for (int t = 0; t < 200 && leader != 1; t++) {
+        CLUSTER_RUN(1);
+        leader = rkv_raft_fixture_leader(CLUSTER);
+    }
+    ASSERT_INT_EQ(leader, 1);
+    ASSERT_FALSE(conf_has(RAFT(1), 1, false));
+    propose_ok(CLUSTER, 1, "alone");
+    CLUSTER_FLUSH();
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 1), 1);
+    teardown(&fx);
+}
