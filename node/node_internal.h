@@ -62,14 +62,15 @@
 #define RKV_NODE_REQUESTS_MAX 65536
 /* Leadership spread: how often a node checks its share of leaders, and
  * how many transfers it starts per check. */
-#define RKV_NODE_SPREAD_INTERVAL_MS 2000
-#define RKV_NODE_SPREAD_MOVES_MAX 4
-/* Log compaction: once a replica's log contains more applied entries than
- * the threshold (a setting, this by default), it is compacted up to a
- * RKV_NODE_LOG_KEEP_DIVISOR-th of the threshold below the applied index.
- * Followers further behind catch up by snapshot. */
-#define RKV_NODE_LOG_COMPACT_ENTRIES_DEFAULT 50000
-#define RKV_NODE_LOG_KEEP_DIVISOR 5
+#define RKV_NODE_SPREAD_INTERVAL_MS 1000
+#define RKV_NODE_SPREAD_MOVES_MAX 16
+/* Log compaction: a replica keeps this many applied entries (a setting,
+ * this by default) for followers that lag, and compacts older ones in steps
+ * of a RKV_NODE_LOG_STEP_DIVISOR-th of that, so that no single transaction
+ * deletes a long stretch of log. Followers further behind catch up by
+ * snapshot. */
+#define RKV_NODE_LOG_COMPACT_ENTRIES_DEFAULT 20000
+#define RKV_NODE_LOG_STEP_DIVISOR 10
 /* Snapshot chunks read from the store, in bytes; a chunk may exceed it by
  * one pair (range.h), so Raft accepts chunks up to
  * RKV_NODE_SNAPSHOT_CHUNK_MAX. */

@@ -327,11 +327,11 @@ static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
 /* Schedules a compaction once the log contains too many applied entries. */
 static void replica_maybe_compact(struct rkv_node__replica *r)
 {
-    uint64_t threshold = r->node->log_compact_entries;
-    uint64_t keep = threshold / RKV_NODE_LOG_KEEP_DIVISOR;
+    uint64_t keep = r->node->log_compact_entries;
+    uint64_t step = RKV_MAX(keep / RKV_NODE_LOG_STEP_DIVISOR, 1);
 
     if (r->compact_pending != 0 ||
-        r->applied_index <= r->compacted_index + threshold) {
+        r->applied_index <= r->compacted_index + keep + step) {
         return;
     }
     r->compact_pending = r->applied_index - keep;

@@ -57,8 +57,9 @@ struct rkv_node_config {
                                           RKV_NODE_SPLIT_BYTES_DEFAULT */
     const char *cluster_secret;        /* NULL: peers are not authenticated */
     uint32_t tick_ms;                  /* Raft tick in milliseconds; 100 */
-    uint64_t log_compact_entries;      /* Raft log entries kept before a
-                                          compaction; 50000 */
+    uint64_t log_compact_entries;      /* applied Raft log entries each
+                                          range keeps for lagging
+                                          followers; 20000 */
     bool no_sync;                      /* skip fsync (tests only: a crash
                                           then loses acknowledged writes) */
 };
