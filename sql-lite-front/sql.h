@@ -57,14 +57,14 @@ enum rkv_sql_event_kind {
 /* One result event; every pointer is borrowed until the callback returns. */
 struct rkv_sql_event {
     enum rkv_sql_event_kind kind;
-    size_t n_columns;               /* COLUMNS, ROW */
-    const char *const *names;       /* COLUMNS */
-    const uint32_t *type_oids;      /* COLUMNS: RKV_SQL_OID_* */
-    const char *const *values;      /* ROW: NULL entry for SQL NULL */
-    const size_t *value_lens;       /* ROW: bytes of each value */
-    const char *command_tag;        /* COMPLETE: "SELECT 3", "INSERT 0 1" */
-    const char *sqlstate;           /* ERROR: five characters */
-    const char *message;            /* ERROR: one line */
+    size_t n_columns;          /* COLUMNS, ROW */
+    const char *const *names;  /* COLUMNS */
+    const uint32_t *type_oids; /* COLUMNS: RKV_SQL_OID_* */
+    const char *const *values; /* ROW: NULL entry for SQL NULL */
+    const size_t *value_lens;  /* ROW: bytes of each value */
+    const char *command_tag;   /* COMPLETE: "SELECT 3", "INSERT 0 1" */
+    const char *sqlstate;      /* ERROR: five characters */
+    const char *message;       /* ERROR: one line */
 };
 
 /* Receives events in order. A negative return stops the execution, which
@@ -90,8 +90,8 @@ int rkv_sql_session_exec(struct rkv_sql_session *session, const char *sql,
 struct rkv_sql_server;
 
 struct rkv_sql_server_options {
-    const char *listen_addr; /* "host:port"; port 0 lets the OS choose */
-    const char *password;    /* NULL: trust; else cleartext password auth */
+    const char *listen_addr;  /* "host:port"; port 0 lets the OS choose */
+    const char *password;     /* NULL: trust; else cleartext password auth */
     uint32_t connections_max; /* 0: 64; past it new connections get
                                  SQLSTATE 53300 and are closed */
 };
@@ -102,8 +102,7 @@ struct rkv_sql_server_options {
  * worker threads. Fails with -EINVAL for a bad address or a libuv error
  * code when binding fails. */
 int rkv_sql_server_start(const struct rkv_sql_server_options *options,
-                         struct rkv_sql_kv *kv,
-                         struct rkv_sql_server **out);
+                         struct rkv_sql_kv *kv, struct rkv_sql_server **out);
 
 /* Writes the bound address ("127.0.0.1:5433") into out. */
 void rkv_sql_server_address(const struct rkv_sql_server *server, char *out,

@@ -339,9 +339,8 @@ static int table_read_key_order(sqlite3 *scratch, const char *name,
 }
 
 /* Copies one row of PRAGMA table_xinfo into a column. */
-static int column_from_pragma(sqlite3_stmt *stmt,
-                              struct rkv_sql_column *column, char *message,
-                              size_t message_len)
+static int column_from_pragma(sqlite3_stmt *stmt, struct rkv_sql_column *column,
+                              char *message, size_t message_len)
 {
     const unsigned char *default_sql = sqlite3_column_text(stmt, 4);
 
@@ -356,8 +355,8 @@ static int column_from_pragma(sqlite3_stmt *stmt,
     }
     column->affinity = rkv_sql__affinity_of(column->decl_type);
     column->key_position = (uint32_t)sqlite3_column_int(stmt, 5);
-    column->not_null = sqlite3_column_int(stmt, 3) != 0 ||
-                       column->key_position > 0;
+    column->not_null =
+        sqlite3_column_int(stmt, 3) != 0 || column->key_position > 0;
     if (sqlite3_column_int(stmt, 6) != 0) {
         snprintf(message, message_len,
                  "column \"%s\" is a generated column, which is not "
@@ -402,8 +401,8 @@ static int table_read_columns(sqlite3 *scratch, const char *name,
     sqlite3_stmt *stmt;
     int rv = 0;
 
-    if (sqlite3_prepare_v2(scratch, "SELECT * FROM pragma_table_xinfo(?1)",
-                           -1, &stmt, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(scratch, "SELECT * FROM pragma_table_xinfo(?1)", -1,
+                           &stmt, NULL) != SQLITE_OK) {
         snprintf(message, message_len, "reading the columns failed: %s",
                  sqlite3_errmsg(scratch));
         return RKV_ESQL;
@@ -455,15 +454,14 @@ int rkv_sql__table_from_sqlite(sqlite3 *scratch, const char *name,
     for (size_t i = 0; i < table->n_columns; i++) {
         has_key = has_key || table->columns[i].key_position > 0;
     }
-    rv = has_key ? table_read_key_order(scratch, name, table, message,
-                                        message_len)
-                 : table_add_hidden_key(table);
+    rv = has_key
+             ? table_read_key_order(scratch, name, table, message, message_len)
+             : table_add_hidden_key(table);
     if (rv != 0) {
         goto err_after_alloc;
     }
     if (!table_derive_key(table)) {
-        snprintf(message, message_len, "table \"%s\" has an invalid key",
-                 name);
+        snprintf(message, message_len, "table \"%s\" has an invalid key", name);
         rv = -EINVAL;
         goto err_after_alloc;
     }
@@ -657,8 +655,7 @@ int rkv_sql__catalog_list(struct rkv_sql_kv *kv, struct rkv_sql_table ***out,
         rv = kv->vtable->scan(kv, start.data, start.len, end.data, end.len,
                               SCAN_PAGE_LEN, &pairs, &n_pairs, message);
         if (rv == 0) {
-            rv = catalog_list_page(pairs, n_pairs, &tables, &n_tables,
-                                   message);
+            rv = catalog_list_page(pairs, n_pairs, &tables, &n_tables, message);
         }
         if (rv == 0 && n_pairs == SCAN_PAGE_LEN) {
             start.len = 0;
@@ -738,8 +735,8 @@ int rkv_sql__catalog_drop(struct rkv_sql_kv *kv,
 
     rv = catalog_name_key(&key, table->name);
     if (rv == 0) {
-        rv = kv->vtable->get(kv, key.data, key.len, &value, &value_len,
-                             message);
+        rv =
+            kv->vtable->get(kv, key.data, key.len, &value, &value_len, message);
     }
     if (rv == 0) {
         rv = rkv_sql__table_decode(value, value_len, &stored);
@@ -769,9 +766,9 @@ int rkv_sql__catalog_drop(struct rkv_sql_kv *kv,
     return rv;
 }
 
-int rkv_sql__catalog_reserve_row_keys(struct rkv_sql_kv *kv,
-                                      uint64_t table_id, uint64_t count,
-                                      int64_t *first_out, char *message)
+int rkv_sql__catalog_reserve_row_keys(struct rkv_sql_kv *kv, uint64_t table_id,
+                                      uint64_t count, int64_t *first_out,
+                                      char *message)
 {
     struct rkv_sql_buf key = {0};
     struct rkv_sql_datum id = {

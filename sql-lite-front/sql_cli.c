@@ -180,8 +180,8 @@ static size_t text_width(const char *text)
 /* Prints text in a cell of width characters with one space each side, as
  * psql does; centered for headers, and left-aligned otherwise. The last
  * column of a data row gets no trailing padding. */
-static void print_cell(FILE *out, const char *text, size_t width,
-                       bool centered, bool last)
+static void print_cell(FILE *out, const char *text, size_t width, bool centered,
+                       bool last)
 {
     size_t text_len = text_width(text);
     size_t left = centered ? (width - text_len) / 2 : 0;
@@ -286,8 +286,8 @@ static int printer_event_cb(void *data, const struct rkv_sql_event *event)
         }
         printer->n_columns = event->n_columns;
         for (size_t i = 0; i < event->n_columns; i++) {
-            printer->names[i] = rkv_memdup(event->names[i],
-                                           strlen(event->names[i]) + 1);
+            printer->names[i] =
+                rkv_memdup(event->names[i], strlen(event->names[i]) + 1);
         }
         return 0;
     case RKV_SQL_EVENT_ROW:
@@ -339,8 +339,9 @@ static char *read_file(const char *path)
     }
     if (fseek(in, 0, SEEK_END) != 0 || (len = ftell(in)) < 0 ||
         len > SCRIPT_MAX || fseek(in, 0, SEEK_SET) != 0) {
-        fprintf(stderr, "rangekv sql: cannot read %s, or it is over %d "
-                        "bytes\n",
+        fprintf(stderr,
+                "rangekv sql: cannot read %s, or it is over %d "
+                "bytes\n",
                 path, SCRIPT_MAX);
         fclose(in);
         return NULL;

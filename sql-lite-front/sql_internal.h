@@ -59,8 +59,8 @@ enum rkv_sql_type {
  * allocated with rkv_malloc and is freed by rkv_sql__datum_clear(). */
 struct rkv_sql_datum {
     enum rkv_sql_type type;
-    int64_t integer; /* RKV_SQL_INTEGER */
-    double real;     /* RKV_SQL_REAL */
+    int64_t integer;      /* RKV_SQL_INTEGER */
+    double real;          /* RKV_SQL_REAL */
     const uint8_t *bytes; /* RKV_SQL_TEXT (UTF-8, no NUL) and RKV_SQL_BLOB */
     size_t len;           /* bytes of bytes */
     bool owned;           /* bytes is ours to free */
@@ -132,8 +132,8 @@ int rkv_sql__row_decode(const uint8_t *value, size_t value_len,
 
 /* The outcome of a multi-batch write, filled by rkv_sql__kv_apply(). */
 struct rkv_sql_apply_report {
-    size_t n_batches;       /* batches committed */
-    size_t n_ops_applied;   /* ops in those batches */
+    size_t n_batches;         /* batches committed */
+    size_t n_ops_applied;     /* ops in those batches */
     uint64_t failed_range_id; /* range of the failing batch, 0 if none */
 };
 
@@ -146,8 +146,7 @@ int rkv_sql__kv_apply(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
                       char *message);
 /* Returns the index of the range holding key in a sorted range list. */
 size_t rkv_sql__range_find(const struct rkv_sql_kv_range *ranges,
-                           size_t n_ranges, const uint8_t *key,
-                           size_t key_len);
+                           size_t n_ranges, const uint8_t *key, size_t key_len);
 /* Compares keys as the store does (memcmp, shorter prefix first). */
 int rkv_sql__key_compare(const uint8_t *a, size_t a_len, const uint8_t *b,
                          size_t b_len);
@@ -168,13 +167,13 @@ enum rkv_sql_affinity {
 };
 
 struct rkv_sql_column {
-    char *name;        /* owned, as declared */
-    char *decl_type;   /* owned, "" when none */
-    char *default_sql; /* owned expression text, NULL when none */
+    char *name;                     /* owned, as declared */
+    char *decl_type;                /* owned, "" when none */
+    char *default_sql;              /* owned expression text, NULL when none */
     enum rkv_sql_affinity affinity; /* from decl_type */
-    bool not_null;    /* NOT NULL or in the primary key */
-    bool hidden;      /* the generated row key of a table without a key */
-    bool descending;  /* key column stored in descending order */
+    bool not_null;                  /* NOT NULL or in the primary key */
+    bool hidden;           /* the generated row key of a table without a key */
+    bool descending;       /* key column stored in descending order */
     uint32_t key_position; /* 1-based position in the key; 0: not a key */
 };
 
@@ -224,9 +223,9 @@ int rkv_sql__catalog_list(struct rkv_sql_kv *kv, struct rkv_sql_table ***out,
 int rkv_sql__catalog_drop(struct rkv_sql_kv *kv,
                           const struct rkv_sql_table *table, char *message);
 /* Reserves count hidden row keys of a table; *first_out is the first. */
-int rkv_sql__catalog_reserve_row_keys(struct rkv_sql_kv *kv,
-                                      uint64_t table_id, uint64_t count,
-                                      int64_t *first_out, char *message);
+int rkv_sql__catalog_reserve_row_keys(struct rkv_sql_kv *kv, uint64_t table_id,
+                                      uint64_t count, int64_t *first_out,
+                                      char *message);
 
 /* ---- session state (sql_session.c, sql_statement.c) -------------------- */
 
@@ -334,9 +333,8 @@ int rkv_sql__statement_create_table(struct rkv_sql_session *session,
                                     const char *text, rkv_sql_event_cb cb,
                                     void *data);
 /* Runs a prepared statement, sending its events. */
-int rkv_sql__statement_step(struct rkv_sql_session *session,
-                            sqlite3_stmt *stmt, const char *text,
-                            rkv_sql_event_cb cb, void *data);
+int rkv_sql__statement_step(struct rkv_sql_session *session, sqlite3_stmt *stmt,
+                            const char *text, rkv_sql_event_cb cb, void *data);
 /* Prepares and runs one statement that SQLite executes (UPSERT INTO
  * already rewritten), classifying it first. */
 int rkv_sql__session_run_sqlite(struct rkv_sql_session *session,
@@ -391,9 +389,9 @@ struct rkv_sql_kv *rkv_sql__session_kv(struct rkv_sql_session *session);
 bool rkv_sql__session_explaining(struct rkv_sql_session *session);
 
 /* Buffers a write of the running statement. value NULL: delete. */
-int rkv_sql__session_write(struct rkv_sql_session *session,
-                           const uint8_t *key, size_t key_len,
-                           const uint8_t *value, size_t value_len);
+int rkv_sql__session_write(struct rkv_sql_session *session, const uint8_t *key,
+                           size_t key_len, const uint8_t *value,
+                           size_t value_len);
 /* Looks a key up in the statement's buffer: returns 1 when the statement
  * put it, 0 when it deleted it, -1 when it did not touch it. */
 int rkv_sql__session_buffered(struct rkv_sql_session *session,
@@ -404,9 +402,8 @@ int rkv_sql__session_handle_put(struct rkv_sql_session *session,
                                 int64_t *handle_out);
 /* Returns the key behind a handle (borrowed until the statement ends) or
  * RKV_ENOTFOUND. */
-int rkv_sql__session_handle_get(struct rkv_sql_session *session,
-                                int64_t handle, const uint8_t **key_out,
-                                size_t *key_len_out);
+int rkv_sql__session_handle_get(struct rkv_sql_session *session, int64_t handle,
+                                const uint8_t **key_out, size_t *key_len_out);
 /* Records a span a scan read, or with is_write the key a write would
  * touch (end unused), for EXPLAIN. Copies the keys. */
 int rkv_sql__session_note_span(struct rkv_sql_session *session,

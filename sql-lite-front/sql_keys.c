@@ -234,7 +234,7 @@ static int read_byte(const uint8_t **pos, const uint8_t *end, bool descending,
     if (*pos >= end) {
         return RKV_ECORRUPT;
     }
-    *out = descending ? (uint8_t)~**pos : **pos;
+    *out = descending ? (uint8_t) ~**pos : **pos;
     (*pos)++;
     return 0;
 }
@@ -265,8 +265,8 @@ static int decode_int(const uint8_t **pos, const uint8_t *end, bool descending,
     return 0;
 }
 
-static int decode_real(const uint8_t **pos, const uint8_t *end,
-                       bool descending, double *out)
+static int decode_real(const uint8_t **pos, const uint8_t *end, bool descending,
+                       double *out)
 {
     uint8_t raw[8];
     uint64_t bits;
@@ -441,8 +441,7 @@ static void format_datum(const struct rkv_sql_datum *datum, char *out,
     default:
         break;
     }
-    format_append(out, out_len, used,
-                  datum->type == RKV_SQL_TEXT ? "'" : "x'");
+    format_append(out, out_len, used, datum->type == RKV_SQL_TEXT ? "'" : "x'");
     for (size_t i = 0; i < datum->len; i++) {
         uint8_t byte = datum->bytes[i];
 
@@ -502,8 +501,8 @@ void rkv_sql__key_format(const uint8_t *key, size_t key_len, bool is_end,
 
         if (rkv_sql__key_decode_datum(&pos, end, descending, &datum) != 0) {
             format_append(out, out_len, &used, "/");
-            format_hex(column_start, (size_t)(end - column_start), out,
-                       out_len, &used);
+            format_hex(column_start, (size_t)(end - column_start), out, out_len,
+                       &used);
             return;
         }
         format_append(out, out_len, &used, "/");

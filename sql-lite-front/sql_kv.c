@@ -39,8 +39,8 @@ int rkv_sql_kv_put(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
     return kv->vtable->batch(kv, &op, 1, message);
 }
 
-int rkv_sql_kv_delete(struct rkv_sql_kv *kv, const uint8_t *key,
-                      size_t key_len, char *message)
+int rkv_sql_kv_delete(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                      char *message)
 {
     struct rkv_sql_kv_op op = {
         .is_delete = true,
@@ -93,8 +93,7 @@ static bool range_end_is_after(const struct rkv_sql_kv_range *range,
 }
 
 size_t rkv_sql__range_find(const struct rkv_sql_kv_range *ranges,
-                           size_t n_ranges, const uint8_t *key,
-                           size_t key_len)
+                           size_t n_ranges, const uint8_t *key, size_t key_len)
 {
     size_t low = 0;
     size_t high = n_ranges;
@@ -161,8 +160,8 @@ static int apply_with_ranges(struct rkv_sql_kv *kv,
     }
     while (*next < n_ops) {
         const struct rkv_sql_kv_op *first = &ops[*next];
-        size_t index = rkv_sql__range_find(ranges, n_ranges, first->key,
-                                           first->key_len);
+        size_t index =
+            rkv_sql__range_find(ranges, n_ranges, first->key, first->key_len);
         size_t n = apply_batch_len(&ranges[index], first, n_ops - *next);
 
         assert(n > 0);
@@ -200,8 +199,9 @@ int rkv_sql__kv_apply(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
         if (rv != RKV_EKEYMISMATCH && rv != RKV_ERANGENOTFOUND) {
             break;
         }
-        RKV_LOG(RKV_DEBUG, "batch crossed a range boundary range=%llu, "
-                           "listing ranges again attempt=%u",
+        RKV_LOG(RKV_DEBUG,
+                "batch crossed a range boundary range=%llu, "
+                "listing ranges again attempt=%u",
                 (unsigned long long)report->failed_range_id, attempt + 1);
         report->failed_range_id = 0;
     }

@@ -53,11 +53,11 @@ struct rkv_sql_kv_range {
     size_t start_key_len;
     uint8_t *end_key; /* exclusive; length 0 means the keyspace end */
     size_t end_key_len;
-    uint64_t leader_node_id;        /* 0 when unknown */
-    uint64_t replica_node_ids[8];   /* voters and learners */
-    size_t n_replicas;              /* entries used in replica_node_ids */
-    uint64_t live_bytes;            /* key plus value bytes */
-    uint64_t key_count;             /* live keys */
+    uint64_t leader_node_id;      /* 0 when unknown */
+    uint64_t replica_node_ids[8]; /* voters and learners */
+    size_t n_replicas;            /* entries used in replica_node_ids */
+    uint64_t live_bytes;          /* key plus value bytes */
+    uint64_t key_count;           /* live keys */
 };
 
 struct rkv_sql_kv;
@@ -103,8 +103,8 @@ struct rkv_sql_kv {
 /* Puts or deletes one key through batch(). */
 int rkv_sql_kv_put(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
                    const uint8_t *value, size_t value_len, char *message);
-int rkv_sql_kv_delete(struct rkv_sql_kv *kv, const uint8_t *key,
-                      size_t key_len, char *message);
+int rkv_sql_kv_delete(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                      char *message);
 
 void rkv_sql_kv_pairs_free(struct rkv_sql_kv_pair *pairs, size_t n_pairs);
 void rkv_sql_kv_ranges_free(struct rkv_sql_kv_range *ranges, size_t n_ranges);

@@ -38,15 +38,13 @@ static int client_do(struct rkv_sql_kv *kv,
     memset(result, 0, sizeof(*result));
     rv = rkv_client_do(client_of(kv), request, result);
     if (rv != 0 && message != NULL) {
-        snprintf(message, RKV_SQL_KV_MESSAGE_MAX, "%s",
-                 result->error_message);
+        snprintf(message, RKV_SQL_KV_MESSAGE_MAX, "%s", result->error_message);
     }
     return rv;
 }
 
-static int client_get(struct rkv_sql_kv *kv, const uint8_t *key,
-                      size_t key_len, uint8_t **value_out,
-                      size_t *value_len_out, char *message)
+static int client_get(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                      uint8_t **value_out, size_t *value_len_out, char *message)
 {
     struct rkv_client_request request = {
         .op = RKV_CLIENT_GET,
@@ -62,9 +60,9 @@ static int client_get(struct rkv_sql_kv *kv, const uint8_t *key,
         rv = RKV_ENOTFOUND;
     }
     if (rv == 0) {
-        *value_out = rkv_memdup(result.value != NULL ? result.value
-                                                     : (uint8_t *)"",
-                                RKV_MAX(result.value_len, (size_t)1));
+        *value_out =
+            rkv_memdup(result.value != NULL ? result.value : (uint8_t *)"",
+                       RKV_MAX(result.value_len, (size_t)1));
         *value_len_out = result.value_len;
         rv = *value_out == NULL ? -ENOMEM : 0;
     }
@@ -85,9 +83,9 @@ static int copy_pairs(const struct rkv_client_result *result,
         const struct rkv_client_kv *pair = &result->pairs[i];
 
         pairs[i].key = rkv_memdup(pair->key, pair->key_len);
-        pairs[i].value = rkv_memdup(pair->value != NULL ? pair->value
-                                                        : (uint8_t *)"",
-                                    RKV_MAX(pair->value_len, (size_t)1));
+        pairs[i].value =
+            rkv_memdup(pair->value != NULL ? pair->value : (uint8_t *)"",
+                       RKV_MAX(pair->value_len, (size_t)1));
         pairs[i].key_len = pair->key_len;
         pairs[i].value_len = pair->value_len;
         if (pairs[i].key == NULL || pairs[i].value == NULL) {
@@ -157,10 +155,10 @@ static int client_batch(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
     return rv;
 }
 
-static int client_cas(struct rkv_sql_kv *kv, const uint8_t *key,
-                      size_t key_len, const uint8_t *expected,
-                      size_t expected_len, const uint8_t *value,
-                      size_t value_len, bool *swapped, char *message)
+static int client_cas(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                      const uint8_t *expected, size_t expected_len,
+                      const uint8_t *value, size_t value_len, bool *swapped,
+                      char *message)
 {
     struct rkv_client_request request = {
         .op = RKV_CLIENT_CAS,
@@ -197,11 +195,11 @@ static int client_ranges(struct rkv_sql_kv *kv,
     rv = ranges == NULL ? -ENOMEM : 0;
     for (size_t i = 0; rv == 0 && i < n; i++) {
         ranges[i].range_id = source[i].range_id;
-        ranges[i].start_key = rkv_memdup(source[i].start_key,
-                                         source[i].start_key_len);
+        ranges[i].start_key =
+            rkv_memdup(source[i].start_key, source[i].start_key_len);
         ranges[i].start_key_len = source[i].start_key_len;
-        ranges[i].end_key = rkv_memdup(source[i].end_key,
-                                       source[i].end_key_len);
+        ranges[i].end_key =
+            rkv_memdup(source[i].end_key, source[i].end_key_len);
         ranges[i].end_key_len = source[i].end_key_len;
         ranges[i].leader_node_id = source[i].leader_node_id;
         ranges[i].n_replicas = RKV_MIN(source[i].n_replicas, (size_t)8);

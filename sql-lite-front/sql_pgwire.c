@@ -63,16 +63,16 @@ struct conn {
     struct conn *prev;
     struct conn *next;
     enum conn_state state;
-    struct rkv_sql_buf in;   /* received, not yet processed bytes */
-    struct rkv_sql_buf out;  /* the running query's response */
+    struct rkv_sql_buf in;  /* received, not yet processed bytes */
+    struct rkv_sql_buf out; /* the running query's response */
     struct rkv_sql_session *session;
     char user[RKV_SQL_NAME_MAX + 1];
     uv_work_t work;
-    char *query;             /* the running query, owned */
-    bool busy;               /* a query runs on a worker thread */
+    char *query; /* the running query, owned */
+    bool busy;   /* a query runs on a worker thread */
     bool handle_closed;
-    bool skip_until_sync;    /* after an extended-protocol message */
-    bool result_cut;         /* out reached RKV_SQL_PG_RESULT_MAX */
+    bool skip_until_sync; /* after an extended-protocol message */
+    bool result_cut;      /* out reached RKV_SQL_PG_RESULT_MAX */
 };
 
 struct rkv_sql_server {
@@ -80,8 +80,8 @@ struct rkv_sql_server {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_thread_t thread;
-    struct rkv_sql_kv *kv;   /* borrowed */
-    char *password;          /* owned, NULL: trust */
+    struct rkv_sql_kv *kv; /* borrowed */
+    char *password;        /* owned, NULL: trust */
     uint32_t connections_max;
     size_t n_connections;
     struct conn *connections;
@@ -190,10 +190,8 @@ static int put_row_description(struct rkv_sql_buf *buf,
     rv = rv != 0 ? rv : put_u16(buf, (uint16_t)event->n_columns);
     for (size_t i = 0; rv == 0 && i < event->n_columns; i++) {
         uint32_t oid = event->type_oids[i];
-        int16_t type_len = oid == RKV_SQL_OID_INT8 ||
-                                   oid == RKV_SQL_OID_FLOAT8
-                               ? 8
-                               : -1;
+        int16_t type_len =
+            oid == RKV_SQL_OID_INT8 || oid == RKV_SQL_OID_FLOAT8 ? 8 : -1;
 
         rv = put_cstring(buf, event->names[i]);
         rv = rv != 0 ? rv : put_u32(buf, 0); /* table oid */
@@ -220,8 +218,9 @@ static int put_data_row(struct rkv_sql_buf *buf,
             continue;
         }
         rv = put_u32(buf, (uint32_t)event->value_lens[i]);
-        rv = rv != 0 ? rv : rkv_sql__buf_append(buf, event->values[i],
-                                                event->value_lens[i]);
+        rv = rv != 0 ? rv
+                     : rkv_sql__buf_append(buf, event->values[i],
+                                           event->value_lens[i]);
     }
     message_end(buf, offset, rv);
     return rv;
@@ -339,8 +338,7 @@ static void conn_send(struct conn *conn, struct rkv_sql_buf *data)
     write->data = *data;
     memset(data, 0, sizeof(*data));
     buf = uv_buf_init((char *)write->data.data, (unsigned)write->data.len);
-    rv = uv_write(&write->req, (uv_stream_t *)&conn->handle, &buf, 1,
-                  write_cb);
+    rv = uv_write(&write->req, (uv_stream_t *)&conn->handle, &buf, 1, write_cb);
     if (rv != 0) {
         rkv_sql__buf_free(&write->data);
         rkv_free(write);
@@ -354,8 +352,8 @@ static void conn_fail(struct conn *conn, const char *sqlstate,
 {
     struct rkv_sql_buf out = {0};
 
-    RKV_LOG(RKV_DEBUG, "pg connection failed sqlstate=%s message=%s",
-            sqlstate, message);
+    RKV_LOG(RKV_DEBUG, "pg connection failed sqlstate=%s message=%s", sqlstate,
+            message);
     if (put_error(&out, sqlstate, message) == 0) {
         conn_send(conn, &out);
     }
@@ -372,8 +370,7 @@ static void query_work_cb(uv_work_t *work)
 
     conn->out.len = 0;
     conn->result_cut = false;
-    rv = rkv_sql_session_exec(conn->session, conn->query, conn_event_cb,
-                              conn);
+    rv = rkv_sql_session_exec(conn->session, conn->query, conn_event_cb, conn);
     if (conn->result_cut) {
         char message[128];
 
@@ -452,8 +449,7 @@ static int put_startup_done(struct conn *conn, struct rkv_sql_buf *out)
     for (size_t i = 0; rv == 0 && i < RKV_ARRAY_SIZE(parameters); i++) {
         rv = put_parameter(out, parameters[i][0], parameters[i][1]);
     }
-    rv = rv != 0 ? rv : put_parameter(out, "session_authorization",
-                                      conn->user);
+    rv = rv != 0 ? rv : put_parameter(out, "session_authorization", conn->user);
     offset = message_begin(out, 'K', &rv);
     rv = rv != 0 ? rv : put_u32(out, ++conn->server->next_backend_pid);
     rv = rv != 0 ? rv : put_u32(out, (uint32_t)rkv_monotonic_ms());
@@ -526,8 +522,9 @@ static void conn_startup(struct conn *conn, const uint8_t *body,
         return;
     }
     if (code != PG_PROTOCOL_3_0) {
-        conn_fail(conn, "08P01", "unsupported frontend protocol: rangekv "
-                                 "speaks protocol 3.0");
+        conn_fail(conn, "08P01",
+                  "unsupported frontend protocol: rangekv "
+                  "speaks protocol 3.0");
         return;
     }
     startup_read_user(conn, body + 4, body_len - 4);
@@ -562,8 +559,7 @@ static void conn_password(struct conn *conn, char type, const uint8_t *body,
     }
     if (diff != 0) {
         snprintf(message, sizeof(message),
-                 "password authentication failed for user \"%s\"",
-                 conn->user);
+                 "password authentication failed for user \"%s\"", conn->user);
         RKV_LOG(RKV_WARN, "pg password rejected user=%s", conn->user);
         conn_fail(conn, "28P01", message);
         return;
@@ -600,9 +596,10 @@ static void conn_ready_message(struct conn *conn, char type,
     case 'H':
     case 'F':
         if (!conn->skip_until_sync &&
-            put_error(&out, "0A000", "the extended query protocol is not "
-                                     "supported; use simple queries (psql "
-                                     "does)") == 0) {
+            put_error(&out, "0A000",
+                      "the extended query protocol is not "
+                      "supported; use simple queries (psql "
+                      "does)") == 0) {
             conn_send(conn, &out);
         }
         conn->skip_until_sync = true;
@@ -778,8 +775,7 @@ static int parse_address(const char *text, struct sockaddr_storage *addr)
         return -EINVAL;
     }
     if (text[0] == '[' && colon > text + 1 && colon[-1] == ']') {
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - text - 2),
-                 text + 1);
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - text - 2), text + 1);
         return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr);
     }
     snprintf(host, sizeof(host), "%.*s", (int)(colon - text), text);
@@ -793,8 +789,7 @@ static void server_record_address(struct rkv_sql_server *server)
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
 
-    uv_tcp_getsockname(&server->listener, (struct sockaddr *)&addr,
-                       &addr_len);
+    uv_tcp_getsockname(&server->listener, (struct sockaddr *)&addr, &addr_len);
     if (addr.ss_family == AF_INET6) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr;
 
@@ -857,8 +852,8 @@ int rkv_sql_server_start(const struct rkv_sql_server_options *options,
                                   ? options->connections_max
                                   : RKV_SQL_PG_CONNECTIONS_DEFAULT;
     if (options->password != NULL) {
-        server->password = rkv_memdup(options->password,
-                                      strlen(options->password) + 1);
+        server->password =
+            rkv_memdup(options->password, strlen(options->password) + 1);
         if (server->password == NULL) {
             rv = -ENOMEM;
             goto err_after_alloc;

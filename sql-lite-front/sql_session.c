@@ -139,8 +139,8 @@ void rkv_sql__session_set_kv_error(struct rkv_sql_session *session, int rv,
     default:
         break;
     }
-    rkv_sql__session_set_error(session, sqlstate, "%s failed: %s%s%s",
-                               context, rkv_strerror(rv),
+    rkv_sql__session_set_error(session, sqlstate, "%s failed: %s%s%s", context,
+                               rkv_strerror(rv),
                                detail != NULL && detail[0] != '\0' ? ": " : "",
                                detail != NULL ? detail : "");
 }
@@ -205,8 +205,8 @@ static int write_buffer_grow(struct rkv_sql_session *session)
         session->writes_cap = cap;
     }
     if (2 * (session->n_writes + 1) > session->n_write_slots) {
-        size_t n_slots = RKV_MAX(session->n_write_slots * 2,
-                                 (size_t)WRITE_SLOTS_MIN);
+        size_t n_slots =
+            RKV_MAX(session->n_write_slots * 2, (size_t)WRITE_SLOTS_MIN);
         uint32_t *slots = rkv_calloc(n_slots, sizeof(*slots));
 
         if (slots == NULL) {
@@ -225,9 +225,9 @@ static int write_buffer_grow(struct rkv_sql_session *session)
     return 0;
 }
 
-int rkv_sql__session_write(struct rkv_sql_session *session,
-                           const uint8_t *key, size_t key_len,
-                           const uint8_t *value, size_t value_len)
+int rkv_sql__session_write(struct rkv_sql_session *session, const uint8_t *key,
+                           size_t key_len, const uint8_t *value,
+                           size_t value_len)
 {
     struct rkv_sql_write *write;
     uint8_t *value_copy = NULL;
@@ -337,8 +337,8 @@ int rkv_sql__session_flush(struct rkv_sql_session *session)
         ops[i].value = session->writes[i].value;
         ops[i].value_len = session->writes[i].value_len;
     }
-    rv = rkv_sql__kv_apply(session->kv, ops, session->n_writes, &report,
-                           detail);
+    rv =
+        rkv_sql__kv_apply(session->kv, ops, session->n_writes, &report, detail);
     rkv_free(ops);
     if (rv != 0 && report.n_batches > 0) {
         flush_set_partial_error(session, rv, &report, detail);
@@ -346,11 +346,11 @@ int rkv_sql__session_flush(struct rkv_sql_session *session)
         rkv_sql__session_set_kv_error(session, rv, "commit", detail);
     }
     if (rv != 0) {
-        RKV_LOG(RKV_DEBUG, "statement commit failed writes=%zu applied=%zu "
-                           "range=%llu rv=%s",
+        RKV_LOG(RKV_DEBUG,
+                "statement commit failed writes=%zu applied=%zu "
+                "range=%llu rv=%s",
                 session->n_writes, report.n_ops_applied,
-                (unsigned long long)report.failed_range_id,
-                rkv_errname(rv));
+                (unsigned long long)report.failed_range_id, rkv_errname(rv));
     }
     return rv;
 }
@@ -387,9 +387,8 @@ int rkv_sql__session_handle_put(struct rkv_sql_session *session,
     return 0;
 }
 
-int rkv_sql__session_handle_get(struct rkv_sql_session *session,
-                                int64_t handle, const uint8_t **key_out,
-                                size_t *key_len_out)
+int rkv_sql__session_handle_get(struct rkv_sql_session *session, int64_t handle,
+                                const uint8_t **key_out, size_t *key_len_out)
 {
     if (handle < 1 || (uint64_t)handle > session->n_handles) {
         return RKV_ENOTFOUND;
@@ -420,8 +419,8 @@ int rkv_sql__session_note_span(struct rkv_sql_session *session,
     note = &session->spans[session->n_spans];
     note->table_name = rkv_memdup(table_name, strlen(table_name) + 1);
     note->start = rkv_memdup(start, RKV_MAX(start_len, (size_t)1));
-    note->end = rkv_memdup(end == NULL ? start : end,
-                           RKV_MAX(end_len, (size_t)1));
+    note->end =
+        rkv_memdup(end == NULL ? start : end, RKV_MAX(end_len, (size_t)1));
     note->start_len = start_len;
     note->end_len = end_len;
     note->is_write = is_write;
@@ -445,9 +444,9 @@ int rkv_sql__session_next_row_key(struct rkv_sql_session *session,
         }
     }
     if (block == NULL) {
-        struct rkv_sql_row_key_block *grown = rkv_realloc(
-            session->row_key_blocks,
-            (session->n_row_key_blocks + 1) * sizeof(*grown));
+        struct rkv_sql_row_key_block *grown =
+            rkv_realloc(session->row_key_blocks,
+                        (session->n_row_key_blocks + 1) * sizeof(*grown));
 
         if (grown == NULL) {
             return -ENOMEM;
@@ -462,8 +461,8 @@ int rkv_sql__session_next_row_key(struct rkv_sql_session *session,
                                                RKV_SQL_ROW_KEY_BLOCK,
                                                &block->next, message);
         if (rv != 0) {
-            rkv_sql__session_set_kv_error(session, rv,
-                                          "reserving row keys", message);
+            rkv_sql__session_set_kv_error(session, rv, "reserving row keys",
+                                          message);
             return rv;
         }
         block->end = block->next + RKV_SQL_ROW_KEY_BLOCK;
@@ -595,8 +594,8 @@ int rkv_sql__session_sync_catalog(struct rkv_sql_session *session)
         bool present = false;
 
         for (size_t j = 0; j < session->n_attached; j++) {
-            present = present ||
-                      session->attached[j].table_id == tables[i]->table_id;
+            present =
+                present || session->attached[j].table_id == tables[i]->table_id;
         }
         if (rv == 0 && !present) {
             rv = session_attach(session, tables[i]);
@@ -624,8 +623,8 @@ static int session_authorize_cb(void *data, int action, const char *arg1,
             return SQLITE_DENY;
         }
         session->saw_create_table = true;
-        snprintf(session->create_table_name,
-                 sizeof(session->create_table_name), "%s", arg1);
+        snprintf(session->create_table_name, sizeof(session->create_table_name),
+                 "%s", arg1);
         return SQLITE_OK;
     case SQLITE_CREATE_INDEX:
         /* CREATE TABLE creates an index for its PRIMARY KEY. */
@@ -717,8 +716,8 @@ int rkv_sql__session_send_error(struct rkv_sql_session *session,
 
 /* Prepares and runs one statement SQLite executes. */
 int rkv_sql__session_run_sqlite(struct rkv_sql_session *session,
-                              const char *text, rkv_sql_event_cb cb,
-                              void *data)
+                                const char *text, rkv_sql_event_cb cb,
+                                void *data)
 {
     sqlite3_stmt *stmt = NULL;
     int rc;

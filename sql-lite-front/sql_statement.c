@@ -79,8 +79,7 @@ size_t rkv_sql__statement_len(const char *sql)
 
         if (after != pos) {
             pos = after;
-        } else if (*pos == '\'' || *pos == '"' || *pos == '`' ||
-                   *pos == '[') {
+        } else if (*pos == '\'' || *pos == '"' || *pos == '`' || *pos == '[') {
             pos = skip_quoted(pos);
         } else if (*pos == ';') {
             return (size_t)(pos - sql) + 1;
@@ -347,23 +346,18 @@ static void step_set_error(struct rkv_sql_session *session, sqlite3_stmt *stmt)
     int code = sqlite3_extended_errcode(db);
 
     if (code == SQLITE_CONSTRAINT_NOTNULL) {
-        rkv_sql__session_set_error(session, "23502", "%s",
-                                   sqlite3_errmsg(db));
+        rkv_sql__session_set_error(session, "23502", "%s", sqlite3_errmsg(db));
     } else if ((code & 0xff) == SQLITE_CONSTRAINT) {
-        rkv_sql__session_set_error(session, "23000", "%s",
-                                   sqlite3_errmsg(db));
+        rkv_sql__session_set_error(session, "23000", "%s", sqlite3_errmsg(db));
     } else if (code == SQLITE_TOOBIG) {
-        rkv_sql__session_set_error(session, "54000", "%s",
-                                   sqlite3_errmsg(db));
+        rkv_sql__session_set_error(session, "54000", "%s", sqlite3_errmsg(db));
     } else {
-        rkv_sql__session_set_error(session, "XX000", "%s",
-                                   sqlite3_errmsg(db));
+        rkv_sql__session_set_error(session, "XX000", "%s", sqlite3_errmsg(db));
     }
 }
 
-int rkv_sql__statement_step(struct rkv_sql_session *session,
-                            sqlite3_stmt *stmt, const char *text,
-                            rkv_sql_event_cb cb, void *data)
+int rkv_sql__statement_step(struct rkv_sql_session *session, sqlite3_stmt *stmt,
+                            const char *text, rkv_sql_event_cb cb, void *data)
 {
     bool has_columns = sqlite3_column_count(stmt) > 0;
     uint64_t n_rows = 0;
@@ -465,9 +459,8 @@ int rkv_sql__statement_create_table(struct rkv_sql_session *session,
     }
     rv = rkv_sql__catalog_create(session->kv, table, message);
     if (rv == RKV_ECONDFAILED && !if_not_exists) {
-        rkv_sql__session_set_error(session, "42P07",
-                                   "relation \"%s\" already exists",
-                                   table->name);
+        rkv_sql__session_set_error(
+            session, "42P07", "relation \"%s\" already exists", table->name);
     } else if (rv != 0 && rv != RKV_ECONDFAILED) {
         rkv_sql__session_set_kv_error(session, rv, "creating the table",
                                       message);
@@ -504,9 +497,9 @@ static bool range_overlaps(const struct rkv_sql_kv_range *range,
                            const uint8_t *end, size_t end_len)
 {
     bool starts_before_end =
-        end_len == 0 || rkv_sql__key_compare(range->start_key,
-                                             range->start_key_len, end,
-                                             end_len) < 0;
+        end_len == 0 ||
+        rkv_sql__key_compare(range->start_key, range->start_key_len, end,
+                             end_len) < 0;
     bool ends_after_start =
         range->end_key_len == 0 ||
         rkv_sql__key_compare(range->end_key, range->end_key_len, start,
@@ -550,8 +543,7 @@ static int show_ranges_row(const struct rkv_sql_kv_range *range,
     rkv_sql__key_format(range->end_key, range->end_key_len, true, end,
                         sizeof(end));
     snprintf(numbers[0], 24, "%llu", (unsigned long long)range->range_id);
-    snprintf(numbers[1], 24, "%llu",
-             (unsigned long long)range->leader_node_id);
+    snprintf(numbers[1], 24, "%llu", (unsigned long long)range->leader_node_id);
     snprintf(numbers[2], 24, "%llu", (unsigned long long)range->live_bytes);
     snprintf(numbers[3], 24, "%llu", (unsigned long long)range->key_count);
     values[0] = numbers[0];
@@ -571,9 +563,8 @@ static int show_ranges(struct rkv_sql_session *session, const char *name,
         "range_id", "start_key",  "end_key",  "leader_node_id",
         "replicas", "live_bytes", "key_count"};
     static const uint32_t oids[7] = {
-        RKV_SQL_OID_INT8, RKV_SQL_OID_TEXT, RKV_SQL_OID_TEXT,
-        RKV_SQL_OID_INT8, RKV_SQL_OID_TEXT, RKV_SQL_OID_INT8,
-        RKV_SQL_OID_INT8};
+        RKV_SQL_OID_INT8, RKV_SQL_OID_TEXT, RKV_SQL_OID_TEXT, RKV_SQL_OID_INT8,
+        RKV_SQL_OID_TEXT, RKV_SQL_OID_INT8, RKV_SQL_OID_INT8};
     struct rkv_sql_buf start = {0};
     struct rkv_sql_buf end = {0};
     struct rkv_sql_kv_range *ranges = NULL;
@@ -704,8 +695,8 @@ static void explain_span_ranges(const struct rkv_sql_span_note *note,
         if (note->is_write
                 ? i != rkv_sql__range_find(ranges, n_ranges, note->start,
                                            note->start_len)
-                : !range_overlaps(&ranges[i], note->start, note->start_len,
-                                  end, end_len)) {
+                : !range_overlaps(&ranges[i], note->start, note->start_len, end,
+                                  end_len)) {
             continue;
         }
         snprintf(line + used, line_len - used, "%s%llu", first ? "" : ", ",
@@ -721,8 +712,8 @@ static void explain_span_ranges(const struct rkv_sql_span_note *note,
 }
 
 static int explain_spans(struct rkv_sql_session *session,
-                         const struct rkv_sql_kv_range *ranges,
-                         size_t n_ranges, struct explain_output *out)
+                         const struct rkv_sql_kv_range *ranges, size_t n_ranges,
+                         struct explain_output *out)
 {
     char line[EXPLAIN_LINE_MAX];
     char start[KEY_TEXT_MAX];
@@ -736,11 +727,12 @@ static int explain_spans(struct rkv_sql_session *session,
                             sizeof(start));
         rkv_sql__key_format(note->end, note->end_len, true, end, sizeof(end));
         if (note->is_write) {
-            snprintf(line, sizeof(line), "write %s: %s ranges: ",
-                     note->table_name, start);
+            snprintf(line, sizeof(line),
+                     "write %s: %s ranges: ", note->table_name, start);
         } else {
-            snprintf(line, sizeof(line), "scan %s: [%s, %s) ranges: ",
-                     note->table_name, start, end);
+            snprintf(line, sizeof(line),
+                     "scan %s: [%s, %s) ranges: ", note->table_name, start,
+                     end);
         }
         explain_span_ranges(note, ranges, n_ranges, out, line, sizeof(line));
         rv = explain_line(out, line);
@@ -770,8 +762,8 @@ static int explain_touched(struct explain_output *out)
     for (size_t i = 0; i < out->n_touched; i++) {
         size_t used = strlen(line);
 
-        snprintf(line + used, sizeof(line) - used, "%s%llu",
-                 i > 0 ? ", " : "", (unsigned long long)out->touched[i]);
+        snprintf(line + used, sizeof(line) - used, "%s%llu", i > 0 ? ", " : "",
+                 (unsigned long long)out->touched[i]);
     }
     if (out->n_touched == 0) {
         strcat(line, "none");

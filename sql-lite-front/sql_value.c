@@ -40,7 +40,7 @@ int rkv_sql__buf_append_uvarint(struct rkv_sql_buf *buf, uint64_t value)
 }
 
 int rkv_sql__read_uvarint(const uint8_t **pos, const uint8_t *end,
-                        uint64_t *out)
+                          uint64_t *out)
 {
     uint64_t value = 0;
 
@@ -73,8 +73,8 @@ static int append_entry(struct rkv_sql_buf *buf, uint64_t gap,
     }
     switch (value->type) {
     case RKV_SQL_INTEGER:
-        bits = ((uint64_t)value->integer << 1) ^
-               (uint64_t)(value->integer >> 63);
+        bits =
+            ((uint64_t)value->integer << 1) ^ (uint64_t)(value->integer >> 63);
         return rkv_sql__buf_append_uvarint(buf, bits);
     case RKV_SQL_REAL:
         memcpy(&bits, &value->real, sizeof(bits));

@@ -124,8 +124,7 @@ void rkv_sql__datum_from_value(sqlite3_value *value,
     if (out->type == RKV_SQL_REAL && affinity != RKV_SQL_AFF_REAL &&
         affinity != RKV_SQL_AFF_TEXT && affinity != RKV_SQL_AFF_BLOB &&
         out->real >= -9223372036854775808.0 &&
-        out->real < 9223372036854775808.0 &&
-        out->real == floor(out->real)) {
+        out->real < 9223372036854775808.0 && out->real == floor(out->real)) {
         out->type = RKV_SQL_INTEGER;
         out->integer = (int64_t)out->real;
     }
@@ -157,8 +156,7 @@ static int attached_add(struct rkv_sql_session *session,
     return 0;
 }
 
-static void attached_remove(struct rkv_sql_session *session,
-                            uint64_t table_id)
+static void attached_remove(struct rkv_sql_session *session, uint64_t table_id)
 {
     for (size_t i = 0; i < session->n_attached; i++) {
         if (session->attached[i].table_id != table_id) {
@@ -303,8 +301,8 @@ static int collect_values(sqlite3_value *arg, bool is_in,
             return -E2BIG;
         }
         if (datum.type != RKV_SQL_NULL) {
-            rv = rkv_sql__key_append_datum(&fragments[(*n_fragments)++],
-                                           &datum, column->descending);
+            rv = rkv_sql__key_append_datum(&fragments[(*n_fragments)++], &datum,
+                                           column->descending);
         }
         if (!is_in) {
             break;
@@ -433,8 +431,8 @@ static int span_build(const struct rkv_sql_buf *prefix,
 
     if (start_bound->present) {
         /* Skip the keys equal to the value unless they are included. */
-        rv = bound_key(prefix, start_bound, descending,
-                       !start_bound->inclusive, &span->start);
+        rv = bound_key(prefix, start_bound, descending, !start_bound->inclusive,
+                       &span->start);
     } else {
         rv = rkv_sql__buf_append(&span->start, prefix->data, prefix->len);
     }
@@ -467,15 +465,13 @@ static void spans_normalize(struct span *spans, size_t *n_spans)
 
     qsort(spans, *n_spans, sizeof(*spans), compare_spans);
     for (size_t i = 0; i < *n_spans; i++) {
-        bool empty = rkv_sql__key_compare(spans[i].start.data,
-                                          spans[i].start.len,
-                                          spans[i].end.data,
-                                          spans[i].end.len) >= 0;
+        bool empty =
+            rkv_sql__key_compare(spans[i].start.data, spans[i].start.len,
+                                 spans[i].end.data, spans[i].end.len) >= 0;
         bool duplicate =
-            kept > 0 &&
-            rkv_sql__key_compare(spans[kept - 1].end.data,
-                                 spans[kept - 1].end.len, spans[i].start.data,
-                                 spans[i].start.len) > 0;
+            kept > 0 && rkv_sql__key_compare(
+                            spans[kept - 1].end.data, spans[kept - 1].end.len,
+                            spans[i].start.data, spans[i].start.len) > 0;
 
         if (duplicate &&
             rkv_sql__key_compare(spans[i].end.data, spans[i].end.len,
@@ -503,8 +499,8 @@ struct filter_args {
     struct prefixes prefixes;
     struct bound lower;
     struct bound upper;
-    bool match_none; /* an "=" or IN had only NULLs */
-    bool prefix_cut; /* too many spans: later key columns are not used */
+    bool match_none;  /* an "=" or IN had only NULLs */
+    bool prefix_cut;  /* too many spans: later key columns are not used */
     int64_t row_hint; /* LIMIT plus OFFSET when known, else 0 */
 };
 
@@ -614,9 +610,8 @@ static int filter_build_spans(struct rkv_sql_vtab *vtab, struct cursor *cursor,
         return -ENOMEM;
     }
     for (size_t i = 0; i < args->prefixes.n_keys; i++) {
-        int rv = span_build(&args->prefixes.keys[i], &args->lower,
-                            &args->upper, descending,
-                            &cursor->spans[cursor->n_spans]);
+        int rv = span_build(&args->prefixes.keys[i], &args->lower, &args->upper,
+                            descending, &cursor->spans[cursor->n_spans]);
 
         cursor->n_spans++;
         if (rv != 0) {
@@ -722,9 +717,8 @@ static int cursor_decode(struct cursor *cursor, struct rkv_sql_vtab *vtab,
     for (size_t p = 0; rv == 0 && p < table->n_key_columns; p++) {
         uint32_t column = table->key_columns[p];
 
-        rv = rkv_sql__key_decode_datum(&pos, end,
-                                       table->columns[column].descending,
-                                       &cursor->row[column]);
+        rv = rkv_sql__key_decode_datum(
+            &pos, end, table->columns[column].descending, &cursor->row[column]);
     }
     if (rv == 0 && pos != end) {
         rv = RKV_ECORRUPT;
@@ -803,8 +797,8 @@ static int filter_start(struct cursor *cursor, struct rkv_sql_vtab *vtab,
     cursor->page_len = RKV_SQL_SCAN_PAGE_FIRST;
     if (row_hint > 0) {
         /* One more than the rows needed, so a full page still ends it. */
-        cursor->page_len = (uint32_t)RKV_MIN(row_hint + 1,
-                                             (int64_t)RKV_SQL_SCAN_PAGE_MAX);
+        cursor->page_len =
+            (uint32_t)RKV_MIN(row_hint + 1, (int64_t)RKV_SQL_SCAN_PAGE_MAX);
     }
     if (cursor->n_spans == 0) {
         return 0;

@@ -140,8 +140,8 @@ static int row_encode(struct rkv_sql_vtab *vtab, sqlite3_value **values,
         rkv_sql__datum_from_value(source, table->columns[i].affinity,
                                   &datums[i]);
     }
-    if (table->hidden_key && datums[table->key_columns[0]].type ==
-                                 RKV_SQL_NULL) {
+    if (table->hidden_key &&
+        datums[table->key_columns[0]].type == RKV_SQL_NULL) {
         struct rkv_sql_datum *row_key = &datums[table->key_columns[0]];
 
         row_key->type = RKV_SQL_INTEGER;
@@ -151,8 +151,9 @@ static int row_encode(struct rkv_sql_vtab *vtab, sqlite3_value **values,
     for (size_t i = 0; rv == 0 && i < table->n_columns; i++) {
         rv = row_check_column(vtab, i, values[i], &datums[i]);
     }
-    rv = rv != 0 ? rv : rkv_sql__buf_append(key, vtab->prefix.data,
-                                            vtab->prefix.len);
+    rv = rv != 0
+             ? rv
+             : rkv_sql__buf_append(key, vtab->prefix.data, vtab->prefix.len);
     for (size_t p = 0; rv == 0 && p < table->n_key_columns; p++) {
         uint32_t column = table->key_columns[p];
 
@@ -174,7 +175,8 @@ static int row_encode(struct rkv_sql_vtab *vtab, sqlite3_value **values,
     return rv;
 }
 
-static int row_check_limits(struct rkv_sql_vtab *vtab, const struct rkv_sql_buf *key,
+static int row_check_limits(struct rkv_sql_vtab *vtab,
+                            const struct rkv_sql_buf *key,
                             const struct rkv_sql_buf *value)
 {
     if (key->len > RKV_CLIENT_KEY_MAX) {
@@ -212,8 +214,7 @@ static int key_exists(struct rkv_sql_vtab *vtab, const struct rkv_sql_buf *key)
     if (buffered >= 0) {
         return buffered;
     }
-    rv = kv->vtable->get(kv, key->data, key->len, &value, &value_len,
-                         message);
+    rv = kv->vtable->get(kv, key->data, key->len, &value, &value_len, message);
     rkv_free(value);
     if (rv == RKV_ENOTFOUND) {
         return 0;
@@ -257,9 +258,8 @@ static int update_delete(struct rkv_sql_vtab *vtab, sqlite3_value *old_rowid)
     size_t key_len;
     int rv;
 
-    rv = rkv_sql__session_handle_get(vtab->session,
-                                     sqlite3_value_int64(old_rowid), &key,
-                                     &key_len);
+    rv = rkv_sql__session_handle_get(
+        vtab->session, sqlite3_value_int64(old_rowid), &key, &key_len);
     if (rv != 0) {
         rkv_sql__session_set_error(vtab->session, "XX000",
                                    "row handle %lld is unknown",
@@ -285,9 +285,8 @@ static int update_put(struct rkv_sql_vtab *vtab, sqlite3_value *old_rowid,
     bool moves;
     int rv;
 
-    rv = row_encode(vtab, values,
-                    sqlite3_value_type(old_rowid) == SQLITE_NULL, &key,
-                    &value);
+    rv = row_encode(vtab, values, sqlite3_value_type(old_rowid) == SQLITE_NULL,
+                    &key, &value);
     if (rv == 0) {
         rv = row_check_limits(vtab, &key, &value);
     }
@@ -298,8 +297,8 @@ static int update_put(struct rkv_sql_vtab *vtab, sqlite3_value *old_rowid,
     if (rv != 0) {
         goto out;
     }
-    moves = old_key == NULL || rkv_sql__key_compare(old_key, old_key_len,
-                                                    key.data, key.len) != 0;
+    moves = old_key == NULL ||
+            rkv_sql__key_compare(old_key, old_key_len, key.data, key.len) != 0;
     if (rkv_sql__session_explaining(session)) {
         rv = rkv_sql__session_note_span(session, vtab->table->name, true,
                                         key.data, key.len, NULL, 0);
@@ -333,7 +332,7 @@ out:
 }
 
 int rkv_sql__vtab_update(sqlite3_vtab *base, int argc, sqlite3_value **argv,
-                       sqlite3_int64 *rowid)
+                         sqlite3_int64 *rowid)
 {
     struct rkv_sql_vtab *vtab = (struct rkv_sql_vtab *)base;
     int rv;

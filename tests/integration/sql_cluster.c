@@ -37,9 +37,9 @@ struct fixture {
     char hosts_buf[NODES][ADDR_MAX];
     const char *hosts[NODES];
     size_t n_hosts;
-    pid_t sql_pid;   /* `rangekv sql --listen` */
+    pid_t sql_pid; /* `rangekv sql --listen` */
     int sql_port;
-    pid_t watchdog;  /* cleans up if this test process dies */
+    pid_t watchdog; /* cleans up if this test process dies */
 };
 
 static struct fixture fixture;
@@ -171,8 +171,7 @@ static bool setup(void)
     ASSERT_TRUE(build_dir != NULL);
     snprintf(fixture.rangekv, sizeof(fixture.rangekv), "%s/cmd/rangekv",
              build_dir);
-    snprintf(fixture.dir, sizeof(fixture.dir), "%s/cluster",
-             rkv_test_tmpdir());
+    snprintf(fixture.dir, sizeof(fixture.dir), "%s/cluster", rkv_test_tmpdir());
     cluster_start();
     sql_server_start();
     fixture.watchdog = start_watchdog();
@@ -269,8 +268,9 @@ static const char *rangekv_sql(const char *args, const char *input)
     FILE *pipe;
     size_t used;
 
-    snprintf(command, sizeof(command), "printf '%s' | '%s' sql --host %s %s "
-                                       "2>&1",
+    snprintf(command, sizeof(command),
+             "printf '%s' | '%s' sql --host %s %s "
+             "2>&1",
              input, fixture.rangekv, fixture.hosts[1], args);
     pipe = popen(command, "r");
     ASSERT_TRUE(pipe != NULL);
@@ -390,16 +390,16 @@ TEST(sql_cluster, point_and_range_queries_after_splits)
              (unsigned long long)RKV_MIN(middle, right),
              (unsigned long long)RKV_MAX(middle, right));
     if (strstr(output, expected) == NULL) {
-        rkv_test_fail(__FILE__, __LINE__, "expected \"%s\" in:\n%s\nranges:\n%s",
-                      expected, output, ranges);
+        rkv_test_fail(__FILE__, __LINE__,
+                      "expected \"%s\" in:\n%s\nranges:\n%s", expected, output,
+                      ranges);
     }
     teardown();
 }
 
 /* Renders a query's rows on a plain SQLite database as psql -A -t does:
  * "a|b" lines, NULL as an empty field. */
-static void sqlite_rows(sqlite3 *db, const char *sql, char *out,
-                        size_t out_len)
+static void sqlite_rows(sqlite3 *db, const char *sql, char *out, size_t out_len)
 {
     sqlite3_stmt *stmt;
     size_t used = 0;
@@ -409,12 +409,12 @@ static void sqlite_rows(sqlite3 *db, const char *sql, char *out,
     while (sqlite3_step(stmt) == SQLITE_ROW) {
         for (int i = 0; i < sqlite3_column_count(stmt); i++) {
             size_t len;
-            char *text = rkv_sql__value_text(sqlite3_column_value(stmt, i),
-                                             &len);
+            char *text =
+                rkv_sql__value_text(sqlite3_column_value(stmt, i), &len);
 
-            used += (size_t)snprintf(out + used, out_len - used, "%s%s",
-                                     i > 0 ? "|" : "",
-                                     text != NULL ? text : "");
+            used +=
+                (size_t)snprintf(out + used, out_len - used, "%s%s",
+                                 i > 0 ? "|" : "", text != NULL ? text : "");
             sqlite3_free(text);
         }
         used += (size_t)snprintf(out + used, out_len - used, "\n");
@@ -514,8 +514,8 @@ TEST(sql_cluster, iso_codes_match_sqlite)
                 NULL);
 
     ASSERT_INT_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
-    sqlite3_create_function(db, "readfile", 1, SQLITE_UTF8, NULL,
-                            readfile_fn, NULL, NULL);
+    sqlite3_create_function(db, "readfile", 1, SQLITE_UTF8, NULL, readfile_fn,
+                            NULL, NULL);
     sqlite_load_iso_codes(db);
     for (size_t i = 0; i < RKV_ARRAY_SIZE(queries); i++) {
         sqlite_rows(db, queries[i], expected, sizeof(expected));

@@ -91,8 +91,8 @@ static size_t range_index(const struct kv_local *local, const uint8_t *key,
     size_t index = 0;
 
     while (index < local->n_splits &&
-           compare(local->splits[index].key, local->splits[index].key_len,
-                   key, key_len) <= 0) {
+           compare(local->splits[index].key, local->splits[index].key_len, key,
+                   key_len) <= 0) {
         index++;
     }
     return index;
@@ -103,9 +103,8 @@ static struct kv_local *local_of(struct rkv_sql_kv *kv)
     return (struct kv_local *)kv;
 }
 
-static int local_get(struct rkv_sql_kv *kv, const uint8_t *key,
-                     size_t key_len, uint8_t **value_out,
-                     size_t *value_len_out, char *message)
+static int local_get(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                     uint8_t **value_out, size_t *value_len_out, char *message)
 {
     struct kv_local *local = local_of(kv);
     size_t index = lower_bound(local, key, key_len);
@@ -119,7 +118,7 @@ static int local_get(struct rkv_sql_kv *kv, const uint8_t *key,
         return RKV_ENOTFOUND;
     }
     *value_out = local_memdup(local->pairs[index].value,
-                            local->pairs[index].value_len + 1);
+                              local->pairs[index].value_len + 1);
     if (*value_out == NULL) {
         return -ENOMEM;
     }
@@ -130,8 +129,8 @@ static int local_get(struct rkv_sql_kv *kv, const uint8_t *key,
 /* Counts a touch on every range overlapping [start, last], or [start, end)
  * when last is NULL. */
 static void touch_span(struct kv_local *local, const uint8_t *start,
-                       size_t start_len, const uint8_t *last,
-                       size_t last_len, const uint8_t *end, size_t end_len)
+                       size_t start_len, const uint8_t *last, size_t last_len,
+                       const uint8_t *end, size_t end_len)
 {
     size_t first = range_index(local, start, start_len);
     size_t final = local->n_splits;
@@ -141,8 +140,8 @@ static void touch_span(struct kv_local *local, const uint8_t *start,
     } else if (end_len > 0) {
         final = first;
         while (final < local->n_splits &&
-               compare(local->splits[final].key,
-                       local->splits[final].key_len, end, end_len) < 0) {
+               compare(local->splits[final].key, local->splits[final].key_len,
+                       end, end_len) < 0) {
             final++;
         }
     }
@@ -167,8 +166,8 @@ static int local_scan(struct rkv_sql_kv *kv, const uint8_t *start,
     }
     while (index < local->n_pairs && n < limit &&
            (end_len == 0 ||
-            compare(local->pairs[index].key, local->pairs[index].key_len,
-                    end, end_len) < 0)) {
+            compare(local->pairs[index].key, local->pairs[index].key_len, end,
+                    end_len) < 0)) {
         const struct local_pair *pair = &local->pairs[index++];
 
         pairs[n].key = local_memdup(pair->key, pair->key_len);
@@ -192,9 +191,8 @@ static int local_put_one(struct kv_local *local, const struct rkv_sql_kv_op *op)
 {
     size_t index = lower_bound(local, op->key, op->key_len);
     bool exists = index < local->n_pairs &&
-                  compare(local->pairs[index].key,
-                          local->pairs[index].key_len, op->key,
-                          op->key_len) == 0;
+                  compare(local->pairs[index].key, local->pairs[index].key_len,
+                          op->key, op->key_len) == 0;
     uint8_t *value;
 
     if (op->is_delete) {
@@ -220,8 +218,7 @@ static int local_put_one(struct kv_local *local, const struct rkv_sql_kv_op *op)
     }
     if (local->n_pairs == local->pairs_cap) {
         size_t cap = local->pairs_cap == 0 ? 64 : local->pairs_cap * 2;
-        struct local_pair *grown =
-            realloc(local->pairs, cap * sizeof(*grown));
+        struct local_pair *grown = realloc(local->pairs, cap * sizeof(*grown));
 
         if (grown == NULL) {
             free(value);
@@ -276,16 +273,16 @@ static int local_batch(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
     return 0;
 }
 
-static int local_cas(struct rkv_sql_kv *kv, const uint8_t *key,
-                     size_t key_len, const uint8_t *expected,
-                     size_t expected_len, const uint8_t *value,
-                     size_t value_len, bool *swapped, char *message)
+static int local_cas(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
+                     const uint8_t *expected, size_t expected_len,
+                     const uint8_t *value, size_t value_len, bool *swapped,
+                     char *message)
 {
     struct kv_local *local = local_of(kv);
     size_t index = lower_bound(local, key, key_len);
     bool exists = index < local->n_pairs &&
-                  compare(local->pairs[index].key,
-                          local->pairs[index].key_len, key, key_len) == 0;
+                  compare(local->pairs[index].key, local->pairs[index].key_len,
+                          key, key_len) == 0;
     struct rkv_sql_kv_op op = {
         .is_delete = value == NULL,
         .key = key,
@@ -297,10 +294,9 @@ static int local_cas(struct rkv_sql_kv *kv, const uint8_t *key,
     local->touches[range_index(local, key, key_len)]++;
     *swapped = false;
     if (expected == NULL ? exists
-                         : !exists ||
-                               compare(local->pairs[index].value,
-                                       local->pairs[index].value_len,
-                                       expected, expected_len) != 0) {
+                         : !exists || compare(local->pairs[index].value,
+                                              local->pairs[index].value_len,
+                                              expected, expected_len) != 0) {
         return 0;
     }
     *swapped = true;
@@ -325,12 +321,12 @@ static int local_ranges(struct rkv_sql_kv *kv,
         ranges[i].n_replicas = 1;
         if (i > 0) {
             ranges[i].start_key = local_memdup(local->splits[i - 1].key,
-                                             local->splits[i - 1].key_len);
+                                               local->splits[i - 1].key_len);
             ranges[i].start_key_len = local->splits[i - 1].key_len;
         }
         if (i < local->n_splits) {
-            ranges[i].end_key = local_memdup(local->splits[i].key,
-                                           local->splits[i].key_len);
+            ranges[i].end_key =
+                local_memdup(local->splits[i].key, local->splits[i].key_len);
             ranges[i].end_key_len = local->splits[i].key_len;
         }
     }
@@ -390,9 +386,9 @@ int kv_local_split(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len)
     uint64_t next_id = 1;
 
     if (local->n_splits + 1 == LOCAL_RANGES_MAX || key_len == 0 ||
-        (index > 0 && compare(local->splits[index - 1].key,
-                              local->splits[index - 1].key_len, key,
-                              key_len) == 0)) {
+        (index > 0 &&
+         compare(local->splits[index - 1].key, local->splits[index - 1].key_len,
+                 key, key_len) == 0)) {
         return -EINVAL;
     }
     for (size_t i = 0; i <= local->n_splits; i++) {

@@ -51,8 +51,7 @@ int sql_collect_cb(void *data, const struct rkv_sql_event *event)
                        event->values[i], event->value_lens[i]);
             }
         }
-        append(result->rows, sizeof(result->rows), &result->rows_len, "\n",
-               1);
+        append(result->rows, sizeof(result->rows), &result->rows_len, "\n", 1);
         result->n_rows++;
         break;
     case RKV_SQL_EVENT_COMPLETE:

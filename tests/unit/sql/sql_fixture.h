@@ -15,9 +15,9 @@
 struct sql_result {
     char rows[SQL_RESULT_MAX]; /* "v1|v2\n" per row */
     size_t rows_len;
-    char columns[1024];        /* "name:oid|name:oid" of the last COLUMNS */
-    char tag[64];              /* the last command tag */
-    char sqlstate[6];          /* "" when no error */
+    char columns[1024]; /* "name:oid|name:oid" of the last COLUMNS */
+    char tag[64];       /* the last command tag */
+    char sqlstate[6];   /* "" when no error */
     char message[512];
     int n_rows;
     int n_empty;

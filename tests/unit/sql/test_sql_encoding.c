@@ -71,10 +71,8 @@ static void check_pairwise_order(struct encoded *items, size_t n,
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < n; j++) {
             int want = sql_compare(&items[i].datum, &items[j].datum);
-            int got = rkv_sql__key_compare(items[i].key.data,
-                                           items[i].key.len,
-                                           items[j].key.data,
-                                           items[j].key.len);
+            int got = rkv_sql__key_compare(items[i].key.data, items[i].key.len,
+                                           items[j].key.data, items[j].key.len);
 
             want = descending ? -want : want;
             if ((want > 0) != (got > 0) || (want < 0) != (got < 0)) {
@@ -107,13 +105,29 @@ static void check_round_trip(struct encoded *items, size_t n, bool descending)
  * values of random magnitude keep their order ascending and descending. */
 TEST(sql_keys, integer_order)
 {
-    static const int64_t boundaries[] = {
-        INT64_MIN,   INT64_MIN + 1, -4294967297LL, -4294967296LL,
-        -65537,      -65536,        -257,          -256,
-        -255,        -2,            -1,            0,
-        1,           2,             255,           256,
-        257,         65535,         65536,         4294967295LL,
-        4294967296LL, INT64_MAX - 1, INT64_MAX};
+    static const int64_t boundaries[] = {INT64_MIN,
+                                         INT64_MIN + 1,
+                                         -4294967297LL,
+                                         -4294967296LL,
+                                         -65537,
+                                         -65536,
+                                         -257,
+                                         -256,
+                                         -255,
+                                         -2,
+                                         -1,
+                                         0,
+                                         1,
+                                         2,
+                                         255,
+                                         256,
+                                         257,
+                                         65535,
+                                         65536,
+                                         4294967295LL,
+                                         4294967296LL,
+                                         INT64_MAX - 1,
+                                         INT64_MAX};
     static struct encoded items[RKV_ARRAY_SIZE(boundaries) + 200];
     size_t n = 0;
 
@@ -163,8 +177,8 @@ TEST(sql_keys, integer_length)
 TEST(sql_keys, real_order)
 {
     static const double boundaries[] = {
-        -INFINITY, -DBL_MAX, -1e300, -2.5, -1, -DBL_MIN, -4.9e-324, 0,
-        4.9e-324,  DBL_MIN,  1,      2.5,  1e300, DBL_MAX, INFINITY};
+        -INFINITY, -DBL_MAX, -1e300, -2.5, -1,    -DBL_MIN, -4.9e-324, 0,
+        4.9e-324,  DBL_MIN,  1,      2.5,  1e300, DBL_MAX,  INFINITY};
     static struct encoded items[RKV_ARRAY_SIZE(boundaries) + 100];
     size_t n = 0;
 
@@ -209,8 +223,8 @@ TEST(sql_keys, real_zero_and_nan)
 TEST(sql_keys, bytes_order)
 {
     static const char *const texts[] = {
-        "",      "\x01",  "a",     "a\x01", "ab",   "abc",      "abd",
-        "b",     "\x7f",  "\xc3\xa9", "\xff", "\xff\xff", "z"};
+        "",  "\x01", "a",        "a\x01", "ab",       "abc", "abd",
+        "b", "\x7f", "\xc3\xa9", "\xff",  "\xff\xff", "z"};
     static const uint8_t nul_texts[][3] = {
         {0, 0, 0}, {'a', 0, 0}, {'a', 0, 'b'}, {0, 0xff, 0}};
     static struct encoded items[RKV_ARRAY_SIZE(texts) + 4 + 60];
@@ -259,9 +273,9 @@ TEST(sql_keys, tuples_match_sqlite_order)
 
     random_state = 4;
     ASSERT_INT_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
-    ASSERT_INT_EQ(sqlite3_exec(db, "CREATE TABLE t(id INTEGER, a, b)", NULL,
-                               NULL, NULL),
-                  SQLITE_OK);
+    ASSERT_INT_EQ(
+        sqlite3_exec(db, "CREATE TABLE t(id INTEGER, a, b)", NULL, NULL, NULL),
+        SQLITE_OK);
     ASSERT_INT_EQ(sqlite3_prepare_v2(db, "INSERT INTO t VALUES (?1, ?2, ?3)",
                                      -1, &insert, NULL),
                   SQLITE_OK);
@@ -304,8 +318,7 @@ TEST(sql_keys, tuples_match_sqlite_order)
         sqlite3_reset(insert);
     }
     sqlite3_finalize(insert);
-    ASSERT_INT_EQ(sqlite3_prepare_v2(db,
-                                     "SELECT id FROM t ORDER BY a, b DESC",
+    ASSERT_INT_EQ(sqlite3_prepare_v2(db, "SELECT id FROM t ORDER BY a, b DESC",
                                      -1, &select, NULL),
                   SQLITE_OK);
     while (sqlite3_step(select) == SQLITE_ROW) {
@@ -333,24 +346,25 @@ TEST(sql_keys, decode_rejects_garbage)
         const char *bytes;
         size_t len;
     } cases[] = {
-        {"", 0},                 /* nothing */
-        {"\x29", 1},             /* one-byte integer, payload missing */
-        {"\x29\x00", 2},         /* non-minimal: 0 in one byte */
-        {"\x40\x01\x02", 3},     /* real cut short */
-        {"\x50" "ab", 3},        /* text without terminator */
-        {"\x50\x00\x02", 3},     /* invalid escape */
-        {"\x77", 1},             /* unknown tag */
+        {"", 0},             /* nothing */
+        {"\x29", 1},         /* one-byte integer, payload missing */
+        {"\x29\x00", 2},     /* non-minimal: 0 in one byte */
+        {"\x40\x01\x02", 3}, /* real cut short */
+        {"\x50"
+         "ab",
+         3},                 /* text without terminator */
+        {"\x50\x00\x02", 3}, /* invalid escape */
+        {"\x77", 1},         /* unknown tag */
     };
 
     for (size_t i = 0; i < RKV_ARRAY_SIZE(cases); i++) {
         const uint8_t *pos = (const uint8_t *)cases[i].bytes;
         struct rkv_sql_datum datum;
-        int rv = rkv_sql__key_decode_datum(&pos, pos + cases[i].len, false,
-                                           &datum);
+        int rv =
+            rkv_sql__key_decode_datum(&pos, pos + cases[i].len, false, &datum);
 
         if (rv != RKV_ECORRUPT) {
-            rkv_test_fail(__FILE__, __LINE__, "case %zu decoded: rv %d", i,
-                          rv);
+            rkv_test_fail(__FILE__, __LINE__, "case %zu decoded: rv %d", i, rv);
         }
     }
 }
@@ -361,21 +375,18 @@ TEST(sql_keys, prefix_end)
     struct rkv_sql_buf prefix = {0};
     struct rkv_sql_buf end = {0};
     struct rkv_sql_buf inside = {0};
-    struct rkv_sql_datum max = {.type = RKV_SQL_BLOB,
-                                .bytes = (const uint8_t *)"\xff\xff",
-                                .len = 2};
+    struct rkv_sql_datum max = {
+        .type = RKV_SQL_BLOB, .bytes = (const uint8_t *)"\xff\xff", .len = 2};
 
     ASSERT_OK(rkv_sql__key_append_prefix(&prefix, 100, 1));
     ASSERT_OK(rkv_sql__buf_append(&end, prefix.data, prefix.len));
     rkv_sql__key_prefix_end(&end);
     ASSERT_OK(rkv_sql__buf_append(&inside, prefix.data, prefix.len));
     ASSERT_OK(rkv_sql__key_append_datum(&inside, &max, false));
-    ASSERT_INT_LT(rkv_sql__key_compare(inside.data, inside.len, end.data,
-                                       end.len),
-                  0);
-    ASSERT_INT_LT(rkv_sql__key_compare(prefix.data, prefix.len, end.data,
-                                       end.len),
-                  0);
+    ASSERT_INT_LT(
+        rkv_sql__key_compare(inside.data, inside.len, end.data, end.len), 0);
+    ASSERT_INT_LT(
+        rkv_sql__key_compare(prefix.data, prefix.len, end.data, end.len), 0);
     end.len = 0;
     ASSERT_OK(rkv_sql__buf_append(&end, "\xff\xff", 2));
     rkv_sql__key_prefix_end(&end);
@@ -390,9 +401,8 @@ TEST(sql_keys, format)
 {
     struct rkv_sql_buf key = {0};
     struct rkv_sql_datum id = {.type = RKV_SQL_INTEGER, .integer = -42};
-    struct rkv_sql_datum name = {.type = RKV_SQL_TEXT,
-                                 .bytes = (const uint8_t *)"it's",
-                                 .len = 4};
+    struct rkv_sql_datum name = {
+        .type = RKV_SQL_TEXT, .bytes = (const uint8_t *)"it's", .len = 4};
     char text[128];
 
     ASSERT_OK(rkv_sql__key_append_prefix(&key, 104, 1));
@@ -400,8 +410,7 @@ TEST(sql_keys, format)
     ASSERT_OK(rkv_sql__key_append_datum(&key, &name, true));
     rkv_sql__key_format(key.data, key.len, false, text, sizeof(text));
     ASSERT_STR_EQ(text, "/Table/104/1/-42/'it\\x27s'");
-    rkv_sql__key_format((const uint8_t *)"\x02k", 2, false, text,
-                        sizeof(text));
+    rkv_sql__key_format((const uint8_t *)"\x02k", 2, false, text, sizeof(text));
     ASSERT_STR_EQ(text, "0x026b");
     rkv_sql__key_format(NULL, 0, true, text, sizeof(text));
     ASSERT_STR_EQ(text, "/Max");
@@ -473,8 +482,7 @@ static struct rkv_sql_table *describe(const char *create, const char *name)
 
     ASSERT_INT_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
     ASSERT_INT_EQ(sqlite3_exec(db, create, NULL, NULL, NULL), SQLITE_OK);
-    rv = rkv_sql__table_from_sqlite(db, name, &table, message,
-                                    sizeof(message));
+    rv = rkv_sql__table_from_sqlite(db, name, &table, message, sizeof(message));
     sqlite3_close(db);
     if (rv != 0) {
         rkv_test_fail(__FILE__, __LINE__, "describe failed: %d %s", rv,
@@ -549,18 +557,18 @@ TEST(sql_catalog, rejects_numeric_key)
     ASSERT_INT_EQ(sqlite3_exec(db, "CREATE TABLE t(k DECIMAL PRIMARY KEY)",
                                NULL, NULL, NULL),
                   SQLITE_OK);
-    ASSERT_INT_EQ(rkv_sql__table_from_sqlite(db, "t", &table, message,
-                                             sizeof(message)),
-                  -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_sql__table_from_sqlite(db, "t", &table, message, sizeof(message)),
+        -EINVAL);
     ASSERT_TRUE(strstr(message, "\"k\"") != NULL);
     ASSERT_INT_EQ(sqlite3_exec(db,
                                "CREATE TABLE u(k TEXT COLLATE NOCASE "
                                "PRIMARY KEY)",
                                NULL, NULL, NULL),
                   SQLITE_OK);
-    ASSERT_INT_EQ(rkv_sql__table_from_sqlite(db, "u", &table, message,
-                                             sizeof(message)),
-                  -EINVAL);
+    ASSERT_INT_EQ(
+        rkv_sql__table_from_sqlite(db, "u", &table, message, sizeof(message)),
+        -EINVAL);
     ASSERT_TRUE(strstr(message, "NOCASE") != NULL);
     sqlite3_close(db);
 }

@@ -64,11 +64,10 @@ static void assert_touches(const uint64_t *expected, int line)
         uint64_t touches = kv_local_touches(fixture.kv, range_id);
 
         if ((touches > 0) != (expected[range_id - 2] > 0)) {
-            rkv_test_fail(__FILE__, line,
-                          "range %llu touched %llu times, expected %s",
-                          (unsigned long long)range_id,
-                          (unsigned long long)touches,
-                          expected[range_id - 2] ? "some" : "none");
+            rkv_test_fail(
+                __FILE__, line, "range %llu touched %llu times, expected %s",
+                (unsigned long long)range_id, (unsigned long long)touches,
+                expected[range_id - 2] ? "some" : "none");
         }
     }
     kv_local_reset_touches(fixture.kv);
@@ -103,8 +102,7 @@ TEST(sql_session, composite_desc_key)
                      "PRIMARY KEY (a, b DESC))");
     SQL_OK(&fixture, "INSERT INTO t VALUES ('x', 1, 0.5), ('x', 3, 1.5), "
                      "('y', -2, 2), ('x', 2, NULL), ('w', 9, 9)");
-    SQL_ROWS(&fixture, "SELECT a, b FROM t",
-             "w|9\nx|3\nx|2\nx|1\ny|-2\n");
+    SQL_ROWS(&fixture, "SELECT a, b FROM t", "w|9\nx|3\nx|2\nx|1\ny|-2\n");
     SQL_ROWS(&fixture, "SELECT b FROM t WHERE a = 'x' AND b > 1", "3\n2\n");
     SQL_ROWS(&fixture, "SELECT b FROM t WHERE a = 'x' AND b <= 2 AND b >= 2",
              "2\n");
@@ -213,8 +211,7 @@ TEST(sql_session, update_delete)
 
 /* Renders a query's rows from a plain SQLite database like the fixture
  * renders a session's. */
-static void plain_rows(sqlite3 *db, const char *sql, char *out,
-                       size_t out_len)
+static void plain_rows(sqlite3 *db, const char *sql, char *out, size_t out_len)
 {
     sqlite3_stmt *stmt;
     size_t used = 0;
@@ -224,8 +221,8 @@ static void plain_rows(sqlite3 *db, const char *sql, char *out,
     while (sqlite3_step(stmt) == SQLITE_ROW) {
         for (int i = 0; i < sqlite3_column_count(stmt); i++) {
             size_t len;
-            char *text = rkv_sql__value_text(sqlite3_column_value(stmt, i),
-                                             &len);
+            char *text =
+                rkv_sql__value_text(sqlite3_column_value(stmt, i), &len);
 
             used += (size_t)snprintf(out + used, out_len - used, "%s%s",
                                      i > 0 ? "|" : "",
@@ -329,8 +326,7 @@ TEST(sql_session, explain_spans_and_ranges)
                 NULL);
     ASSERT_STR_EQ(fixture.result.columns, "info:25");
     SQL_OK(&fixture, "EXPLAIN SELECT * FROM t WHERE k >= 20 AND k < 30");
-    ASSERT_TRUE(strstr(fixture.result.rows, "ranges touched: 2, 3\n") !=
-                NULL);
+    ASSERT_TRUE(strstr(fixture.result.rows, "ranges touched: 2, 3\n") != NULL);
     SQL_OK(&fixture, "EXPLAIN DELETE FROM t WHERE k = 90");
     ASSERT_TRUE(strstr(fixture.result.rows,
                        "write t: /Table/100/1/90 ranges: 5\n") != NULL);
@@ -351,10 +347,8 @@ TEST(sql_session, show_ranges)
     ASSERT_INT_EQ(fixture.result.n_rows, 4);
     ASSERT_TRUE(strncmp(fixture.result.rows,
                         "2|/Table/100/0|/Table/100/1/25|1|{1}|", 36) == 0);
-    ASSERT_TRUE(strstr(fixture.result.rows, "|24\n3|/Table/100/1/25|") !=
-                NULL);
-    ASSERT_TRUE(strstr(fixture.result.rows, "5|/Table/100/1/75|/Max|") !=
-                NULL);
+    ASSERT_TRUE(strstr(fixture.result.rows, "|24\n3|/Table/100/1/25|") != NULL);
+    ASSERT_TRUE(strstr(fixture.result.rows, "5|/Table/100/1/75|/Max|") != NULL);
     SQL_FAILS(&fixture, "SHOW RANGES FROM TABLE nope", "42P01");
     SQL_ROWS(&fixture, "SHOW TABLES", "t|100\n");
     TEARDOWN();
@@ -403,13 +397,13 @@ TEST(sql_session, commit_atomic_per_range)
     kv_local_fail_batches_after(fixture.kv, 1);
     SQL_FAILS(&fixture, "DELETE FROM t WHERE k BETWEEN 20 AND 30", "40003");
     ASSERT_TRUE(strstr(fixture.result.message,
-                       "statement partially applied: 5 of 11 writes") !=
-                NULL);
-    ASSERT_TRUE(strstr(fixture.result.message,
-                       "atomic only within one range") != NULL);
+                       "statement partially applied: 5 of 11 writes") != NULL);
+    ASSERT_TRUE(
+        strstr(fixture.result.message, "atomic only within one range") != NULL);
     kv_local_fail_batches_after(fixture.kv, -1);
-    SQL_ROWS(&fixture, "SELECT min(k), max(k) FROM t WHERE k BETWEEN 19 AND "
-                       "31",
+    SQL_ROWS(&fixture,
+             "SELECT min(k), max(k) FROM t WHERE k BETWEEN 19 AND "
+             "31",
              "19|31\n");
     SQL_ROWS(&fixture, "SELECT count(*) FROM t WHERE k BETWEEN 20 AND 30",
              "6\n");
@@ -437,6 +431,28 @@ TEST(sql_session, errors_and_empty_queries)
                      "VALUES (1); SELECT a FROM scratch");
     ASSERT_STR_EQ(fixture.result.rows, "1\n");
     SQL_FAILS(&fixture, "CREATE TABLE d(k DECIMAL PRIMARY KEY)", "0A000");
+    TEARDOWN();
+}
+
+/* A key over the store's key limit fails with the limit named, and a
+ * key just under it is stored. */
+TEST(sql_session, key_size_limit)
+{
+    static char sql[2048];
+
+    SETUP();
+    SQL_OK(&fixture, "CREATE TABLE big(k TEXT PRIMARY KEY)");
+    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 600, 7);
+    SQL_FAILS(&fixture, sql, "54000");
+    ASSERT_TRUE(strstr(fixture.result.message, "over the maximum of 500") !=
+                NULL);
+    /* The prefix (0xF0, table 100, index 1: 5 bytes), the text tag and the
+     * terminator (3 bytes) leave 492 bytes. */
+    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 493, 7);
+    SQL_FAILS(&fixture, sql, "54000");
+    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 492, 7);
+    SQL_OK(&fixture, sql);
+    SQL_ROWS(&fixture, "SELECT length(k) FROM big", "492\n");
     TEARDOWN();
 }
 
