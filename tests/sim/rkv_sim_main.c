@@ -41,6 +41,8 @@ static const char *bug_name(enum rkv_sim_bug bug)
         return "stale-read";
     case RKV_SIM_BUG_EARLY_ACK:
         return "early-ack";
+    case RKV_SIM_BUG_DROP_ON_TRUNCATE:
+        return "drop-on-truncate";
     }
     return "none";
 }
@@ -60,7 +62,8 @@ static void usage(FILE *out)
             "  --clients N      concurrent clients, up to %d; default 6\n"
             "  --keys N         keys, up to %d; default 6\n"
             "  --split-bytes N  range split threshold in bytes; default 48\n"
-            "  --bug NAME       inject a glue bug: stale-read, early-ack\n"
+            "  --bug NAME       inject a glue bug: stale-read, early-ack,\n"
+            "                   drop-on-truncate\n"
             "  -v               print the fault schedule and failing "
             "histories\n",
             RKV_SIM_NODES_MAX, RKV_SIM_CLIENTS_MAX, RKV_SIM_KEYS_MAX);
@@ -81,6 +84,8 @@ static int parse_bug(const char *text, enum rkv_sim_bug *bug)
         *bug = RKV_SIM_BUG_STALE_READ;
     } else if (strcmp(text, "early-ack") == 0) {
         *bug = RKV_SIM_BUG_EARLY_ACK;
+    } else if (strcmp(text, "drop-on-truncate") == 0) {
+        *bug = RKV_SIM_BUG_DROP_ON_TRUNCATE;
     } else if (strcmp(text, "none") == 0) {
         *bug = RKV_SIM_BUG_NONE;
     } else {
@@ -152,10 +157,27 @@ static int parse_args(struct runner *run, int argc, char **argv)
     return 0;
 }
 
+/* Prints the command that replays o: every option that differs from the
+ * defaults is spelled out. */
 static void print_replay(const struct rkv_sim_options *o)
 {
+    struct rkv_sim_options d;
+
+    rkv_sim_options_init(&d, o->seed, o->n_nodes);
     printf("replay: rkv-sim --seed %" PRIu64 " --nodes %u", o->seed,
            o->n_nodes);
+    if (o->duration_ms != 0 && o->duration_ms != d.duration_ms) {
+        printf(" --duration %" PRIu64, o->duration_ms);
+    }
+    if (o->n_clients != 0 && o->n_clients != d.n_clients) {
+        printf(" --clients %u", o->n_clients);
+    }
+    if (o->n_keys != 0 && o->n_keys != d.n_keys) {
+        printf(" --keys %u", o->n_keys);
+    }
+    if (o->split_bytes != 0 && o->split_bytes != d.split_bytes) {
+        printf(" --split-bytes %" PRIu64, o->split_bytes);
+    }
     if (o->bug != RKV_SIM_BUG_NONE) {
         printf(" --bug %s", bug_name(o->bug));
     }

@@ -427,11 +427,13 @@ static void faults_profile(struct rkv_sim_world *w)
     net->delay_max_ms = rkv_sim_prng_between(&w->prng, 2, 12);
     net->slow_per_mille = (unsigned)rkv_sim_prng_below(&w->prng, 40);
     net->slow_max_ms = rkv_sim_prng_between(&w->prng, 30, 300);
+    w->disk_latency_max_ms = rkv_sim_prng_between(&w->prng, 1, 25);
     sim_trace(w,
               "network drop=%u/1000 dup=%u/1000 delay=%" PRIu64 "..%" PRIu64
-              "ms slow=%u/1000 up to %" PRIu64 "ms",
+              "ms slow=%u/1000 up to %" PRIu64 "ms disk=1..%" PRIu64 "ms",
               net->drop_per_mille, net->dup_per_mille, net->delay_min_ms,
-              net->delay_max_ms, net->slow_per_mille, net->slow_max_ms);
+              net->delay_max_ms, net->slow_per_mille, net->slow_max_ms,
+              w->disk_latency_max_ms);
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -656,14 +658,15 @@ static void world_print_views(struct rkv_sim_world *w)
             struct sim_replica_view v;
 
             sim_node_view(w, i, ids[k], &v);
-            printf("range=%llu node=%u present=%d initialized=%d leader=%d "
-                   "term=%llu applied=%llu commit=%llu last=%llu "
-                   "disk_busy=%d\n",
+            printf("range=%llu node=%u present=%d initialized=%d role=%d "
+                   "leader=%llu term=%llu applied=%llu commit=%llu "
+                   "last=%llu conf=%s disk_busy=%d\n",
                    (unsigned long long)ids[k], i + 1, v.present,
-                   v.initialized, v.is_leader, (unsigned long long)v.term,
+                   v.initialized, v.role, (unsigned long long)v.leader_id,
+                   (unsigned long long)v.term,
                    (unsigned long long)v.applied_index,
                    (unsigned long long)v.commit_index,
-                   (unsigned long long)v.last_index,
+                   (unsigned long long)v.last_index, v.conf_text,
                    sim_node_disk_busy(w, i));
         }
     }

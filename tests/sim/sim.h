@@ -140,6 +140,10 @@ enum rkv_sim_bug {
     /* The leader acknowledges a put as soon as it is proposed, before it is
      * committed. */
     RKV_SIM_BUG_EARLY_ACK = 2,
+    /* A leader whose new proposal lands at or below the index of a pending
+     * one fails the pending one as dropped at once, as node/rpc.c does,
+     * instead of waiting for its index to apply. */
+    RKV_SIM_BUG_DROP_ON_TRUNCATE = 3,
 };
 
 /* Most nodes in one run. */

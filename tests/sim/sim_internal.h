@@ -29,7 +29,8 @@
 #include "tests/sim/sim.h"
 
 #define RKV_SIM_CLIENT_ADDR_BASE 100
-/* Raft tick length in simulated ms. */
+/* Raft tick length in simulated ms; each node's clock is off by up to
+ * 1 ms per tick. */
 #define RKV_SIM_TICK_MS 10
 /* Election timeout and heartbeat interval in ticks, as node/ uses. */
 #define RKV_SIM_ELECTION_TICKS 10
@@ -159,6 +160,9 @@ struct sim_replica_view {
     uint64_t commit_index;
     uint64_t last_index;
     uint64_t term;
+    int role;             /* enum rkv_raft_role */
+    uint64_t leader_id;   /* who it follows; 0: unknown */
+    char conf_text[64];   /* "1,2,3L": ids, L marks a learner */
 };
 
 /* Fills view for range_id on node i. */
@@ -208,6 +212,7 @@ struct rkv_sim_world {
     struct sim_client clients[RKV_SIM_CLIENTS_MAX];
     struct rkv_sim_history history;
     uint64_t next_iprop_id;
+    uint64_t disk_latency_max_ms;     /* a disk write takes 1..this ms */
     struct rkv_sim_report *report;    /* borrowed */
     char errmsg[256];                 /* harness failure */
 };

@@ -12,7 +12,8 @@
  *      with rkv_raft_ack(), its messages_after_persist are sent, and the
  *      apply results answer client proposals, internal proposals and
  *      splits. Reads whose ReadIndex is applied are served.
- *   2. Ticks every RKV_SIM_TICK_MS, at a per-node phase.
+ *   2. Ticks every RKV_SIM_TICK_MS plus or minus 1 ms (clocks drift), at
+ *      a per-node phase.
  *   3. collect_ready(): each replica's ready batch has its messages sent at
  *      once (a leader's appends go out while its own write is queued, Raft
  *      thesis 10.2.1) and becomes a disk job due after a random latency.
@@ -28,13 +29,11 @@
  *   - A replica that stops leading fails its waiting reads with
  *     RKV_ENOTLEADER. Client proposals keep waiting for their index.
  *
- * Splits run as in node/split.c: IDLE -> ALLOC (ALLOC_RANGE_ID proposed to
- * range 1, forwarded to its leader as a PROPOSE message when that is
- * another node) -> APPLY (the split proposed to the range) -> META (the
- * meta update proposed to range 1, skipped for range 1) -> IDLE.
+ * Splits, transfers and membership changes live in sim_node_split.c, and
+ * client requests in sim_node_request.c.
  */
 #define RKV_LOG_SUBSYS "sim"
-#include "tests/sim/sim_internal.h"
+#include "tests/sim/sim_node_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,90 +43,6 @@
 
 #include "common/common.h"
 
-/* A client request waiting on a replica: a proposal (by index) or a read
- * (by ReadIndex context). */
-struct sim_pending {
-    uint64_t index;       /* proposal: entry index; read: 0 until known */
-    uint64_t term;        /* proposal: entry term */
-    uint64_t ctx;         /* read: ReadIndex context */
-    unsigned client_addr;
-    struct sim_request request;
-    struct sim_pending *next;
-};
-
-enum sim_split_state {
-    SIM_SPLIT_IDLE = 0,
-    SIM_SPLIT_ALLOC,
-    SIM_SPLIT_APPLY,
-    SIM_SPLIT_META,
-};
-
-struct sim_replica {
-    uint64_t range_id;
-    struct rkv_raft *raft;            /* owned */
-    struct rkv_range_desc desc;
-    bool initialized;
-    struct rkv_range_stats stats;
-    uint64_t applied_index;
-    uint64_t leader_id;               /* node id; 0: unknown */
-    enum rkv_raft_role role;
-    struct sim_pending *proposals;    /* by index, owned */
-    struct sim_pending *reads;        /* owned */
-    uint64_t next_read_ctx;
-    enum sim_split_state split_state;
-    uint8_t split_key[RKV_RANGE_KEY_MAX];
-    size_t split_key_len;
-    uint64_t split_retry_ms;          /* earliest next automatic check */
-    struct sim_replica *next;
-};
-
-/* The step an internal proposal performs. */
-enum sim_iprop_step {
-    SIM_IPROP_ALLOC = 0,  /* our split driver: allocate a range id */
-    SIM_IPROP_SPLIT,      /* our split driver: the split itself */
-    SIM_IPROP_META,       /* our split driver: the meta update */
-    SIM_IPROP_FOR_PEER,   /* proposed here for another node's driver */
-};
-
-struct sim_iprop {
-    uint64_t id;               /* world-unique */
-    uint64_t range_id;         /* the range it is proposed to */
-    bool local;                /* proposed here: index and term are set */
-    uint64_t index;
-    uint64_t term;
-    enum sim_iprop_step step;
-    uint64_t origin_range_id;  /* the split driver's range */
-    unsigned reply_to;         /* FOR_PEER: the node address to answer */
-    uint64_t deadline_ms;
-    struct sim_iprop *next;
-};
-
-/* One ready batch waiting for the disk. */
-struct sim_disk_job {
-    struct sim_replica *replica;      /* borrowed */
-    struct rkv_raft_ready *rd;        /* owned */
-    uint64_t due_ms;
-    struct rkv_range_entry *entries;  /* owned; converted rd->entries */
-    struct rkv_range_entry *committed;           /* owned */
-    struct rkv_range_apply_result *results;      /* owned */
-    struct sim_disk_job *next;
-};
-
-struct sim_node {
-    unsigned index;                   /* 0-based */
-    uint64_t id;                      /* index + 1 */
-    char dir[512];
-    struct rkv_range_store *store;    /* owned; NULL when down */
-    struct sim_replica *replicas;     /* owned */
-    struct sim_disk_job *disk_head;   /* owned, FIFO */
-    struct sim_disk_job *disk_tail;
-    uint64_t disk_due_ms;             /* due time of the last job */
-    uint64_t n_writes;                /* committed disk writes */
-    uint64_t fail_write_at;           /* 0, or n_writes that fails */
-    struct sim_iprop *iprops;         /* owned */
-    unsigned tick_phase;
-};
-
 void sim_fatal(const char *what, int rv)
 {
     fprintf(stderr, "sim: %s failed: %s\n", what, rkv_strerror(rv));
@@ -135,7 +50,7 @@ void sim_fatal(const char *what, int rv)
     abort();
 }
 
-static void *sim_alloc(size_t size)
+void *sim_alloc(size_t size)
 {
     void *p = rkv_calloc(1, size);
 
@@ -145,7 +60,7 @@ static void *sim_alloc(size_t size)
     return p;
 }
 
-static void key_format(unsigned key, uint8_t *out, size_t *len)
+void sim_key_format(unsigned key, uint8_t *out, size_t *len)
 {
     char buf[16];
     int n = snprintf(buf, sizeof(buf), "k%02u", key);
@@ -154,7 +69,7 @@ static void key_format(unsigned key, uint8_t *out, size_t *len)
     *len = (size_t)n;
 }
 
-static struct sim_replica *replica_find(struct sim_node *node,
+struct sim_replica *sim_replica_find(struct sim_node *node,
                                         uint64_t range_id)
 {
     for (struct sim_replica *r = node->replicas; r != NULL; r = r->next) {
@@ -165,7 +80,7 @@ static struct sim_replica *replica_find(struct sim_node *node,
     return NULL;
 }
 
-static struct sim_replica *replica_for_key(struct sim_node *node,
+struct sim_replica *sim_replica_for_key(struct sim_node *node,
                                            const uint8_t *key, size_t len)
 {
     for (struct sim_replica *r = node->replicas; r != NULL; r = r->next) {
@@ -196,7 +111,7 @@ static void send_raft(struct rkv_sim_world *w, struct sim_node *node,
     sim_net_send(w, msg);
 }
 
-static void respond(struct rkv_sim_world *w, struct sim_node *node,
+void sim_respond(struct rkv_sim_world *w, struct sim_node *node,
                     unsigned client_addr, const struct sim_response *resp)
 {
     struct sim_msg *msg =
@@ -206,7 +121,7 @@ static void respond(struct rkv_sim_world *w, struct sim_node *node,
     sim_net_send(w, msg);
 }
 
-static void respond_error(struct rkv_sim_world *w, struct sim_node *node,
+void sim_respond_error(struct rkv_sim_world *w, struct sim_node *node,
                           unsigned client_addr, uint64_t req_id, int rv,
                           uint64_t leader_hint)
 {
@@ -216,7 +131,7 @@ static void respond_error(struct rkv_sim_world *w, struct sim_node *node,
     resp.req_id = req_id;
     resp.rv = rv;
     resp.leader_hint = leader_hint;
-    respond(w, node, client_addr, &resp);
+    sim_respond(w, node, client_addr, &resp);
 }
 
 /* ---- replicas ----------------------------------------------------------- */
@@ -298,7 +213,7 @@ static int replica_new_raft(struct rkv_sim_world *w, struct sim_node *node,
     return rv;
 }
 
-static int replica_open(struct rkv_sim_world *w, struct sim_node *node,
+int sim_replica_open(struct rkv_sim_world *w, struct sim_node *node,
                         const struct rkv_range_state *state,
                         struct sim_replica **out)
 {
@@ -348,425 +263,8 @@ static void replica_free(struct sim_replica *r)
     rkv_free(r);
 }
 
-/* ---- reads -------------------------------------------------------------- */
-
-/* Reads the request's key from the node's store and answers the client. */
-static void serve_read(struct rkv_sim_world *w, struct sim_node *node,
-                       struct sim_replica *r, unsigned client_addr,
-                       const struct sim_request *req)
-{
-    struct rkv_range_rtxn *rtxn;
-    struct sim_response resp;
-    const uint8_t *value;
-    size_t value_len;
-    uint8_t key[16];
-    size_t key_len;
-    int rv;
-
-    memset(&resp, 0, sizeof(resp));
-    resp.req_id = req->req_id;
-    key_format(req->key, key, &key_len);
-    rv = rkv_range_rtxn_begin(node->store, &rtxn);
-    if (rv != 0) {
-        sim_fatal("beginning a read transaction", rv);
-    }
-    rv = rkv_range_get(rtxn, r->range_id, key, key_len, &value, &value_len);
-    if (rv == 0) {
-        resp.found = true;
-        if (value_len >= sizeof(resp.value)) {
-            sim_fatal("reading an oversized value", RKV_ETOOLARGE);
-        }
-        memcpy(resp.value, value, value_len);
-        resp.value[value_len] = '\0';
-    } else if (rv != RKV_ENOTFOUND) {
-        resp.rv = rv; /* RKV_EKEYMISMATCH after a split: no effect */
-    }
-    rkv_range_rtxn_end(rtxn);
-    respond(w, node, client_addr, &resp);
-}
-
-/* Serves every read whose index is known and applied. */
-static void serve_reads(struct rkv_sim_world *w, struct sim_node *node,
-                        struct sim_replica *r)
-{
-    struct sim_pending **link = &r->reads;
-
-    while (*link != NULL) {
-        struct sim_pending *p = *link;
-
-        if (p->index == 0 || p->index > r->applied_index) {
-            link = &p->next;
-            continue;
-        }
-        *link = p->next;
-        serve_read(w, node, r, p->client_addr, &p->request);
-        rkv_free(p);
-    }
-}
-
-static void fail_reads(struct rkv_sim_world *w, struct sim_node *node,
-                       struct sim_replica *r)
-{
-    while (r->reads != NULL) {
-        struct sim_pending *p = r->reads;
-
-        r->reads = p->next;
-        respond_error(w, node, p->client_addr, p->request.req_id,
-                      RKV_ENOTLEADER, r->leader_id);
-        rkv_free(p);
-    }
-}
-
-/* ---- internal proposals and splits -------------------------------------- */
-
-static void split_step_done(struct rkv_sim_world *w, struct sim_node *node,
-                            const struct sim_iprop *p, int rv,
-                            uint64_t new_range_id,
-                            const struct rkv_range_apply_result *result);
-
-static struct sim_iprop *iprop_new(struct rkv_sim_world *w,
-                                   struct sim_node *node, uint64_t range_id,
-                                   enum sim_iprop_step step)
-{
-    struct sim_iprop *p = sim_alloc(sizeof(*p));
-
-    p->id = ++w->next_iprop_id;
-    p->range_id = range_id;
-    p->step = step;
-    p->deadline_ms = w->now_ms + RKV_SIM_IPROP_TIMEOUT_MS;
-    p->next = node->iprops;
-    node->iprops = p;
-    return p;
-}
-
-static void iprop_unlink(struct sim_node *node, struct sim_iprop *p)
-{
-    struct sim_iprop **link = &node->iprops;
-
-    while (*link != p) {
-        link = &(*link)->next;
-    }
-    *link = p->next;
-}
-
-/* Completes p (unlinked) and frees it. result is NULL unless p applied
- * on this node. */
-static void iprop_finish(struct rkv_sim_world *w, struct sim_node *node,
-                         struct sim_iprop *p, int rv, uint64_t new_range_id,
-                         const struct rkv_range_apply_result *result)
-{
-    if (p->step == SIM_IPROP_FOR_PEER) {
-        struct sim_msg *msg = sim_msg_new(SIM_MSG_PROPOSE_RESULT,
-                                          (unsigned)node->id, p->reply_to);
-
-        msg->iprop_id = p->id;
-        msg->rv = rv;
-        msg->new_range_id = new_range_id;
-        sim_net_send(w, msg);
-    } else {
-        split_step_done(w, node, p, rv, new_range_id, result);
-    }
-    rkv_free(p);
-}
-
-/* Proposes cmd to range_id on its leader, here or on another node. */
-static int iprop_submit(struct rkv_sim_world *w, struct sim_node *node,
-                        uint64_t range_id, const uint8_t *cmd, size_t len,
-                        enum sim_iprop_step step, uint64_t origin_range_id)
-{
-    struct sim_replica *r = replica_find(node, range_id);
-    struct sim_iprop *p;
-    struct sim_msg *msg;
-    int rv;
-
-    if (r == NULL) {
-        return RKV_ERANGENOTFOUND;
-    }
-    if (r->role != RKV_RAFT_LEADER &&
-        (r->leader_id == 0 || r->leader_id == node->id)) {
-        return RKV_EUNAVAILABLE;
-    }
-    p = iprop_new(w, node, range_id, step);
-    p->origin_range_id = origin_range_id;
-    if (r->role == RKV_RAFT_LEADER) {
-        rv = rkv_raft_propose(r->raft, cmd, len, &p->index, &p->term);
-        if (rv != 0) {
-            iprop_unlink(node, p);
-            rkv_free(p);
-            return rv;
-        }
-        p->local = true;
-        return 0;
-    }
-    msg = sim_msg_new(SIM_MSG_PROPOSE, (unsigned)node->id,
-                      (unsigned)r->leader_id);
-    msg->range_id = range_id;
-    msg->iprop_id = p->id;
-    msg->data = rkv_memdup(cmd, len);
-    if (msg->data == NULL) {
-        sim_fatal("copying a proposal", -ENOMEM);
-    }
-    msg->data_len = len;
-    sim_net_send(w, msg);
-    return 0;
-}
-
-/* Matches an applied entry against this node's local internal proposals. */
-static void iprops_applied(struct rkv_sim_world *w, struct sim_node *node,
-                           struct sim_replica *r, uint64_t index,
-                           uint64_t term,
-                           const struct rkv_range_apply_result *result)
-{
-    struct sim_iprop **link = &node->iprops;
-
-    while (*link != NULL) {
-        struct sim_iprop *p = *link;
-
-        if (!p->local || p->range_id != r->range_id || p->index > index) {
-            link = &p->next;
-            continue;
-        }
-        *link = p->next;
-        if (p->index == index && p->term == term) {
-            iprop_finish(w, node, p, result->rv, result->new_range_id,
-                         result);
-        } else {
-            iprop_finish(w, node, p, RKV_EDROPPED, 0, NULL);
-        }
-        /* A finish may add or remove proposals; walk again. */
-        link = &node->iprops;
-    }
-}
-
-static void iprops_expire(struct rkv_sim_world *w, struct sim_node *node)
-{
-    struct sim_iprop **link = &node->iprops;
-
-    while (*link != NULL) {
-        struct sim_iprop *p = *link;
-
-        if (p->deadline_ms > w->now_ms) {
-            link = &p->next;
-            continue;
-        }
-        *link = p->next;
-        iprop_finish(w, node, p, RKV_ETIMEOUT, 0, NULL);
-        link = &node->iprops;
-    }
-}
-
-static void split_reset(struct rkv_sim_world *w, struct sim_replica *r)
-{
-    r->split_state = SIM_SPLIT_IDLE;
-    r->split_retry_ms = w->now_ms + RKV_SIM_SPLIT_RETRY_MS;
-}
-
-static void split_propose_meta(struct rkv_sim_world *w, struct sim_node *node,
-                               struct sim_replica *r,
-                               const struct rkv_range_apply_result *result)
-{
-    uint8_t *cmd;
-    size_t len;
-    int rv;
-
-    if (r->range_id == RKV_RANGE_ID_FIRST) {
-        r->split_state = SIM_SPLIT_IDLE; /* range 1 wrote its own records */
-        return;
-    }
-    rv = rkv_range_encode_meta_update(&result->desc, &result->right, &cmd,
-                                      &len);
-    if (rv != 0) {
-        sim_fatal("encoding a meta update", rv);
-    }
-    rv = iprop_submit(w, node, RKV_RANGE_ID_FIRST, cmd, len, SIM_IPROP_META,
-                      r->range_id);
-    rkv_free(cmd);
-    /* A stale meta record only costs clients a RKV_EKEYMISMATCH round
-     * trip, so a failed update is not retried (as in node/split.c). */
-    r->split_state = rv == 0 ? SIM_SPLIT_META : SIM_SPLIT_IDLE;
-}
-
-static void split_propose_split(struct rkv_sim_world *w,
-                                struct sim_node *node, struct sim_replica *r,
-                                uint64_t new_range_id)
-{
-    uint8_t *cmd;
-    size_t len;
-    int rv;
-
-    rv = rkv_range_encode_split(node->store, &r->desc, r->split_key,
-                                r->split_key_len, new_range_id, &cmd, &len,
-                                NULL);
-    if (rv != 0) {
-        split_reset(w, r);
-        return;
-    }
-    r->split_state = SIM_SPLIT_APPLY;
-    rv = iprop_submit(w, node, r->range_id, cmd, len, SIM_IPROP_SPLIT,
-                      r->range_id);
-    rkv_free(cmd);
-    if (rv != 0) {
-        split_reset(w, r);
-    }
-}
-
-static void split_step_done(struct rkv_sim_world *w, struct sim_node *node,
-                            const struct sim_iprop *p, int rv,
-                            uint64_t new_range_id,
-                            const struct rkv_range_apply_result *result)
-{
-    struct sim_replica *r = replica_find(node, p->origin_range_id);
-
-    if (r == NULL) {
-        return;
-    }
-    switch (p->step) {
-    case SIM_IPROP_ALLOC:
-        if (r->split_state != SIM_SPLIT_ALLOC) {
-            return;
-        }
-        if (rv != 0 || r->role != RKV_RAFT_LEADER) {
-            split_reset(w, r);
-            return;
-        }
-        split_propose_split(w, node, r, new_range_id);
-        return;
-    case SIM_IPROP_SPLIT:
-        if (r->split_state != SIM_SPLIT_APPLY) {
-            return;
-        }
-        if (rv != 0 || result == NULL) {
-            split_reset(w, r);
-            return;
-        }
-        split_propose_meta(w, node, r, result);
-        return;
-    case SIM_IPROP_META:
-        if (r->split_state == SIM_SPLIT_META) {
-            r->split_state = SIM_SPLIT_IDLE;
-        }
-        return;
-    case SIM_IPROP_FOR_PEER:
-        break;
-    }
-}
-
-/* Returns whether every node is a voter of r's group. Splits wait for it:
- * a node missing from the group would have no right-hand replica, and
- * adding it later needs a snapshot, which the simulator does not send. */
-static bool replica_has_every_voter(struct rkv_sim_world *w,
-                                    struct sim_replica *r)
-{
-    struct rkv_raft_conf conf;
-
-    rkv_raft_conf_get(r->raft, &conf);
-    if (conf.n_servers != w->options.n_nodes) {
-        return false;
-    }
-    for (unsigned i = 0; i < conf.n_servers; i++) {
-        if (conf.servers[i].learner) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Starts a split of r when it leads and has grown past the threshold. */
-static void split_maybe(struct rkv_sim_world *w, struct sim_node *node,
-                        struct sim_replica *r)
-{
-    struct rkv_range_rtxn *rtxn;
-    uint8_t *cmd;
-    size_t len;
-    int rv;
-
-    if (r->role != RKV_RAFT_LEADER || !r->initialized ||
-        r->split_state != SIM_SPLIT_IDLE || w->now_ms < r->split_retry_ms ||
-        !rkv_range_should_split(node->store, &r->stats) ||
-        !replica_has_every_voter(w, r)) {
-        return;
-    }
-    rv = rkv_range_rtxn_begin(node->store, &rtxn);
-    if (rv != 0) {
-        sim_fatal("beginning a read transaction", rv);
-    }
-    rv = rkv_range_pick_split_key(rtxn, r->range_id, r->split_key,
-                                  &r->split_key_len);
-    rkv_range_rtxn_end(rtxn);
-    if (rv != 0) {
-        split_reset(w, r);
-        return;
-    }
-    rv = rkv_range_encode_alloc_range_id(&cmd, &len);
-    if (rv != 0) {
-        sim_fatal("encoding a range id allocation", rv);
-    }
-    r->split_state = SIM_SPLIT_ALLOC;
-    rv = iprop_submit(w, node, RKV_RANGE_ID_FIRST, cmd, len, SIM_IPROP_ALLOC,
-                      r->range_id);
-    rkv_free(cmd);
-    if (rv != 0) {
-        split_reset(w, r);
-    }
-}
-
-/* A committed split applied here: creates the right-hand replica. */
-static void split_applied(struct rkv_sim_world *w, struct sim_node *node,
-                          struct sim_replica *r,
-                          const struct rkv_range_apply_result *result)
-{
-    struct sim_replica *right;
-    struct rkv_range_state state;
-    int rv;
-
-    r->desc = result->desc;
-    sim_trace(w, "split node=%llu range=%llu right=%llu",
-              (unsigned long long)node->id, (unsigned long long)r->range_id,
-              (unsigned long long)result->right.range_id);
-    right = replica_find(node, result->right.range_id);
-    if (right != NULL) {
-        right->desc = result->right;
-        right->initialized = true;
-        return;
-    }
-    rv = rkv_range_state_load(node->store, result->right.range_id, &state);
-    if (rv == 0) {
-        rv = replica_open(w, node, &state, &right);
-    }
-    if (rv != 0) {
-        sim_fatal("creating a right-hand replica", rv);
-    }
-    /* The left leader campaigns at once for the right range, as node/
-     * does, so leadership stays where the load was. */
-    if (r->role == RKV_RAFT_LEADER) {
-        rkv_raft_campaign(right->raft);
-    }
-}
-
 /* ---- applying ----------------------------------------------------------- */
 
-static void finish_proposals(struct rkv_sim_world *w, struct sim_node *node,
-                             struct sim_replica *r, uint64_t index,
-                             uint64_t term,
-                             const struct rkv_range_apply_result *result)
-{
-    while (r->proposals != NULL && r->proposals->index <= index) {
-        struct sim_pending *p = r->proposals;
-        struct sim_response resp;
-
-        r->proposals = p->next;
-        memset(&resp, 0, sizeof(resp));
-        resp.req_id = p->request.req_id;
-        if (p->index == index && p->term == term) {
-            resp.rv = result->rv;
-            resp.found = result->found;
-        } else {
-            resp.rv = RKV_EDROPPED;
-        }
-        respond(w, node, p->client_addr, &resp);
-        rkv_free(p);
-    }
-}
 
 static void job_applied(struct rkv_sim_world *w, struct sim_node *node,
                         struct sim_disk_job *job)
@@ -780,10 +278,10 @@ static void job_applied(struct rkv_sim_world *w, struct sim_node *node,
 
         r->applied_index = entry->index;
         if (result->kind == RKV_RANGE_CMD_SPLIT && result->rv == 0) {
-            split_applied(w, node, r, result);
+            sim_split_applied(w, node, r, result);
         }
-        iprops_applied(w, node, r, entry->index, entry->term, result);
-        finish_proposals(w, node, r, entry->index, entry->term, result);
+        sim_iprops_applied(w, node, r, entry->index, entry->term, result);
+        sim_finish_proposals(w, node, r, entry->index, entry->term, result);
     }
 }
 
@@ -972,8 +470,8 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
         job = node->disk_head;
         node->disk_head = job->next;
         if (job->rd->n_committed > 0) {
-            serve_reads(w, node, job->replica);
-            split_maybe(w, node, job->replica);
+            sim_serve_reads(w, node, job->replica);
+            sim_split_maybe(w, node, job->replica);
         }
         job_free(job);
     }
@@ -1030,7 +528,7 @@ static void replica_role_changed(struct rkv_sim_world *w,
                   (unsigned long long)r->range_id,
                   (unsigned long long)rkv_raft_term(r->raft));
     } else if (old_role == RKV_RAFT_LEADER) {
-        fail_reads(w, node, r);
+        sim_fail_reads(w, node, r);
         r->split_state = SIM_SPLIT_IDLE;
     }
 }
@@ -1051,7 +549,8 @@ static void disk_enqueue(struct rkv_sim_world *w, struct sim_node *node,
                          struct sim_replica *r, struct rkv_raft_ready *rd)
 {
     struct sim_disk_job *job = sim_alloc(sizeof(*job));
-    uint64_t due = w->now_ms + rkv_sim_prng_between(&w->prng, 1, 4);
+    uint64_t due = w->now_ms + rkv_sim_prng_between(&w->prng, 1,
+                                                     w->disk_latency_max_ms);
 
     job->replica = r;
     job->rd = rd;
@@ -1084,7 +583,7 @@ static void collect_one(struct rkv_sim_world *w, struct sim_node *node,
         send_raft(w, node, rd->messages[i]);
     }
     take_reads(r, rd);
-    serve_reads(w, node, r);
+    sim_serve_reads(w, node, r);
     /* NOTE: the simulated nodes never compact, so no snapshot is ever
      * requested; once compaction is simulated, chunks must be served. */
     assert(rd->n_snapshot_requests == 0);
@@ -1104,153 +603,6 @@ static void collect_ready(struct rkv_sim_world *w, struct sim_node *node)
     }
 }
 
-/* ---- client requests ---------------------------------------------------- */
-
-static int propose_request(struct rkv_sim_world *w, struct sim_node *node,
-                           struct sim_replica *r, unsigned client_addr,
-                           const struct sim_request *req)
-{
-    struct sim_pending *p;
-    struct sim_pending **link;
-    uint8_t key[16];
-    size_t key_len;
-    uint8_t *cmd;
-    size_t len;
-    int rv;
-
-    key_format(req->key, key, &key_len);
-    if (req->kind == RKV_SIM_OP_PUT) {
-        rv = rkv_range_encode_put(node->store, key, key_len, req->value,
-                                  strlen(req->value), &cmd, &len, NULL);
-    } else {
-        rv = rkv_range_encode_cas(
-            node->store, key, key_len,
-            req->expect_absent ? NULL : req->expected,
-            req->expect_absent ? 0 : strlen(req->expected), req->value,
-            strlen(req->value), &cmd, &len, NULL);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    p = sim_alloc(sizeof(*p));
-    rv = rkv_raft_propose(r->raft, cmd, len, &p->index, &p->term);
-    rkv_free(cmd);
-    if (rv != 0) {
-        rkv_free(p);
-        return rv;
-    }
-    if (w->options.bug == RKV_SIM_BUG_EARLY_ACK &&
-        req->kind == RKV_SIM_OP_PUT) {
-        /* The injected bug: acknowledged before it is committed. */
-        respond_error(w, node, client_addr, req->req_id, 0, 0);
-        rkv_free(p);
-        return 0;
-    }
-    p->client_addr = client_addr;
-    p->request = *req;
-    link = &r->proposals;
-    while (*link != NULL) {
-        link = &(*link)->next;
-    }
-    *link = p;
-    return 0;
-}
-
-static int start_read(struct sim_replica *r, unsigned client_addr,
-                      const struct sim_request *req)
-{
-    struct sim_pending *p = sim_alloc(sizeof(*p));
-    int rv;
-
-    p->ctx = r->next_read_ctx++;
-    rv = rkv_raft_read_index(r->raft, p->ctx);
-    if (rv != 0) {
-        rkv_free(p);
-        return rv;
-    }
-    p->client_addr = client_addr;
-    p->request = *req;
-    p->next = r->reads;
-    r->reads = p;
-    return 0;
-}
-
-static void receive_request(struct rkv_sim_world *w, struct sim_node *node,
-                            const struct sim_msg *msg)
-{
-    const struct sim_request *req = &msg->request;
-    struct sim_replica *r;
-    uint8_t key[16];
-    size_t key_len;
-    int rv;
-
-    key_format(req->key, key, &key_len);
-    r = replica_for_key(node, key, key_len);
-    if (r == NULL) {
-        respond_error(w, node, msg->from, req->req_id, RKV_ERANGENOTFOUND, 0);
-        return;
-    }
-    if (req->kind == RKV_SIM_OP_GET && w->options.bug == RKV_SIM_BUG_STALE_READ) {
-        /* The injected bug: any replica serves reads from its own state. */
-        serve_read(w, node, r, msg->from, req);
-        return;
-    }
-    if (r->role != RKV_RAFT_LEADER) {
-        respond_error(w, node, msg->from, req->req_id, RKV_ENOTLEADER,
-                      r->leader_id);
-        return;
-    }
-    if (req->kind == RKV_SIM_OP_GET) {
-        rv = start_read(r, msg->from, req);
-    } else {
-        rv = propose_request(w, node, r, msg->from, req);
-    }
-    if (rv != 0) {
-        respond_error(w, node, msg->from, req->req_id, rv, r->leader_id);
-    }
-}
-
-static void receive_propose(struct rkv_sim_world *w, struct sim_node *node,
-                            const struct sim_msg *msg)
-{
-    struct sim_replica *r = replica_find(node, msg->range_id);
-    struct sim_iprop *p;
-    struct sim_msg *reply;
-    int rv = RKV_ENOTLEADER;
-
-    if (r != NULL && r->role == RKV_RAFT_LEADER) {
-        p = iprop_new(w, node, msg->range_id, SIM_IPROP_FOR_PEER);
-        /* Answer under the requester's id. */
-        p->id = msg->iprop_id;
-        p->reply_to = msg->from;
-        p->local = true;
-        rv = rkv_raft_propose(r->raft, msg->data, msg->data_len, &p->index,
-                              &p->term);
-        if (rv == 0) {
-            return;
-        }
-        iprop_unlink(node, p);
-        rkv_free(p);
-    }
-    reply = sim_msg_new(SIM_MSG_PROPOSE_RESULT, (unsigned)node->id, msg->from);
-    reply->iprop_id = msg->iprop_id;
-    reply->rv = rv;
-    sim_net_send(w, reply);
-}
-
-static void receive_propose_result(struct rkv_sim_world *w,
-                                   struct sim_node *node,
-                                   const struct sim_msg *msg)
-{
-    for (struct sim_iprop *p = node->iprops; p != NULL; p = p->next) {
-        if (!p->local && p->id == msg->iprop_id) {
-            iprop_unlink(node, p);
-            iprop_finish(w, node, p, msg->rv, msg->new_range_id, NULL);
-            return;
-        }
-    }
-}
-
 static void receive_raft(struct sim_node *node, const struct sim_msg *msg)
 {
     RkvRaft__Message *m;
@@ -1263,7 +615,7 @@ static void receive_raft(struct sim_node *node, const struct sim_msg *msg)
     }
     /* A range this node does not have yet (its split has not applied
      * here): drop it, Raft resends. */
-    r = replica_find(node, m->group_id);
+    r = sim_replica_find(node, m->group_id);
     if (r != NULL) {
         rv = rkv_raft_step(r->raft, m);
         if (rv != 0 && rv != RKV_EMALFORMED) {
@@ -1286,13 +638,13 @@ int sim_node_receive(struct rkv_sim_world *w, unsigned i,
         receive_raft(node, msg);
         break;
     case SIM_MSG_REQUEST:
-        receive_request(w, node, msg);
+        sim_receive_request(w, node, msg);
         break;
     case SIM_MSG_PROPOSE:
-        receive_propose(w, node, msg);
+        sim_receive_propose(w, node, msg);
         break;
     case SIM_MSG_PROPOSE_RESULT:
-        receive_propose_result(w, node, msg);
+        sim_receive_propose_result(w, node, msg);
         break;
     case SIM_MSG_RESPONSE:
         break;
@@ -1337,7 +689,7 @@ static int node_open_replicas(struct rkv_sim_world *w, struct sim_node *node)
         return rv;
     }
     for (size_t i = 0; i < n_states; i++) {
-        rv = replica_open(w, node, &states[i], NULL);
+        rv = sim_replica_open(w, node, &states[i], NULL);
         if (rv != 0) {
             snprintf(w->errmsg, sizeof(w->errmsg),
                      "restoring range %llu on node %llu failed: %s",
@@ -1391,7 +743,11 @@ int sim_node_start(struct rkv_sim_world *w, unsigned i)
         sim_node_crash(w, i);
         return rv;
     }
-    node->tick_phase = (unsigned)rkv_sim_prng_below(&w->prng, RKV_SIM_TICK_MS);
+    /* Clocks drift: each incarnation ticks at its own rate and phase. */
+    node->tick_ms = (unsigned)rkv_sim_prng_between(&w->prng,
+                                                   RKV_SIM_TICK_MS - 1,
+                                                   RKV_SIM_TICK_MS + 1);
+    node->tick_phase = (unsigned)rkv_sim_prng_below(&w->prng, node->tick_ms);
     node->disk_due_ms = 0;
     w->up[i] = true;
     return 0;
@@ -1443,127 +799,19 @@ int sim_node_step(struct rkv_sim_world *w, unsigned i)
     if (disk_commit_due(w, node) != 0) {
         return 0; /* stopped on a write error */
     }
-    iprops_expire(w, node);
-    if ((w->now_ms + node->tick_phase) % RKV_SIM_TICK_MS == 0) {
+    sim_iprops_expire(w, node);
+    if ((w->now_ms + node->tick_phase) % node->tick_ms == 0) {
         for (struct sim_replica *r = node->replicas; r != NULL; r = r->next) {
             int rv = rkv_raft_tick(r->raft);
 
             if (rv != 0) {
                 sim_fatal("ticking", rv);
             }
-            split_maybe(w, node, r);
+            sim_split_maybe(w, node, r);
         }
     }
     collect_ready(w, node);
     return 0;
-}
-
-bool sim_node_transfer_some(struct rkv_sim_world *w, unsigned i)
-{
-    struct sim_node *node = w->nodes[i];
-    struct sim_replica *chosen = NULL;
-    unsigned n_leading = 0;
-    uint64_t to;
-
-    if (!w->up[i]) {
-        return false;
-    }
-    for (struct sim_replica *r = node->replicas; r != NULL; r = r->next) {
-        if (r->role == RKV_RAFT_LEADER) {
-            n_leading++;
-            if (rkv_sim_prng_below(&w->prng, n_leading) == 0) {
-                chosen = r;
-            }
-        }
-    }
-    if (chosen == NULL || w->options.n_nodes < 2) {
-        return false;
-    }
-    do {
-        to = rkv_sim_prng_between(&w->prng, 1, w->options.n_nodes);
-    } while (to == node->id);
-    if (rkv_raft_transfer_leadership(chosen->raft, to) != 0) {
-        return false;
-    }
-    sim_trace(w, "transfer leadership range=%llu from=%llu to=%llu",
-              (unsigned long long)chosen->range_id,
-              (unsigned long long)node->id, (unsigned long long)to);
-    return true;
-}
-
-/* Picks the next membership step for a group with configuration conf:
- * promote a learner, add a missing node as a learner, or (unless
- * restoring) remove a voter while at least three are left. Returns false
- * when there is nothing to do. */
-static bool membership_choose(struct rkv_sim_world *w,
-                              const struct rkv_raft_conf *conf, bool restore,
-                              enum rkv_raft_conf_change *change,
-                              uint64_t *server_id)
-{
-    bool member[RKV_SIM_NODES_MAX + 1] = {false};
-
-    for (unsigned i = 0; i < conf->n_servers; i++) {
-        if (conf->servers[i].learner) {
-            *change = RKV_RAFT_PROMOTE;
-            *server_id = conf->servers[i].id;
-            return true;
-        }
-        if (conf->servers[i].id <= RKV_SIM_NODES_MAX) {
-            member[conf->servers[i].id] = true;
-        }
-    }
-    for (uint64_t id = 1; id <= w->options.n_nodes; id++) {
-        if (!member[id]) {
-            *change = RKV_RAFT_ADD_LEARNER;
-            *server_id = id;
-            return true;
-        }
-    }
-    if (restore || conf->n_servers < 3) {
-        return false;
-    }
-    *change = RKV_RAFT_REMOVE;
-    *server_id = conf->servers[rkv_sim_prng_below(&w->prng, conf->n_servers)]
-                     .id;
-    return true;
-}
-
-bool sim_node_change_membership(struct rkv_sim_world *w, unsigned i,
-                                bool restore)
-{
-    static const char *const names[] = {"add-learner", "promote", "remove"};
-    struct rkv_raft_conf conf;
-    enum rkv_raft_conf_change change;
-    uint64_t server_id;
-    uint64_t index;
-    uint64_t term;
-    bool changed = false;
-
-    if (!w->up[i]) {
-        return false;
-    }
-    for (struct sim_replica *r = w->nodes[i]->replicas; r != NULL;
-         r = r->next) {
-        if (r->role != RKV_RAFT_LEADER) {
-            continue;
-        }
-        rkv_raft_conf_get(r->raft, &conf);
-        if (!membership_choose(w, &conf, restore, &change, &server_id)) {
-            continue;
-        }
-        if (rkv_raft_propose_conf_change(r->raft, change, server_id, &index,
-                                         &term) != 0) {
-            continue;
-        }
-        sim_trace(w, "membership %s range=%llu server=%llu index=%llu",
-                  names[change], (unsigned long long)r->range_id,
-                  (unsigned long long)server_id, (unsigned long long)index);
-        changed = true;
-        if (!restore) {
-            break; /* one change per fault */
-        }
-    }
-    return changed;
 }
 
 void sim_node_fail_write(struct rkv_sim_world *w, unsigned i, unsigned skip)
@@ -1579,10 +827,11 @@ void sim_node_view(struct rkv_sim_world *w, unsigned i, uint64_t range_id,
                    struct sim_replica_view *view)
 {
     struct sim_replica *r = NULL;
+    struct rkv_raft_conf conf;
 
     memset(view, 0, sizeof(*view));
     if (w->up[i]) {
-        r = replica_find(w->nodes[i], range_id);
+        r = sim_replica_find(w->nodes[i], range_id);
     }
     if (r == NULL) {
         return;
@@ -1590,11 +839,22 @@ void sim_node_view(struct rkv_sim_world *w, unsigned i, uint64_t range_id,
     view->present = true;
     view->initialized = r->initialized;
     view->is_leader = r->role == RKV_RAFT_LEADER;
-    view->full_conf = replica_has_every_voter(w, r);
+    view->full_conf = sim_replica_has_every_voter(w, r);
     view->applied_index = r->applied_index;
     view->commit_index = rkv_raft_commit_index(r->raft);
     view->last_index = rkv_raft_last_index(r->raft);
     view->term = rkv_raft_term(r->raft);
+    view->role = (int)rkv_raft_role(r->raft);
+    view->leader_id = rkv_raft_leader(r->raft);
+    rkv_raft_conf_get(r->raft, &conf);
+    for (unsigned k = 0; k < conf.n_servers; k++) {
+        size_t used = strlen(view->conf_text);
+
+        snprintf(view->conf_text + used, sizeof(view->conf_text) - used,
+                 "%s%llu%s", k == 0 ? "" : ",",
+                 (unsigned long long)conf.servers[k].id,
+                 conf.servers[k].learner ? "L" : "");
+    }
 }
 
 bool sim_node_disk_busy(struct rkv_sim_world *w, unsigned i)
