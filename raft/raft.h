@@ -385,9 +385,10 @@ int rkv_raft_compact(struct rkv_raft *r, uint64_t index);
  * snap_index must be between the compacted index and the applied index.
  * It stays the same for all chunks of one transfer, and last marks the
  * final chunk. data is copied. Returns RKV_ESTALE when the transfer was
- * restarted or the peer no longer needs it (drop the snapshot),
- * RKV_ENOTLEADER, -EINVAL (bad index, or len over chunk_bytes_max), or
- * -ENOMEM.
+ * restarted (also when compaction passed snap_index mid-transfer) or the
+ * peer no longer needs it, and the caller then drops that snapshot.
+ * Returns RKV_ENOTLEADER, -EINVAL (bad index, or len over
+ * chunk_bytes_max), or -ENOMEM.
  */
 int rkv_raft_snapshot_chunk(struct rkv_raft *r, uint64_t to,
                             uint64_t snap_index, uint32_t chunk_seq,

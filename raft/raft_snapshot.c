@@ -160,6 +160,11 @@ int rkv_raft_snapshot_chunk(struct rkv_raft *r, uint64_t to,
         pr->snap_index = snap_index;
     } else if (snap_index != pr->snap_index) {
         return -EINVAL;
+    } else if (snap_index < r->log.snap_index) {
+        /* Compaction passed the snapshot being sent, so its term and
+         * configuration are gone: start over with a newer snapshot. */
+        rv = rkv_raft__snapshot_request(r, pr, 0);
+        return rv != 0 ? rv : RKV_ESTALE;
     }
     rv = chunk_message(r, pr, data, len, last);
     if (rv != 0) {

@@ -478,6 +478,17 @@ static void stage_chunk(struct rkv_raft_fixture *f, unsigned i,
                      (unsigned long long)chunk->meta.index);
     }
     record_hash(f, i, n->fsm.index, n->fsm.hash);
+    if (chunk->meta.index < f->n_committed &&
+        f->committed_terms[chunk->meta.index] != 0 &&
+        f->committed_terms[chunk->meta.index] != chunk->meta.term) {
+        fixture_fail(f,
+                     "replica %u installed a snapshot at index %llu with "
+                     "term %llu, but term %llu is committed there",
+                     i + 1, (unsigned long long)chunk->meta.index,
+                     (unsigned long long)chunk->meta.term,
+                     (unsigned long long)
+                         f->committed_terms[chunk->meta.index]);
+    }
     free(n->snap_data);
     n->snap_data = n->staging;
     n->snap_len = n->staging_len;

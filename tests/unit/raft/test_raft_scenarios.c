@@ -1029,3 +1029,73 @@ TEST(raft, removed_leader_finishes_its_removal)
     ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 1), 1);
     teardown(&fx);
 }
+
+/* Delivers every message not sent by replica `from`, which stay queued. */
+static void deliver_except_from(struct rkv_raft_fixture *cluster,
+                                unsigned from)
+{
+    size_t k = 0;
+
+    while (k < rkv_raft_fixture_n_messages(cluster)) {
+        unsigned msg_from;
+        unsigned msg_to;
+        RkvRaft__MessageType type;
+
+        rkv_raft_fixture_message(cluster, k, &msg_from, &msg_to, &type);
+        if (msg_from == from || msg_to == from) {
+            k++;
+        } else {
+            rkv_raft_fixture_deliver(cluster, k);
+            k = 0;
+        }
+    }
+}
+
+/* When the leader compacts past the snapshot it is sending, the transfer
+ * restarts from a newer snapshot instead of finishing one whose term and
+ * configuration the leader no longer knows. */
+TEST(raft, compaction_restarts_snapshot_transfer)
+{
+    struct fixture fx;
+    char text[32];
+
+    setup(&fx, 3, 3);
+    set_chunk_bytes(CLUSTER, 3, 16);
+    rkv_raft_fixture_start_all(CLUSTER);
+    CLUSTER_ELECT(0);
+    rkv_raft_fixture_crash(CLUSTER, 2);
+    for (int k = 0; k < 10; k++) {
+        snprintf(text, sizeof(text), "first-%02d", k);
+        propose_ok(CLUSTER, 0, text);
+        CLUSTER_FLUSH();
+    }
+    rkv_raft_fixture_compact(CLUSTER, 0);
+
+    /* S3 stages two chunks of that snapshot. */
+    rkv_raft_fixture_start(CLUSTER, 2);
+    for (int t = 0; t < 30 && rkv_raft_fixture_n_chunks(CLUSTER, 2) < 2;
+         t++) {
+        rkv_raft_fixture_tick(CLUSTER, 0);
+        while (rkv_raft_fixture_n_messages(CLUSTER) > 0 &&
+               rkv_raft_fixture_n_chunks(CLUSTER, 2) < 2) {
+            rkv_raft_fixture_deliver(CLUSTER, 0);
+        }
+    }
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_chunks(CLUSTER, 2), 2);
+
+    /* The leader moves on and compacts past the snapshot being sent,
+     * while S3's acknowledgment of its last chunk is held back. */
+    for (int k = 0; k < 5; k++) {
+        snprintf(text, sizeof(text), "second-%02d", k);
+        propose_ok(CLUSTER, 0, text);
+        deliver_except_from(CLUSTER, 2);
+    }
+    rkv_raft_fixture_compact(CLUSTER, 0);
+    ASSERT_UINT_GT(rkv_raft_first_index(RAFT(0)),
+                   rkv_raft_fixture_applied(CLUSTER, 0) - 5);
+
+    CLUSTER_RUN(40);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_installs(CLUSTER, 2), 1);
+    ASSERT_UINT_EQ(rkv_raft_fixture_n_applied_normal(CLUSTER, 2), 15);
+    teardown(&fx);
+}
