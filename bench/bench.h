@@ -185,6 +185,7 @@ struct rkv_bench_op_stats {
     struct rkv_bench_error_count errors[RKV_BENCH_ERROR_KINDS_MAX];
     size_t n_error_kinds;
     uint64_t n_other_errors; /* failures whose code did not fit errors[] */
+    uint64_t n_not_found;    /* GET: succeeded, but the key was missing */
     struct rkv_bench_hist hist; /* latency of succeeded operations, ns */
 };
 

@@ -95,6 +95,7 @@ void rkv_bench__stats_merge(struct rkv_bench_op_stats *dst,
         stats_count_error(dst, src->errors[i].code, src->errors[i].count);
     }
     dst->n_other_errors += src->n_other_errors;
+    dst->n_not_found += src->n_not_found;
     rkv_bench_hist_merge(&dst->hist, &src->hist);
 }
 
@@ -272,6 +273,10 @@ static void print_op_row(const struct rkv_bench_report *report, FILE *out,
             ns_to_ms(rkv_bench_hist_percentile(&s->hist, 99.0)),
             ns_to_ms(rkv_bench_hist_percentile(&s->hist, 99.9)),
             ns_to_ms(s->hist.max_value));
+    if (s->n_not_found > 0) {
+        fprintf(out, "  %s: %" PRIu64 " of %" PRIu64 " reads found no key\n",
+                rkv_bench_op_name(op), s->n_not_found, s->n_succeeded);
+    }
     if (s->n_error_kinds == 0) {
         return;
     }

@@ -69,11 +69,11 @@ static void json_op(FILE *out, const struct rkv_bench_report *report,
     fprintf(out,
             "\"%s\":{\"issued\":%" PRIu64 ",\"succeeded\":%" PRIu64
             ",\"failed\":%" PRIu64 ",\"unknown\":%" PRIu64
-            ",\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
+            ",\"not_found\":%" PRIu64 ",\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
             "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
             "\"mean_ms\":%.3f,\"errors\":{",
             rkv_bench_op_name(op), s->n_issued, s->n_succeeded, s->n_failed,
-            s->n_unknown, secs > 0 ? (double)s->n_succeeded / secs : 0.0,
+            s->n_unknown, s->n_not_found, secs > 0 ? (double)s->n_succeeded / secs : 0.0,
             ms(rkv_bench_hist_percentile(&s->hist, 50.0)),
             ms(rkv_bench_hist_percentile(&s->hist, 90.0)),
             ms(rkv_bench_hist_percentile(&s->hist, 99.0)),

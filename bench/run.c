@@ -367,8 +367,10 @@ static void client_build_request(const struct bench_client *c,
     }
 }
 
-/* Counts the finished operation of c in its worker's figures. */
-static void client_record(struct bench_client *c, int rv, uint64_t now_ns)
+/* Counts the finished operation of c in its worker's figures. found is
+ * false for a get that succeeded without finding its key. */
+static void client_record(struct bench_client *c, int rv, bool found,
+                          uint64_t now_ns)
 {
     struct bench_worker *worker = c->worker;
     enum rkv_bench__outcome outcome = rkv_bench__classify(c->op, rv);
@@ -381,6 +383,10 @@ static void client_record(struct bench_client *c, int rv, uint64_t now_ns)
         worker->n_load_failed += outcome != RKV_BENCH__SUCCEEDED;
     } else if (c->measured) {
         rkv_bench__stats_add(&worker->total[c->op], rv, outcome, latency_ns);
+        if (c->op == RKV_BENCH_OP_GET && outcome == RKV_BENCH__SUCCEEDED &&
+            !found) {
+            worker->total[c->op].n_not_found++;
+        }
     } else {
         worker->n_warmup_ops++;
     }
@@ -402,6 +408,7 @@ static void client_done_cb(void *data, struct rkv_client_result *result)
     struct bench_client *c = data;
     uint64_t now_ns = rkv_bench__now_ns();
     int rv = result->rv;
+    bool found = rv == 0 && result->found;
 
     rkv_client_result_free(result);
 
@@ -413,7 +420,7 @@ static void client_done_cb(void *data, struct rkv_client_result *result)
         if (rv == 0) {
             return;
         }
-        client_record(c, rv, now_ns);
+        client_record(c, rv, true, now_ns);
         client_schedule_next(c, now_ns, true);
         return;
     }
@@ -421,7 +428,7 @@ static void client_done_cb(void *data, struct rkv_client_result *result)
     if (c->op == RKV_BENCH_OP_INSERT && rv == 0) {
         atomic_fetch_add(&c->bench->n_inserts_acked, 1);
     }
-    client_record(c, rv, now_ns);
+    client_record(c, rv, found, now_ns);
     client_schedule_next(c, now_ns, false);
 }
 
@@ -453,7 +460,7 @@ static void client_issue(struct bench_client *c, uint64_t now_ns)
     rv = client_submit(c);
     if (rv != 0) {
         RKV_TRACEF("submit failed op=%s rv=%d", rkv_bench_op_name(c->op), rv);
-        client_record(c, rv, now_ns);
+        client_record(c, rv, true, now_ns);
         client_schedule_next(c, now_ns, true);
     }
 }

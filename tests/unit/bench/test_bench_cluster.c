@@ -206,6 +206,9 @@ TEST(bench_cluster, kv_counts_add_up)
         }
     }
     ASSERT_UINT_GE(node_puts, f.report->ops[RKV_BENCH_OP_PUT].n_succeeded);
+    /* Every key was preloaded and none is deleted, so every get finds its
+     * key. */
+    ASSERT_UINT_EQ(f.report->ops[RKV_BENCH_OP_GET].n_not_found, 0);
     teardown(&f);
 }
 
