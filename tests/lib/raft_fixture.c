@@ -31,6 +31,7 @@ struct fsm {
     uint64_t index;    /* last applied index */
     uint64_t hash;     /* running hash of everything applied */
     uint64_t n_normal; /* normal entries applied */
+    struct rkv_raft_conf conf; /* from the last applied ENTRY_CONF */
     uint8_t *data;     /* applied normal entries, length-prefixed */
     size_t len;
     size_t cap;
@@ -206,6 +207,12 @@ static void fsm_apply(struct rkv_raft_fixture *f, unsigned i,
     fsm->hash = fnv_mix(fsm->hash, header, sizeof(header));
     fsm->hash = fnv_mix(fsm->hash, entry->data.data, entry->data.len);
     fsm->index = entry->index;
+    if (entry->type == RKV_RAFT__ENTRY_TYPE__ENTRY_CONF &&
+        rkv_raft_conf_decode(entry->data.data, entry->data.len,
+                             &fsm->conf) != 0) {
+        fixture_fail(f, "replica %u applied an invalid configuration at "
+                     "index %llu", i + 1, (unsigned long long)entry->index);
+    }
     if (entry->type == RKV_RAFT__ENTRY_TYPE__ENTRY_NORMAL) {
         uint8_t len_be[4];
 
@@ -221,13 +228,13 @@ static void fsm_apply(struct rkv_raft_fixture *f, unsigned i,
 }
 
 /* Serializes replica i's state: the length of the fixture's part, that
- * part (index, hash, n_normal, then the data), then the test's own
- * state machine snapshot when hooks are set. */
+ * part (index, hash, n_normal, the configuration as raw bytes, then the
+ * data), then the test's own state machine snapshot when hooks are set. */
 static uint8_t *snapshot_encode(struct rkv_raft_fixture *f, unsigned i,
                                 size_t *len)
 {
     const struct fsm *fsm = &f->nodes[i].fsm;
-    size_t own_len = 24 + fsm->len;
+    size_t own_len = 24 + sizeof(fsm->conf) + fsm->len;
     uint8_t *user = NULL;
     size_t user_len = 0;
     uint8_t *buf;
@@ -241,8 +248,9 @@ static uint8_t *snapshot_encode(struct rkv_raft_fixture *f, unsigned i,
     rkv_put_be64(buf + 8, fsm->index);
     rkv_put_be64(buf + 16, fsm->hash);
     rkv_put_be64(buf + 24, fsm->n_normal);
+    memcpy(buf + 32, &fsm->conf, sizeof(fsm->conf));
     if (fsm->len > 0) {
-        memcpy(buf + 32, fsm->data, fsm->len);
+        memcpy(buf + 32 + sizeof(fsm->conf), fsm->data, fsm->len);
     }
     if (user_len > 0) {
         memcpy(buf + 8 + own_len, user, user_len);
@@ -258,7 +266,8 @@ static void snapshot_decode(struct rkv_raft_fixture *f, unsigned i,
     uint64_t own_len;
 
     own_len = len >= 8 ? rkv_get_be64(buf) : 0;
-    if (len < 32 || own_len < 24 || own_len > len - 8) {
+    if (len < 32 + sizeof(fsm->conf) || own_len < 24 + sizeof(fsm->conf) ||
+        own_len > len - 8) {
         fixture_fail(f, "replica %u snapshot of %zu bytes is truncated",
                      i + 1, len);
     }
@@ -267,7 +276,9 @@ static void snapshot_decode(struct rkv_raft_fixture *f, unsigned i,
     fsm->index = rkv_get_be64(buf + 8);
     fsm->hash = rkv_get_be64(buf + 16);
     fsm->n_normal = rkv_get_be64(buf + 24);
-    fsm_append(fsm, buf + 32, (size_t)own_len - 24);
+    memcpy(&fsm->conf, buf + 32, sizeof(fsm->conf));
+    fsm_append(fsm, buf + 32 + sizeof(fsm->conf),
+               (size_t)own_len - 24 - sizeof(fsm->conf));
     if (f->user_fsm.restore != NULL) {
         f->user_fsm.restore(f->user_fsm.ctx, i, buf + 8 + own_len,
                             len - 8 - (size_t)own_len);
@@ -446,6 +457,21 @@ static void ready_handle_volatile(struct rkv_raft_fixture *f, unsigned i,
     }
 }
 
+static bool conf_equal(const struct rkv_raft_conf *a,
+                       const struct rkv_raft_conf *b)
+{
+    if (a->n_servers != b->n_servers) {
+        return false;
+    }
+    for (unsigned k = 0; k < a->n_servers; k++) {
+        if (a->servers[k].id != b->servers[k].id ||
+            a->servers[k].learner != b->servers[k].learner) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void stage_chunk(struct rkv_raft_fixture *f, unsigned i,
                         const struct rkv_raft_snapshot_chunk *chunk)
 {
@@ -478,6 +504,12 @@ static void stage_chunk(struct rkv_raft_fixture *f, unsigned i,
                      (unsigned long long)chunk->meta.index);
     }
     record_hash(f, i, n->fsm.index, n->fsm.hash);
+    if (!conf_equal(&chunk->meta.conf, &n->fsm.conf)) {
+        fixture_fail(f,
+                     "replica %u installed a snapshot at index %llu whose "
+                     "configuration differs from the applied one",
+                     i + 1, (unsigned long long)chunk->meta.index);
+    }
     if (chunk->meta.index < f->n_committed &&
         f->committed_terms[chunk->meta.index] != 0 &&
         f->committed_terms[chunk->meta.index] != chunk->meta.term) {
@@ -614,13 +646,14 @@ void rkv_raft_fixture_new(unsigned n_nodes, unsigned n_voters, uint64_t seed,
                              seed * 0x9e3779b97f4a7c15ULL + i + 1);
         n->auto_persist = true;
         n->fsm.hash = FNV_OFFSET;
+        for (unsigned j = 0; j < n_voters; j++) {
+            n->fsm.conf.servers[j].id = j + 1;
+        }
+        n->fsm.conf.n_servers = n_voters;
         /* Voters bootstrap from the same configuration; spares start
          * empty and learn it from the leader's snapshot. */
         if (i < n_voters) {
-            for (unsigned j = 0; j < n_voters; j++) {
-                n->snap_meta.conf.servers[j].id = j + 1;
-            }
-            n->snap_meta.conf.n_servers = n_voters;
+            n->snap_meta.conf = n->fsm.conf;
         }
         n->snap_data = snapshot_encode(f, i, &n->snap_len);
     }
@@ -1158,12 +1191,35 @@ static void check_committed_stable(struct rkv_raft_fixture *f, unsigned i)
     }
 }
 
+/* The core's own bounds: compacted <= applied <= commit <= last, and the
+ * state machine is exactly at the applied index. */
+static void check_indexes(struct rkv_raft_fixture *f, unsigned i)
+{
+    struct rkv_raft *r = f->nodes[i].raft;
+    uint64_t applied = rkv_raft_applied_index(r);
+
+    if (rkv_raft_first_index(r) - 1 > applied ||
+        applied > rkv_raft_commit_index(r) ||
+        rkv_raft_commit_index(r) > rkv_raft_last_index(r) ||
+        applied != f->nodes[i].fsm.index) {
+        fixture_fail(f,
+                     "replica %u indexes out of order: first=%llu "
+                     "applied=%llu commit=%llu last=%llu fsm=%llu",
+                     i + 1, (unsigned long long)rkv_raft_first_index(r),
+                     (unsigned long long)applied,
+                     (unsigned long long)rkv_raft_commit_index(r),
+                     (unsigned long long)rkv_raft_last_index(r),
+                     (unsigned long long)f->nodes[i].fsm.index);
+    }
+}
+
 void rkv_raft_fixture_check(struct rkv_raft_fixture *f)
 {
     for (unsigned i = 0; i < f->n_nodes; i++) {
         if (f->nodes[i].raft == NULL) {
             continue;
         }
+        check_indexes(f, i);
         check_one_leader_per_term(f, i);
         check_leader_log_grows(f, i);
         check_committed_stable(f, i);
