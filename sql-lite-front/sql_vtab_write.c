@@ -119,7 +119,7 @@ static sqlite3_value *default_value(struct rkv_sql_vtab *vtab,
  * that also have a DEFAULT. */
 static int row_encode(struct rkv_sql_vtab *vtab, sqlite3_value **values,
                       bool is_insert, struct rkv_sql_buf *key,
-                      struct rkv_sql_buf *value)
+                      struct rkv_sql_buf *value, bool *generated_key)
 {
     const struct rkv_sql_table *table = vtab->table;
     struct rkv_sql_datum datums[RKV_SQL_COLUMNS_MAX];
@@ -147,6 +147,7 @@ static int row_encode(struct rkv_sql_vtab *vtab, sqlite3_value **values,
         row_key->type = RKV_SQL_INTEGER;
         rv = rkv_sql__session_next_row_key(vtab->session, table->table_id,
                                            &row_key->integer);
+        *generated_key = true;
     }
     for (size_t i = 0; rv == 0 && i < table->n_columns; i++) {
         rv = row_check_column(vtab, i, values[i], &datums[i]);
@@ -282,11 +283,12 @@ static int update_put(struct rkv_sql_vtab *vtab, sqlite3_value *old_rowid,
     struct rkv_sql_buf value = {0};
     const uint8_t *old_key = NULL;
     size_t old_key_len = 0;
+    bool generated_key = false;
     bool moves;
     int rv;
 
     rv = row_encode(vtab, values, sqlite3_value_type(old_rowid) == SQLITE_NULL,
-                    &key, &value);
+                    &key, &value, &generated_key);
     if (rv == 0) {
         rv = row_check_limits(vtab, &key, &value);
     }
@@ -304,7 +306,8 @@ static int update_put(struct rkv_sql_vtab *vtab, sqlite3_value *old_rowid,
                                         key.data, key.len, NULL, 0);
         goto out;
     }
-    rv = moves ? resolve_conflict(vtab, vtab->db, &key) : 0;
+    /* A generated row key is new by construction, so it needs no read. */
+    rv = moves && !generated_key ? resolve_conflict(vtab, vtab->db, &key) : 0;
     if (rv == 1) {
         rv = 0;
         goto out;
