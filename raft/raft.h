@@ -179,11 +179,15 @@ struct rkv_raft_read_state {
 };
 
 /*
- * Leader side of a snapshot transfer: the core wants chunk chunk_seq of a
- * snapshot for peer `to`. chunk_seq 0 means (re)start: open a new snapshot
- * (for example an LMDB read transaction at the current applied index),
- * discarding any earlier one for this peer. The caller responds with
- * rkv_raft_snapshot_chunk().
+ * Leader side of a snapshot transfer: the core requests chunk chunk_seq of
+ * a snapshot for peer `to`. chunk_seq 0 means (re)start: open a new
+ * snapshot (for example an LMDB read transaction at the current applied
+ * index), discarding any earlier one for this peer. The caller responds
+ * with rkv_raft_snapshot_chunk(). One chunk is in flight per peer, and a
+ * transfer without progress for two election timeouts restarts at chunk 0.
+ * The caller closes its snapshot after supplying the last chunk, when
+ * rkv_raft_snapshot_chunk() returns RKV_ESTALE or RKV_ENOTLEADER, when the
+ * replica stops leading, or when the peer leaves the configuration.
  */
 struct rkv_raft_snapshot_request {
     uint64_t to;        /* peer id */
