@@ -10,12 +10,13 @@
  *   4. clients time out, or start their next operation;
  *   5. in phase 1, the fault schedule may inject its next fault.
  *
- * The workload: each client runs one operation at a time on a few hot keys:
- * reads, puts of a unique value, and appends done as a CAS of the last
- * value the client read to that value plus a unique token. Writes go to the
+ * The workload: each client runs one operation at a time on a few hot keys.
+ * An operation is a read, a put of a unique value, or an append. An append
+ * is a CAS from the last value the client read to that value plus a unique
+ * token. Writes go to the
  * client's guess of the leader and follow RKV_ENOTLEADER hints; an attempt
  * that failed definitely is retried (up to RKV_SIM_CLIENT_ATTEMPTS_MAX)
- * with a new request id, so a late answer to an old attempt is ignored. A
+ * with a new request id, so a late response to an old attempt is ignored. A
  * timed-out write is recorded as unknown and never resent. Client traffic
  * is never duplicated by the network: with TCP a request reaches a node at
  * most once, and the client relies on that when it retries after a
@@ -39,7 +40,7 @@
 /* How often, in simulated ms, the heal phase adds back every node that
  * membership changes removed. */
 #define SIM_RESTORE_MEMBERSHIP_MS 50
-/* Most ranges a run compares (the keys bound the splits well below). */
+/* Maximum ranges a run compares (the keys bound the splits well below). */
 #define SIM_RANGES_MAX 64
 
 void sim_trace(struct rkv_sim_world *w, const char *fmt, ...)
@@ -222,7 +223,7 @@ void sim_client_receive(struct rkv_sim_world *w, unsigned c,
     struct rkv_sim_op *op = &client->op;
 
     if (!client->waiting || response->req_id != client->request.req_id) {
-        return; /* a late answer to an abandoned attempt */
+        return; /* a late response to an abandoned attempt */
     }
     if (response->rv == 0) {
         op->return_seq = ++w->seq;

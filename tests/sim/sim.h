@@ -29,9 +29,9 @@
  * or never. An operation that failed definitely (not leader, dropped by a
  * leader change, key outside the range) took no effect and is not recorded.
  *
- * The checker is the Wing & Gong search with the memoization of
- * (linearized set, state) pairs that Porcupine (Athalye, 2017) uses, run
- * on each key alone (linearizability is compositional). A step budget
+ * The checker is Wing and Gong's search with the memoization of (linearized
+ * set, state) pairs that Porcupine uses, run on each key alone
+ * (linearizability is compositional). A step budget
  * makes it return RKV_SIM_CHECK_UNKNOWN instead of running for ever.
  *
  * Threads: everything is single-threaded; separate runs share nothing
@@ -65,7 +65,8 @@ bool rkv_sim_prng_chance(struct rkv_sim_prng *prng, unsigned per_mille);
 
 /* ---- histories ---------------------------------------------------------- */
 
-/* Longest value, NUL included, that a simulated client writes or reads. */
+/* Maximum value size, NUL included, that a simulated client writes or
+ * reads. */
 #define RKV_SIM_VALUE_MAX 256
 
 enum rkv_sim_op_kind {
@@ -130,8 +131,8 @@ int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
 
 /* ---- simulation runs ---------------------------------------------------- */
 
-/* Bugs the simulator's own glue can be told to have, to prove that the
- * checks catch them. */
+/* Bugs that can be injected into the simulator's own glue, to prove that
+ * the checks catch them. */
 enum rkv_sim_bug {
     RKV_SIM_BUG_NONE = 0,
     /* Any replica, follower or leader, serves reads from its local state
@@ -146,9 +147,9 @@ enum rkv_sim_bug {
     RKV_SIM_BUG_DROP_ON_TRUNCATE = 3,
 };
 
-/* Most nodes in one run. */
+/* Maximum nodes in one run. */
 #define RKV_SIM_NODES_MAX 7
-/* Most clients and keys in one run. */
+/* Maximum clients and keys in one run. */
 #define RKV_SIM_CLIENTS_MAX 16
 #define RKV_SIM_KEYS_MAX 32
 
@@ -197,7 +198,7 @@ void rkv_sim_options_init(struct rkv_sim_options *options, uint64_t seed,
 /*
  * Runs one simulation. options is borrowed for the call; options->dir must
  * exist, and the run creates and removes a folder per node inside it.
- * Returns 0 when the run finished (report->verdict says whether it passed),
+ * Returns 0 when the run finished (report->verdict tells whether it passed),
  * or a negative code when the harness itself failed (-ENOMEM, a store that
  * would not open), with report->detail naming the step.
  */

@@ -1,15 +1,19 @@
 /*
  * Per-key linearizability checking of a register history.
  *
- * The search is Wing & Gong's (1993) with Lowe's (2017) memoization as
- * Porcupine implements it: the history becomes a doubly linked list of call
- * and return events in time order; the search walks it, and at each call it
- * tries to linearize that operation next (the model accepts it in the
- * current state and the pair (set of linearized operations, new state) was
- * not seen before), lifting the call and its return out of the list. Meeting
- * a return means the operation it closes had to be linearized by now, so the
- * search backtracks to the last choice. The history is linearizable when the
- * list empties.
+ * The search is Wing and Gong's, with the memoization from Lowe's "Testing
+ * for Linearizability", run per key as in Horn and Kroening's "Faster
+ * linearizability checking via P-compositionality". Porcupine
+ * (github.com/anishathalye/porcupine) implements the same algorithm.
+ *
+ * The history becomes a doubly linked list of call and return events in
+ * time order, and the search walks it. At a call, it tries to linearize
+ * that operation next: the model must accept it in the current state, and
+ * the pair (set of linearized operations, new state) must be new. Then the
+ * call and its return are lifted out of the list. Meeting a return means
+ * the operation it closes had to be linearized by now, so the search
+ * backtracks to the last choice. The history is linearizable when the list
+ * empties.
  *
  * Unknown outcomes: an operation whose outcome is unknown returns at
  * "infinity", so it can be linearized anywhere after its call; linearizing

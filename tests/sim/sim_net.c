@@ -4,9 +4,10 @@
  * phase applied when a message is sent.
  *
  * Faults: a message between two nodes that a partition separates (in that
- * direction) is lost; any message may be lost (drop_per_mille), duplicated
- * (dup_per_mille, the copy with its own delay) or held back for a long
- * delay (slow_per_mille); random delays reorder messages. Loss and
+ * direction) is lost. Any message may be lost (drop_per_mille), and a node
+ * to node message may be duplicated (dup_per_mille, the copy with its own
+ * delay). A message may be held back for a long delay (slow_per_mille), and
+ * random delays reorder messages. Loss and
  * duplication of client traffic model a client that never hears back or a
  * request resent by the network.
  */

@@ -10,7 +10,7 @@
  *      hard state, then the apply of committed entries, as raft.h
  *      prescribes) and committed. Then each job's batch is acknowledged
  *      with rkv_raft_ack(), its messages_after_persist are sent, and the
- *      apply results answer client proposals, internal proposals and
+ *      apply results complete client proposals, internal proposals and
  *      splits. Reads whose ReadIndex is applied are served.
  *   2. Ticks every RKV_SIM_TICK_MS plus or minus 1 ms (clocks drift), at
  *      a per-node phase.

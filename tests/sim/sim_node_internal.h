@@ -66,7 +66,7 @@ struct sim_iprop {
     uint64_t term;
     enum sim_iprop_step step;
     uint64_t origin_range_id;  /* the split driver's range */
-    unsigned reply_to;         /* FOR_PEER: the node address to answer */
+    unsigned reply_to;         /* FOR_PEER: the node address to reply to */
     uint64_t deadline_ms;
     struct sim_iprop *next;
 };
@@ -155,7 +155,7 @@ void sim_serve_reads(struct rkv_sim_world *w, struct sim_node *node,
 /* Fails every waiting read of r with RKV_ENOTLEADER. */
 void sim_fail_reads(struct rkv_sim_world *w, struct sim_node *node,
                     struct sim_replica *r);
-/* Answers r's client proposals up to index: the one at index with term
+/* Completes r's client proposals up to index: the one at index with term
  * succeeded with result, every earlier one was dropped. */
 void sim_finish_proposals(struct rkv_sim_world *w, struct sim_node *node,
                           struct sim_replica *r, uint64_t index,

@@ -1,6 +1,6 @@
 /*
  * Client requests on the simulated nodes: writes proposed on the leader and
- * answered when their entry applies, and reads served after ReadIndex
+ * completed when their entry applies, and reads served after ReadIndex
  * (see sim_node.c for the rest of the glue).
  */
 #define RKV_LOG_SUBSYS "sim"
@@ -15,7 +15,7 @@
 
 /* ---- reads -------------------------------------------------------------- */
 
-/* Reads the request's key from the node's store and answers the client. */
+/* Reads the request's key from the node's store and responds to the client. */
 static void serve_read(struct rkv_sim_world *w, struct sim_node *node,
                        struct sim_replica *r, unsigned client_addr,
                        const struct sim_request *req)
@@ -171,10 +171,11 @@ static int propose_request(struct rkv_sim_world *w, struct sim_node *node,
     p->request = *req;
 
     /* Keep the list sorted by index. A pending proposal at this index or
-     * later lost its entry from this log, but it is answered only when its
+     * later lost its entry from this log, but it is completed only when its
      * index applies: an entry from an older term that this leader's log
      * lacks may still commit if another node holding it is elected before
-     * this term commits anything (Raft paper, figure 8). node/rpc.c fails
+     * this term commits anything (figure 8 of Ongaro and Ousterhout's "In
+     * Search of an Understandable Consensus Algorithm"). node/rpc.c fails
      * such proposals at once (RKV_SIM_BUG_DROP_ON_TRUNCATE mimics it). */
     link = &r->proposals;
     while (*link != NULL && (*link)->index <= p->index) {

@@ -358,7 +358,7 @@ void sim_receive_propose(struct rkv_sim_world *w, struct sim_node *node,
 
     if (r != NULL && r->role == RKV_RAFT_LEADER) {
         p = iprop_new(w, node, msg->range_id, SIM_IPROP_FOR_PEER);
-        /* Answer under the requester's id. */
+        /* Reply under the requester's id. */
         p->id = msg->iprop_id;
         p->reply_to = msg->from;
         p->local = true;
