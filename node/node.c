@@ -494,6 +494,7 @@ struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
     RKV_LOG(RKV_INFO, "created placeholder replica range=%llu, waiting for "
                       "a snapshot",
             (unsigned long long)range_id);
+    rkv_node__replay_held(r);
     return r;
 }
 
@@ -724,6 +725,7 @@ static void node_tick_cb(uv_timer_t *timer)
     rkv_node__tick_replicas(node);
     rkv_node__requests_expire(node, now_ms);
     rkv_node__iprops_expire(node, now_ms);
+    rkv_node__held_expire(node, now_ms);
     if (now_ms >= node->spread_after_ms) {
         node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
         node_spread_leadership(node);
@@ -1014,6 +1016,7 @@ static void node_free_replicas(struct rkv_node *node)
 
 static void node_free(struct rkv_node *node)
 {
+    rkv_node__held_expire(node, UINT64_MAX);
     rkv_node__iprops_free(node);
     node_free_replicas(node);
     if (node->store != NULL) {

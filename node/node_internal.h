@@ -83,6 +83,13 @@
 #define RKV_NODE_UNINIT_RETRY_MS 1000
 /* Size of the table remembering those attempts (oldest overwritten). */
 #define RKV_NODE_UNINIT_SLOTS 64
+/* Raft messages for a range this node has not created yet (its split has
+ * not applied here) are held this long, up to these limits (the oldest are
+ * dropped first), and delivered once the split creates the range; Raft
+ * resends whatever is dropped. */
+#define RKV_NODE_HELD_TTL_MS 2000
+#define RKV_NODE_HELD_MAX 4096
+#define RKV_NODE_HELD_BYTES_MAX (16u * 1024 * 1024)
 /* Quiescence: a leader idle for this many ticks stops ticking the range
  * and sends its followers a Quiesce so that they stop too. */
 #define RKV_NODE_QUIESCE_TICKS 5
@@ -275,6 +282,15 @@ struct rkv_node__peer {
     uint64_t n_dropped;                  /* messages dropped while down */
 };
 
+/* A Raft message held for a range not created yet; owns its bytes. */
+struct rkv_node__held {
+    uint64_t range_id;
+    uint64_t expire_ms;          /* dropped after this */
+    size_t len;                  /* bytes of the packed message */
+    struct rkv_node__held *next; /* FIFO, oldest first */
+    uint8_t packed[];            /* the packed RkvRaft__Message */
+};
+
 /* ---- the node ----------------------------------------------------------- */
 
 struct rkv_node__counters {
@@ -343,6 +359,10 @@ struct rkv_node {
         uint64_t at_ms;
     } uninit_attempts[RKV_NODE_UNINIT_SLOTS]; /* recent placeholder checks */
     size_t uninit_next;                 /* slot overwritten next */
+    struct rkv_node__held *held_head;   /* messages for absent ranges */
+    struct rkv_node__held *held_tail;
+    size_t n_held;
+    size_t held_bytes;
     uint64_t next_iprop_id;
 
     struct rkv_node__counters counters;
@@ -402,6 +422,15 @@ void rkv_node__replica_wake(struct rkv_node__replica *replica);
 /* Handles a Quiesce from the leader's node. */
 void rkv_node__quiesce_recv(struct rkv_node *node, uint64_t from_node_id,
                             const Rkv__Peer__Quiesce *quiesce);
+/* Holds a message for a range this node does not have yet. */
+void rkv_node__hold_message(struct rkv_node *node, const RkvRaft__Message *msg);
+/* Steps the held messages of a range that was just created. */
+void rkv_node__replay_held(struct rkv_node__replica *replica);
+/* Drops held messages past their time (now_ms), or all with UINT64_MAX. */
+void rkv_node__held_expire(struct rkv_node *node, uint64_t now_ms);
+/* Steps one Raft message into replica and wakes or marks it as needed. */
+void rkv_node__replica_step(struct rkv_node__replica *replica,
+                            const RkvRaft__Message *msg, uint64_t from);
 /* Ticks every replica that is not quiesced, quiesces idle ones and wakes
  * quiesced followers whose leader's node went silent. */
 void rkv_node__tick_replicas(struct rkv_node *node);

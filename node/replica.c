@@ -491,6 +491,112 @@ int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
     return 0;
 }
 
+void rkv_node__replica_step(struct rkv_node__replica *replica,
+                            const RkvRaft__Message *msg, uint64_t from)
+{
+    int rv;
+
+    rv = rkv_raft_step(replica->raft, msg);
+    if (rv != 0) {
+        RKV_LOG(RKV_DEBUG, "raft step failed range=%llu peer=%llu error=%s",
+                (unsigned long long)replica->range_id,
+                (unsigned long long)from, rkv_strerror(rv));
+    }
+    /* A message that leaves work (a response to send, entries to write)
+     * wakes a quiesced range. A late heartbeat response to a leader that
+     * just quiesced leaves none, so it does not undo the quiescence. */
+    if (rkv_raft_has_ready(replica->raft)) {
+        rkv_node__replica_wake(replica);
+        rkv_node__replica_mark(replica);
+    }
+}
+
+/* ---- messages for ranges not created yet -------------------------------- */
+
+static void held_pop(struct rkv_node *node)
+{
+    struct rkv_node__held *h = node->held_head;
+
+    node->held_head = h->next;
+    if (node->held_head == NULL) {
+        node->held_tail = NULL;
+    }
+    node->n_held--;
+    node->held_bytes -= h->len;
+    rkv_free(h);
+}
+
+void rkv_node__hold_message(struct rkv_node *node, const RkvRaft__Message *msg)
+{
+    size_t len = rkv_raft__message__get_packed_size(msg);
+    struct rkv_node__held *h;
+
+    if (len > RKV_NODE_HELD_BYTES_MAX) {
+        return;
+    }
+    while (node->held_head != NULL &&
+           (node->n_held >= RKV_NODE_HELD_MAX ||
+            node->held_bytes + len > RKV_NODE_HELD_BYTES_MAX)) {
+        held_pop(node);
+    }
+    h = rkv_malloc(sizeof(*h) + len);
+    if (h == NULL) {
+        return; /* Raft resends a dropped message. */
+    }
+    h->range_id = msg->group_id;
+    h->expire_ms = rkv_monotonic_ms() + RKV_NODE_HELD_TTL_MS;
+    h->len = len;
+    h->next = NULL;
+    rkv_raft__message__pack(msg, h->packed);
+    if (node->held_tail != NULL) {
+        node->held_tail->next = h;
+    } else {
+        node->held_head = h;
+    }
+    node->held_tail = h;
+    node->n_held++;
+    node->held_bytes += len;
+    RKV_TRACEF("held message for absent range=%llu held=%zu",
+               (unsigned long long)msg->group_id, node->n_held);
+}
+
+void rkv_node__held_expire(struct rkv_node *node, uint64_t now_ms)
+{
+    while (node->held_head != NULL && node->held_head->expire_ms <= now_ms) {
+        held_pop(node);
+    }
+}
+
+void rkv_node__replay_held(struct rkv_node__replica *replica)
+{
+    struct rkv_node *node = replica->node;
+    struct rkv_node__held **link = &node->held_head;
+    struct rkv_node__held *prev = NULL;
+
+    while (*link != NULL) {
+        struct rkv_node__held *h = *link;
+        RkvRaft__Message *msg;
+
+        if (h->range_id != replica->range_id) {
+            prev = h;
+            link = &h->next;
+            continue;
+        }
+        *link = h->next;
+        if (node->held_tail == h) {
+            node->held_tail = prev;
+        }
+        node->n_held--;
+        node->held_bytes -= h->len;
+        msg = rkv_raft__message__unpack(NULL, h->len, h->packed);
+        if (msg != NULL) {
+            rkv_node__replica_step(replica, msg, msg->from);
+            rkv_raft__message__free_unpacked(msg, NULL);
+        }
+        rkv_free(h);
+    }
+}
+
 void rkv_node__replica_wake(struct rkv_node__replica *replica)
 {
     replica->n_ticks_idle = 0;

@@ -470,9 +470,12 @@ void rkv_node__split_applied(struct rkv_node__replica *r, uint64_t index,
         return;
     }
     /* The left leader campaigns at once for the right range, so it does not
-     * wait an election timeout and leadership stays where the load was. */
+     * wait an election timeout and leadership stays where the load was. A
+     * follower that applies the split later finds the campaign's messages
+     * held for it. */
     if (r->role == RKV_RAFT_LEADER) {
         rkv_raft_campaign(right->raft);
         rkv_node__replica_mark(right);
     }
+    rkv_node__replay_held(right);
 }

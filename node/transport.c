@@ -200,7 +200,6 @@ static void peer_in_step(struct rkv_node__peer_in *in,
 {
     struct rkv_node *node = in->node;
     struct rkv_node__replica *replica;
-    int rv;
 
     if (msg->to != node->node_id) {
         RKV_LOG(RKV_DEBUG, "dropped message for another node to=%llu",
@@ -212,23 +211,10 @@ static void peer_in_step(struct rkv_node__peer_in *in,
         replica = rkv_node__replica_placeholder(node, msg->group_id);
     }
     if (replica == NULL) {
-        RKV_TRACEF("dropped message for unknown range=%llu",
-                   (unsigned long long)msg->group_id);
+        rkv_node__hold_message(node, msg);
         return;
     }
-    rv = rkv_raft_step(replica->raft, msg);
-    if (rv != 0) {
-        RKV_LOG(RKV_DEBUG, "raft step failed range=%llu peer=%llu error=%s",
-                (unsigned long long)msg->group_id,
-                (unsigned long long)in->node_id, rkv_strerror(rv));
-    }
-    /* A message that leaves work (a response to send, entries to write)
-     * wakes a quiesced range. A late heartbeat response to a leader that
-     * just quiesced leaves none, so it does not undo the quiescence. */
-    if (rkv_raft_has_ready(replica->raft)) {
-        rkv_node__replica_wake(replica);
-        rkv_node__replica_mark(replica);
-    }
+    rkv_node__replica_step(replica, msg, in->node_id);
 }
 
 static int peer_in_frame_cb(struct rkv_node__conn *conn,
