@@ -404,6 +404,9 @@ enum rkv_raft_role rkv_raft_role(const struct rkv_raft *r);
 uint64_t rkv_raft_term(const struct rkv_raft *r);
 uint64_t rkv_raft_leader(const struct rkv_raft *r); /* 0 when unknown */
 uint64_t rkv_raft_commit_index(const struct rkv_raft *r);
+/* Returns the last index handed out for apply: the last committed entry
+ * in a batch, or the index of a snapshot handed out for install. It runs
+ * ahead of the caller's state machine until those batches are handled. */
 uint64_t rkv_raft_applied_index(const struct rkv_raft *r);
 uint64_t rkv_raft_last_index(const struct rkv_raft *r);
 /* First index still in memory; compacted index + 1. */
