@@ -83,6 +83,8 @@ const char *rkv_sim_verdict_name(enum rkv_sim_verdict verdict)
         return "no-convergence";
     case RKV_SIM_FAIL_CHECK_BUDGET:
         return "check-budget";
+    case RKV_SIM_FAIL_SAFETY:
+        return "safety";
     }
     return "unknown";
 }
@@ -734,6 +736,9 @@ static int world_run(struct rkv_sim_world *w)
             return rv;
         }
     }
+    if (w->report->verdict != RKV_SIM_PASS) {
+        return 0; /* a safety check failed during the run */
+    }
     rv = world_heal(w, &faults, ids, &n_ids);
     if (rv != 0 || w->report->verdict != RKV_SIM_PASS) {
         return rv;
@@ -819,6 +824,7 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     sim_nodes_free(w);
     sim_net_free(&w->net);
     rkv_sim_history_free(&w->history);
+    sim_safety_free(w);
     for (unsigned i = 0; i < w->options.n_nodes; i++) {
         snprintf(path, sizeof(path), "%s/node-%u", w->options.dir, i + 1);
         nftw(path, remove_entry_cb, 8, FTW_DEPTH | FTW_PHYS);

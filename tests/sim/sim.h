@@ -173,6 +173,8 @@ enum rkv_sim_verdict {
     RKV_SIM_FAIL_DIVERGED = 2,        /* replicas of a range differ */
     RKV_SIM_FAIL_NO_CONVERGENCE = 3,  /* not settled within heal_ms */
     RKV_SIM_FAIL_CHECK_BUDGET = 4,    /* a key's check ran out of steps */
+    RKV_SIM_FAIL_SAFETY = 5,          /* two leaders in a term, or replicas
+                                         that applied different entries */
 };
 
 /* What one run did and found. */

@@ -180,6 +180,13 @@ void sim_nodes_free(struct rkv_sim_world *w);
 
 /* ---- the world (sim.c) -------------------------------------------------- */
 
+/* A map from (range id, number) to a value, for the safety checks. */
+struct sim_map {
+    struct sim_map_slot *slots; /* owned */
+    size_t n;
+    size_t cap;                 /* a power of two, or 0 */
+};
+
 struct sim_client {
     bool waiting;                     /* an operation is outstanding */
     struct rkv_sim_op op;             /* the outstanding operation */
@@ -213,6 +220,8 @@ struct rkv_sim_world {
     struct rkv_sim_history history;
     uint64_t next_iprop_id;
     uint64_t disk_latency_max_ms;     /* a disk write takes 1..this ms */
+    struct sim_map leaders;           /* (range, term) -> leader node id */
+    struct sim_map applied;           /* (range, index) -> applied term */
     struct rkv_sim_report *report;    /* borrowed */
     char errmsg[256];                 /* harness failure */
 };
@@ -223,6 +232,18 @@ void sim_trace(struct rkv_sim_world *w, const char *fmt, ...)
 /* Delivers a response to a client (from the network). */
 void sim_client_receive(struct rkv_sim_world *w, unsigned client,
                         const struct sim_response *response);
+/* ---- safety checks (sim_safety.c) --------------------------------------- */
+
+/* Records that node_id became leader of range_id in term; fails the run
+ * when another node led that term. */
+void sim_safety_leader(struct rkv_sim_world *w, uint64_t range_id,
+                       uint64_t term, uint64_t node_id);
+/* Records that node_id applied the entry (index, term) of range_id; fails
+ * the run when another replica applied another term at that index. */
+void sim_safety_applied(struct rkv_sim_world *w, uint64_t range_id,
+                        uint64_t index, uint64_t term, uint64_t node_id);
+void sim_safety_free(struct rkv_sim_world *w);
+
 /* Stops the process on an impossible harness state (out of memory). */
 void sim_fatal(const char *what, int rv) __attribute__((noreturn));
 

@@ -277,6 +277,8 @@ static void job_applied(struct rkv_sim_world *w, struct sim_node *node,
         const struct rkv_range_apply_result *result = &job->results[i];
 
         r->applied_index = entry->index;
+        sim_safety_applied(w, r->range_id, entry->index, entry->term,
+                           node->id);
         if (result->kind == RKV_RANGE_CMD_SPLIT && result->rv == 0) {
             sim_split_applied(w, node, r, result);
         }
@@ -523,6 +525,7 @@ static void replica_role_changed(struct rkv_sim_world *w,
 
     r->role = rd->role;
     if (rd->role == RKV_RAFT_LEADER) {
+        sim_safety_leader(w, r->range_id, rkv_raft_term(r->raft), node->id);
         sim_trace(w, "leader node=%llu range=%llu term=%llu",
                   (unsigned long long)node->id,
                   (unsigned long long)r->range_id,
