@@ -216,6 +216,11 @@ struct rkv_raft_snapshot_chunk {
  * Messages are protobuf-c structs for rkv_raft__message__pack(). Persist
  * in this order: chunks, then entries, then hard_state (one store
  * transaction may carry all three).
+ *
+ * NOTE: entries, committed entries and every append message hold their
+ * own copies of entry data, so a value is copied once per use. With large
+ * values this costs memory bandwidth; reference-counted entries (as in
+ * canonical/raft) would remove the copies.
  */
 struct rkv_raft_ready {
     uint64_t seq; /* pass to rkv_raft_ack() once durable */
