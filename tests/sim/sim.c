@@ -623,11 +623,12 @@ static void final_reads(struct rkv_sim_world *w, const uint64_t *ids,
 static int check_history(struct rkv_sim_world *w)
 {
     for (unsigned key = 0; key < w->options.n_keys; key++) {
+        struct rkv_sim_check_detail detail;
         enum rkv_sim_check_result result;
         int rv;
 
         rv = rkv_sim_check_key(&w->history, key, w->options.check_steps,
-                               &result);
+                               &result, &detail);
         if (rv != 0) {
             return rv;
         }
@@ -639,8 +640,13 @@ static int check_history(struct rkv_sim_world *w)
                  "key k%02u: check ran out of its step budget", key);
         }
         if (result != RKV_SIM_CHECK_OK && w->options.verbose) {
-            printf("history of key k%02u:\n", key);
-            rkv_sim_history_print(&w->history, key);
+            printf("history of key k%02u ([call, return] sequence numbers; "
+                   "? is an unknown outcome). At most %zu of its %zu "
+                   "operations linearize; >> marks the operation that "
+                   "could not take effect before it returned:\n",
+                   key, detail.n_linearized_max, detail.n_ops);
+            rkv_sim_history_print(&w->history, key,
+                                  detail.blocked_call_seq);
         }
     }
     return 0;

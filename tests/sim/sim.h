@@ -104,9 +104,11 @@ void rkv_sim_history_free(struct rkv_sim_history *history);
 int rkv_sim_history_add(struct rkv_sim_history *history,
                         const struct rkv_sim_op *op);
 /* Prints the operations of one key (all keys when key is UINT32_MAX) in
- * call order, one line each, to stdout. */
+ * call order, one line each, to stdout. The operation called at
+ * marked_call_seq (0: none) is marked as the one that could not be
+ * linearized. */
 void rkv_sim_history_print(const struct rkv_sim_history *history,
-                           unsigned key);
+                           unsigned key, uint64_t marked_call_seq);
 
 /* ---- checker ------------------------------------------------------------ */
 
@@ -119,15 +121,25 @@ enum rkv_sim_check_result {
 /* Default step budget of one key's search. */
 #define RKV_SIM_CHECK_STEPS_DEFAULT 2000000u
 
+/* Where the search got furthest, to explain a violation. */
+struct rkv_sim_check_detail {
+    size_t n_ops;               /* operations on the key */
+    size_t n_linearized_max;    /* most operations linearized at once */
+    /* call_seq of the operation whose return ended that deepest attempt:
+     * no order of the other operations let it take effect in time. */
+    uint64_t blocked_call_seq;
+};
+
 /*
  * Checks the operations of `key` in history for linearizability against a
  * register that starts absent. step_budget bounds the search steps (0:
- * RKV_SIM_CHECK_STEPS_DEFAULT). On success *result is set and 0 returned;
- * errors: -ENOMEM.
+ * RKV_SIM_CHECK_STEPS_DEFAULT). On success *result is set, detail (may be
+ * NULL) is filled, and 0 returned; errors: -ENOMEM.
  */
 int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
                       uint64_t step_budget,
-                      enum rkv_sim_check_result *result);
+                      enum rkv_sim_check_result *result,
+                      struct rkv_sim_check_detail *detail);
 
 /* ---- simulation runs ---------------------------------------------------- */
 

@@ -69,6 +69,8 @@ struct check {
     size_t seen_pool_cap;       /* in records */
     uint32_t *table;            /* 1-based record numbers; 0: empty */
     size_t table_cap;           /* a power of two */
+    size_t best_depth;          /* most operations linearized at once */
+    uint64_t blocked_call_seq;  /* see struct rkv_sim_check_detail */
 };
 
 static bool state_equal(const char *a, const char *b)
@@ -346,6 +348,10 @@ static int check_search(struct check *c, uint64_t step_budget,
             continue;
         }
         /* A return: its operation was not linearized in time. */
+        if (c->n_stack >= c->best_depth) {
+            c->best_depth = c->n_stack;
+            c->blocked_call_seq = c->ops[entry->op_index]->call_seq;
+        }
         if (c->n_stack == 0) {
             *result = RKV_SIM_CHECK_VIOLATION;
             return 0;
@@ -373,7 +379,8 @@ static void check_free(struct check *c)
 
 int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
                       uint64_t step_budget,
-                      enum rkv_sim_check_result *result)
+                      enum rkv_sim_check_result *result,
+                      struct rkv_sim_check_detail *detail)
 {
     struct check c;
     int rv;
@@ -407,6 +414,13 @@ int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
     rv = check_search(&c, step_budget, result);
     if (rv != 0) {
         goto err_after_alloc;
+    }
+    if (detail != NULL) {
+        detail->n_ops = c.n_ops;
+        detail->n_linearized_max =
+            *result == RKV_SIM_CHECK_OK ? c.n_ops : c.best_depth;
+        detail->blocked_call_seq =
+            *result == RKV_SIM_CHECK_OK ? 0 : c.blocked_call_seq;
     }
     check_free(&c);
     return 0;

@@ -40,7 +40,7 @@ int rkv_sim_history_add(struct rkv_sim_history *history,
     return 0;
 }
 
-static void history_print_op(const struct rkv_sim_op *op)
+static void history_print_op(const struct rkv_sim_op *op, bool marked)
 {
     char ret[32];
 
@@ -49,8 +49,8 @@ static void history_print_op(const struct rkv_sim_op *op)
     } else {
         snprintf(ret, sizeof(ret), "%" PRIu64, op->return_seq);
     }
-    printf("  [%" PRIu64 ", %s] client=%u key=%u ", op->call_seq, ret,
-           op->client, op->key);
+    printf("%s [%" PRIu64 ", %s] client=%u key=%u ", marked ? ">>" : "  ",
+           op->call_seq, ret, op->client, op->key);
     switch (op->kind) {
     case RKV_SIM_OP_GET:
         printf("get -> %s\n", op->found ? op->output : "(absent)");
@@ -75,7 +75,7 @@ static int compare_call_seq(const void *a, const void *b)
 }
 
 void rkv_sim_history_print(const struct rkv_sim_history *history,
-                           unsigned key)
+                           unsigned key, uint64_t marked_call_seq)
 {
     const struct rkv_sim_op **sorted;
     size_t n = 0;
@@ -92,7 +92,9 @@ void rkv_sim_history_print(const struct rkv_sim_history *history,
     }
     qsort(sorted, n, sizeof(*sorted), compare_call_seq);
     for (size_t i = 0; i < n; i++) {
-        history_print_op(sorted[i]);
+        history_print_op(sorted[i], marked_call_seq != 0 &&
+                                        sorted[i]->call_seq ==
+                                            marked_call_seq);
     }
     rkv_free(sorted);
 }

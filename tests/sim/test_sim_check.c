@@ -75,7 +75,7 @@ static enum rkv_sim_check_result check(struct fixture *f)
 {
     enum rkv_sim_check_result result;
 
-    ASSERT_OK(rkv_sim_check_key(&f->history, 0, 0, &result));
+    ASSERT_OK(rkv_sim_check_key(&f->history, 0, 0, &result, NULL));
     return result;
 }
 
@@ -140,7 +140,27 @@ TEST(sim_check, stale_read_rejected)
     teardown(&f);
 }
 
-/* A read of a value nobody wrote is rejected. */
+/* The detail of a stale read names the read as the blocked operation,
+ * after the two puts linearized. */
+TEST(sim_check, violation_detail_names_op)
+{
+    struct fixture f;
+    struct rkv_sim_check_detail detail;
+    enum rkv_sim_check_result result;
+
+    setup(&f);
+    put(&f, 1, 2, "a");
+    put(&f, 3, 4, "b");
+    get(&f, 5, 6, "a");
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, &result, &detail));
+    ASSERT_INT_EQ(result, RKV_SIM_CHECK_VIOLATION);
+    ASSERT_UINT_EQ(detail.n_ops, 3);
+    ASSERT_UINT_EQ(detail.n_linearized_max, 2);
+    ASSERT_UINT_EQ(detail.blocked_call_seq, 5);
+    teardown(&f);
+}
+
+/* A read of a value no operation wrote is rejected. */
 TEST(sim_check, phantom_value_rejected)
 {
     struct fixture f;
@@ -295,7 +315,7 @@ TEST(sim_check, budget_gives_unknown)
     }
     get(&f, 100, 101, "v0");
     get(&f, 102, 103, "nobody");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 50, &result));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 50, &result, NULL));
     ASSERT_INT_EQ(result, RKV_SIM_CHECK_UNKNOWN);
     teardown(&f);
 }
