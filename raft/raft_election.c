@@ -310,6 +310,8 @@ int rkv_raft__step_vote_resp(struct rkv_raft *r, const RkvRaft__Message *msg)
 int rkv_raft__step_timeout_now(struct rkv_raft *r,
                                const RkvRaft__Message *msg)
 {
+    assert(msg->term == r->term);
+
     if (r->role == RKV_RAFT_LEADER || !rkv_raft__may_campaign(r)) {
         return 0;
     }

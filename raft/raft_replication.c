@@ -537,6 +537,8 @@ int rkv_raft__step_append(struct rkv_raft *r, const RkvRaft__Message *msg)
     RkvRaft__Message *resp;
     int rv;
 
+    assert(msg->term == r->term);
+
     follow(r, msg->from);
     resp = rkv_raft__msg_new(r, RKV_RAFT__MESSAGE_TYPE__MSG_APPEND_RESP,
                              msg->from);
@@ -570,6 +572,8 @@ int rkv_raft__step_append(struct rkv_raft *r, const RkvRaft__Message *msg)
 int rkv_raft__step_heartbeat(struct rkv_raft *r, const RkvRaft__Message *msg)
 {
     RkvRaft__Message *resp;
+
+    assert(msg->term == r->term);
 
     follow(r, msg->from);
     if (msg->commit > r->commit) {
@@ -609,6 +613,8 @@ int rkv_raft__step_append_resp(struct rkv_raft *r,
 {
     struct rkv_raft_progress *pr;
     int rv;
+
+    assert(msg->term == r->term);
 
     if (r->role != RKV_RAFT_LEADER) {
         return 0;
@@ -652,6 +658,8 @@ int rkv_raft__step_heartbeat_resp(struct rkv_raft *r,
 {
     struct rkv_raft_progress *pr;
     int rv;
+
+    assert(msg->term == r->term);
 
     if (r->role != RKV_RAFT_LEADER) {
         return 0;

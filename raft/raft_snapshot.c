@@ -181,6 +181,8 @@ int rkv_raft__step_snapshot_resp(struct rkv_raft *r,
 {
     struct rkv_raft_progress *pr;
 
+    assert(msg->term == r->term);
+
     if (r->role != RKV_RAFT_LEADER) {
         return 0;
     }
@@ -324,6 +326,8 @@ int rkv_raft__step_snapshot(struct rkv_raft *r, const RkvRaft__Message *msg)
     bool in_sequence;
     RkvRaft__Message *resp;
     int rv;
+
+    assert(msg->term == r->term);
 
     if (r->role != RKV_RAFT_FOLLOWER || r->leader_id != msg->from) {
         rkv_raft__become_follower(r, r->term, msg->from);
