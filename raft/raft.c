@@ -463,8 +463,8 @@ int rkv_raft_propose(struct rkv_raft *r, const void *data, size_t len,
     *index = rkv_raft__last_index(r);
     *term = r->term;
 
-    /* The entry is in the log now, so the proposal stands even if no
-     * append could be queued: heartbeat responses resend it. */
+    /* The entry is in the log now, so the proposal succeeded even if no
+     * append could be queued; heartbeat responses trigger the resend. */
     rv = rkv_raft__broadcast_append(r);
     if (rv != 0) {
         RKV_LOG(RKV_WARN,

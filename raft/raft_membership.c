@@ -277,7 +277,7 @@ int rkv_raft_propose_conf_change(struct rkv_raft *r,
         return rv;
     }
 
-    /* As for rkv_raft_propose(): the change stands once appended. */
+    /* As in rkv_raft_propose(), the change succeeded once appended. */
     rv = rkv_raft__broadcast_append(r);
     if (rv != 0) {
         RKV_LOG(RKV_WARN,

@@ -26,10 +26,11 @@
  *   3. A committed entry never changes (same term at that index on every
  *      replica, forever).
  *   4. Every replica applies the same sequence: each index at most once,
- *      in order, with the same running hash; an installed snapshot matches
- *      the hash recorded at its index.
+ *      in order, with the same running hash. An installed snapshot matches
+ *      the hash, term and configuration recorded at its index.
  *   5. A released ReadIndex read covers every entry committed before the
  *      read was requested.
+ *   6. Each replica keeps compacted <= applied <= commit <= last index.
  */
 #ifndef RKV_RAFT_FIXTURE_H
 #define RKV_RAFT_FIXTURE_H
@@ -58,7 +59,7 @@ void rkv_raft_fixture_set_hint(struct rkv_raft_fixture *f, const char *hint);
 /*
  * Hooks that run a test's own state machine beside the fixture's, for
  * example the range state machine over real LMDB. Each callback gets the
- * replica index i. apply() sees every committed entry in order (after the
+ * replica index i. apply() receives every committed entry in order (after the
  * fixture's checks accepted it). snapshot() returns a new buffer, freed
  * with free(), with replica i's state at its applied index; restore()
  * replaces replica i's state with such a buffer when a snapshot installs.

@@ -896,7 +896,7 @@ TEST(raft, conf_change_safe_across_leader_change)
     CLUSTER_RUN(3);
     ASSERT_TRUE(conf_has(RAFT(4), 5, true));
 
-    /* S1 alone holds the promotion of S5. */
+    /* Only S1 has the promotion of S5. */
     rkv_raft_fixture_isolate(CLUSTER, 0);
     change_ok(CLUSTER, 0, RKV_RAFT_PROMOTE, 5);
     ASSERT_TRUE(conf_has(RAFT(0), 5, false));
@@ -1000,9 +1000,9 @@ TEST(raft, fixture_runs_custom_fsm)
 
 /* Thesis 4.2.2: S1 leads {S1, S2} and appends its own removal, which S2
  * never receives before S1 restarts. S2 still needs S1's vote, and S1
- * refuses it because S1's log is longer, so S1 (removed in its own view)
- * must campaign without counting itself, commit the removal, and step
- * down; then S2 leads alone. */
+ * refuses it because S1's log is longer. So S1, removed in its own view,
+ * must campaign without counting itself, commit the removal and step
+ * down. Then S2 leads alone. */
 TEST(raft, removed_leader_finishes_its_removal)
 {
     struct fixture fx;
@@ -1053,7 +1053,7 @@ static void deliver_except_from(struct rkv_raft_fixture *cluster,
 
 /* When the leader compacts past the snapshot it is sending, the transfer
  * restarts from a newer snapshot instead of finishing one whose term and
- * configuration the leader no longer knows. */
+ * configuration the leader no longer has. */
 TEST(raft, compaction_restarts_snapshot_transfer)
 {
     struct fixture fx;
