@@ -75,7 +75,9 @@ static void fixture_guard(struct fixture *f)
     int fds[2];
     pid_t pid;
 
-    ASSERT_INT_EQ(pipe(fds), 0);
+    /* Close-on-exec, so the nodes that `cluster start` spawns do not
+     * inherit the write end and keep the guard waiting forever. */
+    ASSERT_INT_EQ(pipe2(fds, O_CLOEXEC), 0);
     pid = fork();
     ASSERT_INT_GE(pid, 0);
     if (pid == 0) {
