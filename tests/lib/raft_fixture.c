@@ -21,99 +21,18 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "tests/lib/raft_fixture_internal.h"
 #include "tests/lib/test.h"
+
+/* Short local names for the internals shared with raft_fixture_check.c. */
+#define fixture_fail rkv_raft_fixture__fail
+#define xrealloc rkv_raft_fixture__xrealloc
+#define grow_zeroed rkv_raft_fixture__grow_zeroed
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-/* The replicated state machine of one replica. */
-struct fsm {
-    uint64_t index;    /* last applied index */
-    uint64_t hash;     /* running hash of everything applied */
-    uint64_t n_normal; /* normal entries applied */
-    struct rkv_raft_conf conf; /* from the last applied ENTRY_CONF */
-    uint8_t *data;     /* applied normal entries, length-prefixed */
-    size_t len;
-    size_t cap;
-};
-
-/* A snapshot being sent by a leader to one peer. */
-struct outgoing_snapshot {
-    uint8_t *data; /* the state machine bytes at index; owned */
-    size_t len;
-    uint64_t index;
-};
-
-struct node {
-    struct rkv_raft_config config;
-    struct rkv_raft *raft; /* NULL while crashed */
-
-    /* Durable state. */
-    struct rkv_raft_hard_state hs;
-    struct rkv_raft_snapshot_meta snap_meta;
-    uint8_t *snap_data; /* state machine bytes at snap_meta.index */
-    size_t snap_len;
-    RkvRaft__Entry **log; /* entries after snap_meta.index */
-    size_t n_log;
-    uint8_t *staging; /* chunks staged for an incoming snapshot */
-    size_t staging_len;
-    uint32_t staging_next_chunk;
-    struct fsm fsm;
-
-    /* Volatile. */
-    bool auto_persist;
-    struct rkv_raft_ready **pending;
-    size_t n_pending;
-    struct outgoing_snapshot out_snap[RKV_RAFT_FIXTURE_MAX_NODES];
-    struct rkv_raft_read_state *reads;
-    size_t n_reads;
-
-    /* Checker state: the log while leading lead_term. */
-    uint64_t lead_term;
-    uint64_t lead_first;
-    uint64_t *lead_terms;
-    size_t n_lead_terms;
-
-    unsigned n_installs;
-    unsigned n_chunks;
-};
-
-struct net_msg {
-    unsigned from;
-    unsigned to;
-    RkvRaft__MessageType type;
-    uint8_t *buf;
-    size_t len;
-};
-
-struct rkv_raft_fixture {
-    unsigned n_nodes;
-    unsigned n_voters;
-    struct node nodes[RKV_RAFT_FIXTURE_MAX_NODES];
-    bool cut[RKV_RAFT_FIXTURE_MAX_NODES][RKV_RAFT_FIXTURE_MAX_NODES];
-    struct net_msg *net;
-    size_t n_net;
-    size_t cap_net;
-    char hint[512];
-    struct rkv_raft_fixture_fsm user_fsm; /* the test's hooks, or zeroes */
-    bool tolerate_enomem; /* allocation faults are being injected */
-    unsigned n_enomem;    /* -ENOMEM results tolerated */
-
-    /* History for the checks. */
-    uint64_t *leader_of_term; /* id per term, 0 none; grows */
-    size_t n_terms;
-    uint64_t *committed_terms; /* [index] term of committed entry */
-    size_t n_committed;        /* indexes 1..n_committed-1 known */
-    uint64_t *hash_at;         /* [index] state machine hash, 0 unknown */
-    size_t n_hash;
-    uint64_t *read_floor; /* [ctx] commit known when the read started */
-    size_t n_read_floor;
-};
-
-static void fixture_fail(struct rkv_raft_fixture *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3), noreturn));
-
-static void fixture_fail(struct rkv_raft_fixture *f, const char *fmt, ...)
+void rkv_raft_fixture__fail(struct rkv_raft_fixture *f, const char *fmt, ...)
 {
     char msg[512];
     va_list args;
@@ -127,7 +46,7 @@ static void fixture_fail(struct rkv_raft_fixture *f, const char *fmt, ...)
     rkv_test_fail(__FILE__, __LINE__, "raft fixture: %s", msg);
 }
 
-static void *xrealloc(void *ptr, size_t size)
+void *rkv_raft_fixture__xrealloc(void *ptr, size_t size)
 {
     void *grown = realloc(ptr, size);
 
@@ -137,13 +56,13 @@ static void *xrealloc(void *ptr, size_t size)
     return grown;
 }
 
-/* Grows *array (of elem bytes each) to hold at least n, zeroing new. */
-static void grow_zeroed(void **array, size_t *n_have, size_t n, size_t elem)
+void rkv_raft_fixture__grow_zeroed(void **array, size_t *n_have, size_t n,
+                                   size_t elem)
 {
     if (n <= *n_have) {
         return;
     }
-    *array = xrealloc(*array, n * elem);
+    *array = rkv_raft_fixture__xrealloc(*array, n * elem);
     memset((uint8_t *)*array + *n_have * elem, 0, (n - *n_have) * elem);
     *n_have = n;
 }
@@ -1051,178 +970,4 @@ size_t rkv_raft_fixture_n_pending(const struct rkv_raft_fixture *f,
                                   unsigned i)
 {
     return f->nodes[i].n_pending;
-}
-
-/* ---- queries ------------------------------------------------------------ */
-
-uint64_t rkv_raft_fixture_applied(const struct rkv_raft_fixture *f,
-                                  unsigned i)
-{
-    return f->nodes[i].fsm.index;
-}
-
-uint64_t rkv_raft_fixture_n_applied_normal(const struct rkv_raft_fixture *f,
-                                           unsigned i)
-{
-    return f->nodes[i].fsm.n_normal;
-}
-
-uint64_t rkv_raft_fixture_committed(const struct rkv_raft_fixture *f)
-{
-    return f->n_committed == 0 ? 0 : f->n_committed - 1;
-}
-
-unsigned rkv_raft_fixture_n_installs(const struct rkv_raft_fixture *f,
-                                     unsigned i)
-{
-    return f->nodes[i].n_installs;
-}
-
-unsigned rkv_raft_fixture_n_chunks(const struct rkv_raft_fixture *f,
-                                   unsigned i)
-{
-    return f->nodes[i].n_chunks;
-}
-
-unsigned rkv_raft_fixture_n_enomem(const struct rkv_raft_fixture *f)
-{
-    return f->n_enomem;
-}
-
-unsigned rkv_raft_fixture_n_leaders(const struct rkv_raft_fixture *f)
-{
-    unsigned n = 0;
-
-    for (size_t term = 0; term < f->n_terms; term++) {
-        if (f->leader_of_term[term] != 0) {
-            n++;
-        }
-    }
-    return n;
-}
-
-size_t rkv_raft_fixture_n_reads(const struct rkv_raft_fixture *f, unsigned i)
-{
-    return f->nodes[i].n_reads;
-}
-
-/* ---- safety checks ------------------------------------------------------ */
-
-static void check_one_leader_per_term(struct rkv_raft_fixture *f, unsigned i)
-{
-    struct rkv_raft *r = f->nodes[i].raft;
-    uint64_t term = rkv_raft_term(r);
-
-    if (rkv_raft_role(r) != RKV_RAFT_LEADER) {
-        return;
-    }
-    grow_zeroed((void **)&f->leader_of_term, &f->n_terms, term + 1,
-                sizeof(uint64_t));
-    if (f->leader_of_term[term] == 0) {
-        f->leader_of_term[term] = i + 1;
-    } else if (f->leader_of_term[term] != i + 1) {
-        fixture_fail(f, "two leaders in term %llu: replicas %llu and %u",
-                     (unsigned long long)term,
-                     (unsigned long long)f->leader_of_term[term], i + 1);
-    }
-}
-
-static void check_leader_log_grows(struct rkv_raft_fixture *f, unsigned i)
-{
-    struct node *n = &f->nodes[i];
-    struct rkv_raft *r = n->raft;
-    uint64_t first = rkv_raft_first_index(r);
-    uint64_t last = rkv_raft_last_index(r);
-
-    if (rkv_raft_role(r) != RKV_RAFT_LEADER) {
-        n->lead_term = 0;
-        return;
-    }
-    if (n->lead_term == rkv_raft_term(r)) {
-        uint64_t prev_last = n->lead_first + n->n_lead_terms - 1;
-
-        if (last < prev_last) {
-            fixture_fail(f, "leader %u log shrank from %llu to %llu", i + 1,
-                         (unsigned long long)prev_last,
-                         (unsigned long long)last);
-        }
-        for (uint64_t k = RKV_MAX(first, n->lead_first); k <= prev_last;
-             k++) {
-            uint64_t term = 0;
-
-            rkv_raft_term_at(r, k, &term);
-            if (term != n->lead_terms[k - n->lead_first]) {
-                fixture_fail(f, "leader %u rewrote index %llu", i + 1,
-                             (unsigned long long)k);
-            }
-        }
-    }
-    n->lead_term = rkv_raft_term(r);
-    n->lead_first = first;
-    n->n_lead_terms = (size_t)(last - first + 1);
-    n->lead_terms = xrealloc(n->lead_terms,
-                             (n->n_lead_terms + 1) * sizeof(uint64_t));
-    for (uint64_t k = first; k <= last; k++) {
-        rkv_raft_term_at(r, k, &n->lead_terms[k - first]);
-    }
-}
-
-static void check_committed_stable(struct rkv_raft_fixture *f, unsigned i)
-{
-    struct rkv_raft *r = f->nodes[i].raft;
-    uint64_t commit = rkv_raft_commit_index(r);
-    uint64_t first = rkv_raft_first_index(r);
-
-    grow_zeroed((void **)&f->committed_terms, &f->n_committed, commit + 1,
-                sizeof(uint64_t));
-    for (uint64_t k = first; k <= commit; k++) {
-        uint64_t term = 0;
-
-        rkv_raft_term_at(r, k, &term);
-        if (f->committed_terms[k] == 0) {
-            f->committed_terms[k] = term;
-        } else if (f->committed_terms[k] != term) {
-            fixture_fail(f,
-                         "committed index %llu changed: term %llu on "
-                         "replica %u, %llu before",
-                         (unsigned long long)k, (unsigned long long)term,
-                         i + 1, (unsigned long long)f->committed_terms[k]);
-        }
-    }
-}
-
-/* The core's own bounds: compacted <= applied <= commit <= last. The
- * state machine is at the applied index unless a batch is pending, which
- * may hold a snapshot install that the core counts as applied already. */
-static void check_indexes(struct rkv_raft_fixture *f, unsigned i)
-{
-    struct rkv_raft *r = f->nodes[i].raft;
-    uint64_t applied = rkv_raft_applied_index(r);
-
-    if (rkv_raft_first_index(r) - 1 > applied ||
-        applied > rkv_raft_commit_index(r) ||
-        rkv_raft_commit_index(r) > rkv_raft_last_index(r) ||
-        (f->nodes[i].n_pending == 0 && applied != f->nodes[i].fsm.index)) {
-        fixture_fail(f,
-                     "replica %u indexes out of order: first=%llu "
-                     "applied=%llu commit=%llu last=%llu fsm=%llu",
-                     i + 1, (unsigned long long)rkv_raft_first_index(r),
-                     (unsigned long long)applied,
-                     (unsigned long long)rkv_raft_commit_index(r),
-                     (unsigned long long)rkv_raft_last_index(r),
-                     (unsigned long long)f->nodes[i].fsm.index);
-    }
-}
-
-void rkv_raft_fixture_check(struct rkv_raft_fixture *f)
-{
-    for (unsigned i = 0; i < f->n_nodes; i++) {
-        if (f->nodes[i].raft == NULL) {
-            continue;
-        }
-        check_indexes(f, i);
-        check_one_leader_per_term(f, i);
-        check_leader_log_grows(f, i);
-        check_committed_stable(f, i);
-    }
 }
