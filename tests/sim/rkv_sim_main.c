@@ -62,6 +62,8 @@ static void usage(FILE *out)
             "  --clients N      concurrent clients, up to %d; default 6\n"
             "  --keys N         keys, up to %d; default 6\n"
             "  --split-bytes N  range split threshold in bytes; default 48\n"
+            "  --compact        compact Raft logs; lagging replicas catch up "
+            "by snapshot\n"
             "  --bug NAME       inject a glue bug: stale-read, early-ack,\n"
             "                   drop-on-truncate\n"
             "  -v               print the fault schedule and failing "
@@ -139,6 +141,10 @@ static int parse_args(struct runner *run, int argc, char **argv)
             run->base.verbose = true;
             continue;
         }
+        if (strcmp(argv[i], "--compact") == 0) {
+            run->base.compact = true;
+            continue;
+        }
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
@@ -178,6 +184,9 @@ static void print_replay(const struct rkv_sim_options *o)
     if (o->split_bytes != 0 && o->split_bytes != d.split_bytes) {
         printf(" --split-bytes %" PRIu64, o->split_bytes);
     }
+    if (o->compact) {
+        printf(" --compact");
+    }
     if (o->bug != RKV_SIM_BUG_NONE) {
         printf(" --bug %s", bug_name(o->bug));
     }
@@ -208,12 +217,14 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
                " unknown=%" PRIu64 " ranges=%" PRIu64 " crashes=%" PRIu64
                " disk_errors=%" PRIu64 " partitions=%" PRIu64
                " transfers=%" PRIu64 " conf_changes=%" PRIu64
+               " compactions=%" PRIu64 " snapshots=%" PRIu64
                " messages=%" PRIu64 " end_ms=%" PRIu64
                "%s%s\n",
                seed, n_nodes, rkv_sim_verdict_name(report.verdict),
                report.n_ops, report.n_unknown, report.n_ranges,
                report.n_crashes, report.n_disk_errors, report.n_partitions,
-               report.n_transfers, report.n_conf_changes, report.n_messages,
+               report.n_transfers, report.n_conf_changes,
+               report.n_compactions, report.n_snapshots, report.n_messages,
                report.end_ms,
                report.detail[0] != '\0' ? ": " : "", report.detail);
     }

@@ -175,6 +175,8 @@ struct rkv_sim_options {
     uint64_t split_bytes;  /* split threshold in bytes; 0: 48 */
     uint64_t check_steps;  /* checker budget per key; 0: the default */
     enum rkv_sim_bug bug;
+    bool compact;          /* compact Raft logs, so lagging replicas catch
+                              up by snapshot */
     bool verbose;          /* print the fault schedule and the history */
     const char *dir;       /* existing folder for the stores; borrowed */
 };
@@ -201,6 +203,8 @@ struct rkv_sim_report {
     uint64_t n_partitions;
     uint64_t n_transfers;    /* leadership transfers started */
     uint64_t n_conf_changes; /* membership changes proposed */
+    uint64_t n_compactions;  /* log compactions */
+    uint64_t n_snapshots;    /* snapshots installed */
     uint64_t n_messages;     /* messages sent, Raft and client */
     uint64_t end_ms;         /* simulated time at the end */
 };

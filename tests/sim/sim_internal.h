@@ -244,6 +244,7 @@ void sim_safety_applied(struct rkv_sim_world *w, uint64_t range_id,
                         uint64_t index, uint64_t term, uint64_t node_id);
 void sim_safety_free(struct rkv_sim_world *w);
 
+
 /* Stops the process on an impossible harness state (out of memory). */
 void sim_fatal(const char *what, int rv) __attribute__((noreturn));
 

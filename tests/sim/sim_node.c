@@ -175,6 +175,8 @@ static int replica_new_raft(struct rkv_sim_world *w, struct sim_node *node,
                          rkv_sim_prng_next(&w->prng) | 1);
     cfg.election_ticks = RKV_SIM_ELECTION_TICKS;
     cfg.heartbeat_ticks = RKV_SIM_HEARTBEAT_TICKS;
+    /* Above the simulator's snapshot chunk size. */
+    cfg.chunk_bytes_max = 64 * 1024;
     if (state->last_index > state->compacted_index) {
         rv = rkv_range_log_load(node->store, state->desc.range_id,
                                 state->compacted_index + 1, state->last_index,
@@ -226,6 +228,7 @@ int sim_replica_open(struct rkv_sim_world *w, struct sim_node *node,
     r->initialized = state->initialized;
     r->stats = state->stats;
     r->applied_index = state->applied_index;
+    r->compacted_index = state->compacted_index;
     r->next_read_ctx = 1;
     rv = replica_new_raft(w, node, state, &r->raft);
     if (rv != 0) {
@@ -259,6 +262,7 @@ static void replica_free(struct sim_replica *r)
 {
     pending_list_free(&r->proposals);
     pending_list_free(&r->reads);
+    sim_snapshot_close_all(r);
     rkv_raft_free(r->raft);
     rkv_free(r);
 }
@@ -301,7 +305,7 @@ static void jobs_refresh_stats(struct sim_node *node,
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
         struct sim_replica *r = job->replica;
 
-        if (job->rd->n_committed == 0) {
+        if (job->rd->n_committed == 0 && job->rd->n_chunks == 0) {
             continue;
         }
         rkv_range_stats_get(rtxn, r->range_id, &r->stats);
@@ -371,8 +375,10 @@ static int job_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job)
     uint64_t range_id = job->replica->range_id;
     int rv;
 
-    /* No snapshot chunks: the simulated nodes never compact their logs. */
-    assert(rd->n_chunks == 0);
+    rv = sim_snapshot_record(wtxn, job);
+    if (rv != 0) {
+        return rv;
+    }
     if (rd->n_entries > 0) {
         job->entries = sim_alloc(rd->n_entries * sizeof(*job->entries));
         convert_entries(rd->entries, rd->n_entries, job->entries);
@@ -447,7 +453,59 @@ static int disk_write(struct sim_node *node, size_t n_jobs)
     return rv;
 }
 
-/* Acknowledges, sends and applies the first n_jobs jobs, now durable. */
+/* Drops r's queued (uncommitted) disk jobs and rebuilds its Raft core from
+ * the store, as after a crash of that one group. */
+static void replica_restart(struct rkv_sim_world *w, struct sim_node *node,
+                            struct sim_replica *r)
+{
+    struct sim_disk_job **link = &node->disk_head;
+    struct rkv_range_state state;
+    int rv;
+
+    node->disk_tail = NULL;
+    while (*link != NULL) {
+        struct sim_disk_job *job = *link;
+
+        if (job->replica == r) {
+            *link = job->next;
+            job_free(job);
+            continue;
+        }
+        node->disk_tail = job;
+        link = &job->next;
+    }
+    pending_list_free(&r->proposals);
+    pending_list_free(&r->reads);
+    sim_snapshot_close_all(r);
+    rkv_raft_free(r->raft);
+    r->raft = NULL;
+
+    rv = rkv_range_state_load(node->store, r->range_id, &state);
+    if (rv == 0) {
+        state.desc.range_id = r->range_id;
+        rv = replica_new_raft(w, node, &state, &r->raft);
+    }
+    if (rv != 0) {
+        sim_fatal("restarting a range's raft core", rv);
+    }
+    r->desc = state.desc;
+    r->initialized = state.initialized;
+    r->stats = state.stats;
+    r->applied_index = state.applied_index;
+    r->compacted_index = state.compacted_index;
+    r->role = rkv_raft_role(r->raft);
+    r->leader_id = 0;
+    r->split_state = SIM_SPLIT_IDLE;
+    r->needs_restart = false;
+    sim_trace(w, "restart raft core node=%llu range=%llu applied=%llu",
+              (unsigned long long)node->id, (unsigned long long)r->range_id,
+              (unsigned long long)r->applied_index);
+}
+
+/* Acknowledges, sends and applies the first n_jobs jobs, now durable. A
+ * replica whose snapshot the store refused skips all of that: the store
+ * skipped the rest of its work in the transaction, so nothing may be
+ * acknowledged, and its core restarts from the store instead. */
 static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
                         size_t n_jobs)
 {
@@ -455,6 +513,15 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
     int rv;
 
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
+        if (job->installed && sim_snapshot_installed(w, node, job) != 0) {
+            job->replica->needs_restart = true;
+        }
+    }
+    job = node->disk_head;
+    for (size_t i = 0; i < n_jobs; i++, job = job->next) {
+        if (job->replica->needs_restart) {
+            continue;
+        }
         rv = rkv_raft_ack(job->replica->raft, job->rd->seq);
         if (rv != 0) {
             sim_fatal("acknowledging a raft batch", rv);
@@ -466,19 +533,28 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
     jobs_refresh_stats(node, node->disk_head, n_jobs);
     job = node->disk_head;
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
-        job_applied(w, node, job);
+        if (!job->replica->needs_restart) {
+            job_applied(w, node, job);
+        }
     }
     for (size_t i = 0; i < n_jobs; i++) {
         job = node->disk_head;
         node->disk_head = job->next;
-        if (job->rd->n_committed > 0) {
+        if (!job->replica->needs_restart &&
+            (job->rd->n_committed > 0 || job->installed)) {
             sim_serve_reads(w, node, job->replica);
             sim_split_maybe(w, node, job->replica);
+            sim_compact_maybe(w, node, job->replica);
         }
         job_free(job);
     }
     if (node->disk_head == NULL) {
         node->disk_tail = NULL;
+    }
+    for (struct sim_replica *r = node->replicas; r != NULL; r = r->next) {
+        if (r->needs_restart) {
+            replica_restart(w, node, r);
+        }
     }
 }
 
@@ -532,6 +608,7 @@ static void replica_role_changed(struct rkv_sim_world *w,
                   (unsigned long long)rkv_raft_term(r->raft));
     } else if (old_role == RKV_RAFT_LEADER) {
         sim_fail_reads(w, node, r);
+        sim_snapshot_close_all(r);
         r->split_state = SIM_SPLIT_IDLE;
     }
 }
@@ -587,9 +664,7 @@ static void collect_one(struct rkv_sim_world *w, struct sim_node *node,
     }
     take_reads(r, rd);
     sim_serve_reads(w, node, r);
-    /* NOTE: the simulated nodes never compact, so no snapshot is ever
-     * requested; once compaction is simulated, chunks must be served. */
-    assert(rd->n_snapshot_requests == 0);
+    sim_snapshot_serve(w, node, r, rd);
     if (!ready_needs_disk(rd)) {
         rkv_raft_ready_free(rd);
         return;
@@ -606,7 +681,41 @@ static void collect_ready(struct rkv_sim_world *w, struct sim_node *node)
     }
 }
 
-static void receive_raft(struct sim_node *node, const struct sim_msg *msg)
+static struct sim_replica *replica_create_uninit(struct rkv_sim_world *w,
+                                                 struct sim_node *node,
+                                                 uint64_t range_id)
+{
+    struct rkv_range_state state;
+    struct rkv_range_wtxn *wtxn;
+    struct sim_replica *r;
+    int rv;
+
+    rv = rkv_range_wtxn_begin(node->store, &wtxn);
+    if (rv == 0) {
+        rv = rkv_range_create_uninit(wtxn, range_id);
+        if (rv == 0) {
+            rv = rkv_range_wtxn_commit(wtxn);
+        } else {
+            rkv_range_wtxn_abort(wtxn);
+        }
+    }
+    if (rv == 0) {
+        rv = rkv_range_state_load(node->store, range_id, &state);
+    }
+    if (rv == 0) {
+        state.desc.range_id = range_id;
+        rv = sim_replica_open(w, node, &state, &r);
+    }
+    if (rv != 0) {
+        sim_fatal("creating an uninitialized replica", rv);
+    }
+    sim_trace(w, "uninitialized replica node=%llu range=%llu",
+              (unsigned long long)node->id, (unsigned long long)range_id);
+    return r;
+}
+
+static void receive_raft(struct rkv_sim_world *w, struct sim_node *node,
+                         const struct sim_msg *msg)
 {
     RkvRaft__Message *m;
     struct sim_replica *r;
@@ -616,9 +725,14 @@ static void receive_raft(struct sim_node *node, const struct sim_msg *msg)
     if (m == NULL) {
         sim_fatal("decoding a raft message", RKV_EMALFORMED);
     }
-    /* A range this node does not have yet (its split has not applied
-     * here): drop it, Raft resends. */
+    /* A range this node does not have yet: its split has not applied
+     * here, or a snapshot of the left range skipped the split. Without
+     * compaction only the first can happen, so drop it and Raft resends.
+     * With compaction, create an uninitialized replica (range.h). */
     r = sim_replica_find(node, m->group_id);
+    if (r == NULL && w->options.compact) {
+        r = replica_create_uninit(w, node, m->group_id);
+    }
     if (r != NULL) {
         rv = rkv_raft_step(r->raft, m);
         if (rv != 0 && rv != RKV_EMALFORMED) {
@@ -638,7 +752,7 @@ int sim_node_receive(struct rkv_sim_world *w, unsigned i,
     }
     switch (msg->kind) {
     case SIM_MSG_RAFT:
-        receive_raft(node, msg);
+        receive_raft(w, node, msg);
         break;
     case SIM_MSG_REQUEST:
         sim_receive_request(w, node, msg);
@@ -728,7 +842,9 @@ int sim_node_start(struct rkv_sim_world *w, unsigned i)
     memset(&so, 0, sizeof(so));
     so.path = node->dir;
     so.no_sync = true;
-    so.map_size = 8u << 20;
+    /* Large enough never to grow in a run: growing waits for every read
+     * transaction in the process to end. */
+    so.map_size = 64u << 20;
     so.split_bytes = w->options.split_bytes;
     rv = rkv_range_store_open(&so, &node->store, errmsg);
     if (rv != 0) {

@@ -31,6 +31,17 @@ enum sim_split_state {
     SIM_SPLIT_META,
 };
 
+/* Leader side of one snapshot transfer to a peer: every chunk is read
+ * when the transfer starts, so no LMDB reader stays open across steps. */
+struct sim_snapshot_out {
+    uint64_t to;                      /* peer node id */
+    uint64_t index;                   /* snapshot index */
+    uint8_t **chunks;                 /* owned, each owned */
+    size_t *chunk_lens;               /* owned */
+    size_t n_chunks;
+    struct sim_snapshot_out *next;
+};
+
 struct sim_replica {
     uint64_t range_id;
     struct rkv_raft *raft;            /* owned */
@@ -47,6 +58,10 @@ struct sim_replica {
     uint8_t split_key[RKV_RANGE_KEY_MAX];
     size_t split_key_len;
     uint64_t split_retry_ms;          /* earliest next automatic check */
+    uint64_t compacted_index;         /* the log starts after it */
+    struct sim_snapshot_out *snapshots_out; /* leader: transfers, owned */
+    bool needs_restart;               /* rebuild the core from the store
+                                         after this disk write */
     struct sim_replica *next;
 };
 
@@ -79,6 +94,8 @@ struct sim_disk_job {
     struct rkv_range_entry *entries;  /* owned; converted rd->entries */
     struct rkv_range_entry *committed;           /* owned */
     struct rkv_range_apply_result *results;      /* owned */
+    bool installed;                   /* the last snapshot chunk is here */
+    struct rkv_range_install_result install;     /* filled at commit */
     struct sim_disk_job *next;
 };
 
@@ -120,6 +137,25 @@ void sim_respond(struct rkv_sim_world *w, struct sim_node *node,
 void sim_respond_error(struct rkv_sim_world *w, struct sim_node *node,
                        unsigned client_addr, uint64_t req_id, int rv,
                        uint64_t leader_hint);
+
+/* ---- sim_node_snapshot.c ------------------------------------------------ */
+
+/* Produces the snapshot chunks the leader's Raft core requests. */
+void sim_snapshot_serve(struct rkv_sim_world *w, struct sim_node *node,
+                        struct sim_replica *r,
+                        const struct rkv_raft_ready *rd);
+/* Closes every snapshot transfer of r (leadership lost, crash). */
+void sim_snapshot_close_all(struct sim_replica *r);
+/* Records the snapshot chunks of a ready batch into wtxn. */
+int sim_snapshot_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job);
+/* Updates the job's replica after its snapshot install committed.
+ * Returns RKV_EBUSY or another install failure when the store refused the
+ * snapshot; the caller then restarts the node. */
+int sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
+                           struct sim_disk_job *job);
+/* Compacts r's log when it has grown past the simulator's limit. */
+void sim_compact_maybe(struct rkv_sim_world *w, struct sim_node *node,
+                       struct sim_replica *r);
 
 /* ---- sim_node_split.c --------------------------------------------------- */
 

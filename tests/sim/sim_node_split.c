@@ -330,8 +330,9 @@ void sim_split_applied(struct rkv_sim_world *w, struct sim_node *node,
               (unsigned long long)result->right.range_id);
     right = sim_replica_find(node, result->right.range_id);
     if (right != NULL) {
-        right->desc = result->right;
-        right->initialized = true;
+        /* An uninitialized replica: the split initialized its records, so
+         * its core restarts from them (range.h). */
+        right->needs_restart = true;
         return;
     }
     rv = rkv_range_state_load(node->store, result->right.range_id, &state);

@@ -4,7 +4,7 @@
  * caught by the linearizability check within the first few seeds, and the
  * in-run safety checks flag conflicting facts.
  *
- * RKV_SIM_SEEDS sets the seeds per cluster size (default 250).
+ * RKV_SIM_SEEDS sets the seeds per cluster size and mode (default 250).
  */
 #include "tests/lib/test.h"
 #include "tests/sim/sim.h"
@@ -30,12 +30,13 @@ static void print_replay(const struct rkv_sim_options *o,
 {
     fprintf(stderr,
             "seed %llu failed (%s): %s\nreplay: rkv-sim --seed %llu "
-            "--nodes %u -v\n",
+            "--nodes %u%s -v\n",
             (unsigned long long)o->seed, rkv_sim_verdict_name(r->verdict),
-            r->detail, (unsigned long long)o->seed, o->n_nodes);
+            r->detail, (unsigned long long)o->seed, o->n_nodes,
+            o->compact ? " --compact" : "");
 }
 
-static void run_seeds(unsigned n_nodes)
+static void run_seeds(unsigned n_nodes, bool compact)
 {
     uint64_t n_seeds = seeds_from_env();
     uint64_t n_failed = 0;
@@ -52,6 +53,7 @@ static void run_seeds(unsigned n_nodes)
 
         rkv_sim_options_init(&o, seed, n_nodes);
         o.dir = rkv_test_tmpdir();
+        o.compact = compact;
         ASSERT_OK(rkv_sim_run(&o, &r));
         if (r.verdict != RKV_SIM_PASS) {
             print_replay(&o, &r);
@@ -65,10 +67,13 @@ static void run_seeds(unsigned n_nodes)
         total.n_partitions += r.n_partitions;
         total.n_transfers += r.n_transfers;
         total.n_conf_changes += r.n_conf_changes;
+        total.n_compactions += r.n_compactions;
+        total.n_snapshots += r.n_snapshots;
     }
     printf("nodes=%u seeds=%llu failed=%llu ops=%llu unknown=%llu "
            "ranges_at_end=%llu crashes=%llu disk_errors=%llu "
-           "partitions=%llu transfers=%llu conf_changes=%llu\n",
+           "partitions=%llu transfers=%llu conf_changes=%llu "
+           "compactions=%llu snapshots=%llu\n",
            n_nodes, (unsigned long long)n_seeds,
            (unsigned long long)n_failed, (unsigned long long)n_ops,
            (unsigned long long)n_unknown, (unsigned long long)n_ranges,
@@ -76,7 +81,9 @@ static void run_seeds(unsigned n_nodes)
            (unsigned long long)total.n_disk_errors,
            (unsigned long long)total.n_partitions,
            (unsigned long long)total.n_transfers,
-           (unsigned long long)total.n_conf_changes);
+           (unsigned long long)total.n_conf_changes,
+           (unsigned long long)total.n_compactions,
+           (unsigned long long)total.n_snapshots);
     ASSERT_UINT_EQ(n_failed, 0);
     /* The runs did work: splits happened, operations were recorded, and
      * every kind of fault was injected. */
@@ -87,18 +94,30 @@ static void run_seeds(unsigned n_nodes)
     ASSERT_UINT_GT(total.n_partitions, 0);
     ASSERT_UINT_GT(total.n_transfers, 0);
     ASSERT_UINT_GT(total.n_conf_changes, 0);
+    if (compact) {
+        ASSERT_UINT_GT(total.n_compactions, 0);
+        ASSERT_UINT_GT(total.n_snapshots, 0);
+    }
 }
 
 /* Every seed passes on a 3-node cluster. */
 TEST(sim, seeds_3_nodes)
 {
-    run_seeds(3);
+    run_seeds(3, false);
 }
 
 /* Every seed passes on a 5-node cluster. */
 TEST(sim, seeds_5_nodes)
 {
-    run_seeds(5);
+    run_seeds(5, false);
+}
+
+/* Every seed passes on 3- and 5-node clusters that compact their logs, so
+ * lagging replicas catch up by snapshot. */
+TEST(sim, seeds_compacting)
+{
+    run_seeds(3, true);
+    run_seeds(5, true);
 }
 
 /* Running the same seed twice gives the same run. */
