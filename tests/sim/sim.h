@@ -14,7 +14,9 @@
  *   1. load with faults for options.duration_ms of simulated time: message
  *      delay, drop, duplication and reordering, symmetric and one-way
  *      partitions, crashes that lose every queued but uncommitted disk
- *      write, disk write errors, and leadership transfers;
+ *      write, disk write errors, leadership transfers and membership
+ *      changes, with range splits (and, with options.compact, log
+ *      compaction and snapshots) happening along the way;
  *   2. healing: faults stop, crashed nodes restart, clients finish, and the
  *      run waits (at most options.heal_ms) until every range has one leader
  *      and every replica applied its whole log;

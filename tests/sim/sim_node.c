@@ -28,6 +28,9 @@
  *     leader change: the client is told RKV_EDROPPED (no effect).
  *   - A replica that stops leading fails its waiting reads with
  *     RKV_ENOTLEADER. Client proposals keep waiting for their index.
+ *   - A snapshot install the store refuses, or a split that initializes an
+ *     uninitialized replica: that range's queued disk jobs are dropped and
+ *     its core restarts from the store (replica_restart()).
  *
  * Splits, transfers and membership changes live in sim_node_split.c, and
  * client requests in sim_node_request.c.

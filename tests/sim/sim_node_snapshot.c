@@ -5,7 +5,7 @@
  * Compaction: once a replica has applied RKV_SIM_COMPACT_LAG entries past
  * its compaction point, it compacts its stored log up to
  * RKV_SIM_COMPACT_KEEP entries below its applied index, in a write of its
- * own, then tells its Raft core (rkv_raft_compact()). A follower that
+ * own, then calls rkv_raft_compact(). A follower that
  * falls behind the leader's compaction point then needs a snapshot.
  *
  * Leader side: at chunk 0 of a transfer, every chunk of an
