@@ -60,7 +60,9 @@ static int conn_resolve(const char *text, struct sockaddr_storage *addr)
     const char *colon = strrchr(text, ':');
     struct addrinfo hints;
     struct addrinfo *found;
+    unsigned long port;
     size_t host_len;
+    char *end;
     int rv;
 
     if (colon == NULL || colon == text || colon[1] == '\0') {
@@ -76,9 +78,19 @@ static int conn_resolve(const char *text, struct sockaddr_storage *addr)
     }
     memcpy(host, text, host_len);
     host[host_len] = '\0';
+    port = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || port > 65535) {
+        return -EINVAL;
+    }
 
-    /* NOTE: a host name (not an IP literal) resolves with a blocking
-     * getaddrinfo on the loop thread; cluster addresses are literals. */
+    /* IP literals, what cluster nodes report, need no resolver. */
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr) == 0 ||
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr) == 0) {
+        return 0;
+    }
+    /* NOTE: a host name resolves with a blocking getaddrinfo on the loop
+     * thread, stalling every request of the client meanwhile; only --host
+     * values typed by a user are names. */
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
