@@ -559,10 +559,10 @@ static int ranges_main(int argc, char **argv)
 static const struct cli_spec status_spec = {
     "status",
     "",
-    "Prints the counters of every node of the cluster: ranges and leaders\n"
-    "held, Raft proposals, LMDB commits and fsyncs, entries applied, client\n"
-    "writes served, uptime (s) and CPU time (ms). A node that does not\n"
-    "reply is listed as unreachable.",
+    "Prints the counters of every node of the cluster: ranges, leaders and\n"
+    "quiesced ranges held, Raft proposals, LMDB commits and fsyncs, entries\n"
+    "applied, client writes served, uptime (s) and CPU time (ms). A node\n"
+    "that does not reply is listed as unreachable.",
     "",
     0,
     0,
@@ -572,9 +572,9 @@ static const struct cli_spec status_spec = {
 
 static void status_print_header(void)
 {
-    printf("%-5s %-21s %7s %7s %10s %10s %10s %10s %10s %9s %9s\n", "node",
-           "address", "ranges", "leaders", "proposals", "commits", "fsyncs",
-           "applied", "puts", "uptime_s", "cpu_ms");
+    printf("%-5s %-21s %7s %7s %8s %10s %10s %10s %10s %10s %9s %9s\n", "node",
+           "address", "ranges", "leaders", "quiesced", "proposals", "commits",
+           "fsyncs", "applied", "puts", "uptime_s", "cpu_ms");
 }
 
 static int status_main(int argc, char **argv)
@@ -608,12 +608,12 @@ static int status_main(int argc, char **argv)
             status = 1;
             continue;
         }
-        printf("%-5" PRIu64 " %-21s %7" PRIu64 " %7" PRIu64 " %10" PRIu64
+        printf("%-5" PRIu64 " %-21s %7" PRIu64 " %7" PRIu64 " %8" PRIu64
                " %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
-               " %9" PRIu64 " %9" PRIu64 "\n",
-               s.node_id, addrs[i], s.n_ranges, s.n_leaders, s.n_proposals,
-               s.n_commits, s.n_fsyncs, s.n_entries_applied, s.n_puts,
-               s.uptime_ms / 1000, s.cpu_user_ms + s.cpu_system_ms);
+               " %10" PRIu64 " %9" PRIu64 " %9" PRIu64 "\n",
+               s.node_id, addrs[i], s.n_ranges, s.n_leaders, s.n_quiesced,
+               s.n_proposals, s.n_commits, s.n_fsyncs, s.n_entries_applied,
+               s.n_puts, s.uptime_ms / 1000, s.cpu_user_ms + s.cpu_system_ms);
     }
     rkv_client_strings_free(addrs, n_addrs);
     rkv_client_close(client);

@@ -467,6 +467,7 @@ static void wire_take_status(struct rkv_client__op *op,
     s->cpu_system_ms = msg->cpu_system_ms;
     s->n_bytes_sent = msg->n_bytes_sent;
     s->n_bytes_received = msg->n_bytes_received;
+    s->n_quiesced = msg->n_quiesced;
 }
 
 /* Fills the GET or CAS value of the result. */

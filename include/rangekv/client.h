@@ -210,6 +210,7 @@ struct rkv_client_node_status {
     uint64_t cpu_system_ms;
     uint64_t n_bytes_sent;     /* bytes written to peers and clients */
     uint64_t n_bytes_received; /* bytes read from peers and clients */
+    uint64_t n_quiesced;       /* ranges whose Raft group is quiesced */
 };
 
 /* Reads the counters of the node at host ("host:port", a client address).
