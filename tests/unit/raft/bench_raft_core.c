@@ -1,8 +1,9 @@
 /*
- * Measures the throughput of the Raft core alone: three replicas in one
- * thread, messages handed over in memory without packing, and every batch
- * acknowledged as soon as it is taken, so the figure is the core's own
- * cost per entry (no disk, no network). Not a test: it prints a number.
+ * Measures the throughput of the Raft core alone. Three replicas run in
+ * one thread, messages are handed over in memory without packing, and
+ * every batch is acknowledged as soon as it is taken. The figure is thus
+ * the core's own cost per entry, without disk or network. Not a test: it
+ * prints a number.
  *
  * Usage: bench_raft_core [entries [batch]]
  *   entries  entries of 100 bytes to commit (default 1000000)
