@@ -219,13 +219,14 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
                " transfers=%" PRIu64 " conf_changes=%" PRIu64
                " compactions=%" PRIu64 " snapshots=%" PRIu64
                " messages=%" PRIu64 " end_ms=%" PRIu64
+               " history=%016" PRIx64
                "%s%s\n",
                seed, n_nodes, rkv_sim_verdict_name(report.verdict),
                report.n_ops, report.n_unknown, report.n_ranges,
                report.n_crashes, report.n_disk_errors, report.n_partitions,
                report.n_transfers, report.n_conf_changes,
                report.n_compactions, report.n_snapshots, report.n_messages,
-               report.end_ms,
+               report.end_ms, report.history_hash,
                report.detail[0] != '\0' ? ": " : "", report.detail);
     }
     if (report.verdict != RKV_SIM_PASS) {

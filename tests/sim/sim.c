@@ -764,6 +764,37 @@ static int remove_entry_cb(const char *path, const struct stat *st, int flag,
     return remove(path);
 }
 
+static uint64_t hash_bytes(uint64_t h, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Hashes what each operation did and saw, field by field (the struct has
+ * padding, and strings are hashed up to their NUL). */
+static uint64_t history_hash(const struct rkv_sim_history *history)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (size_t i = 0; i < history->n_ops; i++) {
+        const struct rkv_sim_op *op = &history->ops[i];
+        uint64_t numbers[] = {op->client,       op->key,
+                              (uint64_t)op->kind, op->unknown,
+                              op->found,        op->expect_absent,
+                              op->call_seq,     op->return_seq};
+
+        h = hash_bytes(h, numbers, sizeof(numbers));
+        h = hash_bytes(h, op->value, strlen(op->value));
+        h = hash_bytes(h, op->expected, strlen(op->expected));
+        h = hash_bytes(h, op->output, strlen(op->output));
+    }
+    return h;
+}
+
 static void options_fill_defaults(struct rkv_sim_options *o)
 {
     struct rkv_sim_options defaults;
@@ -823,6 +854,7 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     }
     report->end_ms = w->now_ms;
     report->n_ops = w->history.n_ops;
+    report->history_hash = history_hash(&w->history);
     for (size_t i = 0; i < w->history.n_ops; i++) {
         report->n_unknown += w->history.ops[i].unknown;
     }

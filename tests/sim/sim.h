@@ -209,6 +209,8 @@ struct rkv_sim_report {
     uint64_t n_snapshots;    /* snapshots installed */
     uint64_t n_messages;     /* messages sent, Raft and client */
     uint64_t end_ms;         /* simulated time at the end */
+    uint64_t history_hash;   /* FNV-1a of every recorded operation, to
+                                compare replays */
 };
 
 /* Fills options with the defaults above for seed and n_nodes. */

@@ -120,7 +120,8 @@ TEST(sim, seeds_compacting)
     run_seeds(5, true);
 }
 
-/* Running the same seed twice gives the same run. */
+/* Running the same seed twice gives the same run, with and without
+ * compaction, and another seed gives another history. */
 TEST(sim, seed_replays_exactly)
 {
     struct rkv_sim_options o;
@@ -128,18 +129,26 @@ TEST(sim, seed_replays_exactly)
     struct rkv_sim_report b;
 
     rkv_log_set_level(RKV_ERROR);
-    rkv_sim_options_init(&o, 7, 5);
-    o.dir = rkv_test_tmpdir();
-    ASSERT_OK(rkv_sim_run(&o, &a));
+    for (int compact = 0; compact <= 1; compact++) {
+        rkv_sim_options_init(&o, 7, 5);
+        o.dir = rkv_test_tmpdir();
+        o.compact = compact;
+        ASSERT_OK(rkv_sim_run(&o, &a));
+        ASSERT_OK(rkv_sim_run(&o, &b));
+        ASSERT_INT_EQ(a.verdict, b.verdict);
+        ASSERT_UINT_EQ(a.n_ops, b.n_ops);
+        ASSERT_UINT_EQ(a.n_unknown, b.n_unknown);
+        ASSERT_UINT_EQ(a.n_messages, b.n_messages);
+        ASSERT_UINT_EQ(a.n_crashes, b.n_crashes);
+        ASSERT_UINT_EQ(a.n_ranges, b.n_ranges);
+        ASSERT_UINT_EQ(a.n_conf_changes, b.n_conf_changes);
+        ASSERT_UINT_EQ(a.n_snapshots, b.n_snapshots);
+        ASSERT_UINT_EQ(a.history_hash, b.history_hash);
+        ASSERT_UINT_EQ(a.end_ms, b.end_ms);
+    }
+    o.seed = 8;
     ASSERT_OK(rkv_sim_run(&o, &b));
-    ASSERT_INT_EQ(a.verdict, b.verdict);
-    ASSERT_UINT_EQ(a.n_ops, b.n_ops);
-    ASSERT_UINT_EQ(a.n_unknown, b.n_unknown);
-    ASSERT_UINT_EQ(a.n_messages, b.n_messages);
-    ASSERT_UINT_EQ(a.n_crashes, b.n_crashes);
-    ASSERT_UINT_EQ(a.n_ranges, b.n_ranges);
-    ASSERT_UINT_EQ(a.n_conf_changes, b.n_conf_changes);
-    ASSERT_UINT_EQ(a.end_ms, b.end_ms);
+    ASSERT_UINT_NE(a.history_hash, b.history_hash);
 }
 
 /* Returns the first seed (1-based) whose run fails the linearizability
