@@ -99,7 +99,10 @@ static int replicas_insert(struct rkv_node *node, struct rkv_node__replica *r)
 static int compare_keys(const uint8_t *a, size_t a_len, const uint8_t *b,
                         size_t b_len)
 {
-    int c = memcmp(a, b, RKV_MIN(a_len, b_len));
+    size_t n = RKV_MIN(a_len, b_len);
+    /* An empty key may come with a NULL pointer (protobuf-c's empty
+     * bytes), which memcmp must not see even for 0 bytes. */
+    int c = n > 0 ? memcmp(a, b, n) : 0;
 
     if (c != 0) {
         return c;

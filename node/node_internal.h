@@ -278,6 +278,7 @@ struct rkv_node__peer {
     uv_timer_t retry_timer;
     uint64_t backoff_ms;
     uint64_t last_heard_ms;              /* last frame received from it */
+    uint64_t connected_ms;               /* when out last connected */
     unsigned n_failures;                 /* consecutive dial failures */
     uint64_t n_dropped;                  /* messages dropped while down */
 };
@@ -334,6 +335,7 @@ struct rkv_node {
     struct rkv_node__peer peers[RKV_NODE_JOIN_MAX]; /* index = node id - 1 */
     size_t n_peers;
     struct rkv_node__peer_in *peers_in;
+    uint64_t n_rejected;                /* Hellos rejected since start */
     struct rkv_node__client *clients;
 
     /* Replicas by range id (hash table), and a by-start-key index of the

@@ -361,6 +361,7 @@ static int split_begin(struct rkv_node__replica *r, const uint8_t *key,
     int rv;
 
     assert(r->split_state == RKV_NODE_SPLIT_IDLE);
+    assert(key_len > 0);
     assert(key_len <= sizeof(r->split_key));
     memcpy(r->split_key, key, key_len);
     r->split_key_len = key_len;
@@ -420,7 +421,8 @@ int rkv_node__split_start(struct rkv_node__replica *r, const uint8_t *key,
     if (r->split_state != RKV_NODE_SPLIT_IDLE) {
         return RKV_ESPLITTING;
     }
-    if (key_len > RKV_RANGE_KEY_MAX ||
+    /* The empty key starts the keyspace, so it never splits a range. */
+    if (key_len == 0 || key_len > RKV_RANGE_KEY_MAX ||
         (key_len == r->desc.start_key_len &&
          memcmp(key, r->desc.start_key, key_len) == 0)) {
         return -EINVAL;

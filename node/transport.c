@@ -124,16 +124,27 @@ int rkv_node__listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr,
 
 /* ---- inbound ------------------------------------------------------------ */
 
+/* Rejections are logged at WARN the first time and every
+ * TRANSPORT_WARN_EVERY-th time after, at DEBUG otherwise, because a
+ * rejected peer keeps redialing. */
+static enum rkv_log_level peer_in_reject_level(struct rkv_node *node)
+{
+    return node->n_rejected++ % TRANSPORT_WARN_EVERY == 0 ? RKV_WARN
+                                                          : RKV_DEBUG;
+}
+
 static int peer_in_check_hello(struct rkv_node__peer_in *in,
                                const Rkv__Peer__Hello *hello)
 {
     struct rkv_node *node = in->node;
     uint8_t expected[32];
+    enum rkv_log_level level;
 
     if (hello->version != RKV_NODE_PEER_PROTOCOL_VERSION ||
         hello->node_id == 0 || hello->node_id > node->n_peers ||
         hello->node_id == node->node_id) {
-        RKV_LOG(RKV_WARN,
+        level = peer_in_reject_level(node);
+        RKV_LOG(level,
                 "rejected peer error=invalid hello version=%u peer=%llu",
                 (unsigned)hello->version,
                 (unsigned long long)hello->node_id);
@@ -141,21 +152,26 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
     }
     if (node->cluster_id != 0 && hello->cluster_id != 0 &&
         hello->cluster_id != node->cluster_id) {
-        RKV_LOG(RKV_WARN,
+        level = peer_in_reject_level(node);
+        RKV_LOG(level,
                 "rejected peer error=another cluster peer=%llu cluster=%llu "
-                "ours=%llu",
+                "ours=%llu rejections=%llu",
                 (unsigned long long)hello->node_id,
                 (unsigned long long)hello->cluster_id,
-                (unsigned long long)node->cluster_id);
+                (unsigned long long)node->cluster_id,
+                (unsigned long long)node->n_rejected);
         return RKV_ECLUSTERID;
     }
     if (node->cluster_secret != NULL) {
         rkv_node__auth_digest(node->cluster_secret, hello->node_id, expected);
         if (!hello->has_auth_digest || hello->auth_digest.len != 32 ||
             !rkv_node__digest_equal(hello->auth_digest.data, expected, 32)) {
-            RKV_LOG(RKV_WARN,
-                    "rejected peer error=cluster secret mismatch peer=%llu",
-                    (unsigned long long)hello->node_id);
+            level = peer_in_reject_level(node);
+            RKV_LOG(level,
+                    "rejected peer error=cluster secret mismatch peer=%llu "
+                    "rejections=%llu",
+                    (unsigned long long)hello->node_id,
+                    (unsigned long long)node->n_rejected);
             return RKV_EAUTH;
         }
     }
@@ -350,8 +366,17 @@ static void peer_out_close_cb(struct rkv_node__conn *conn)
     rkv_free(conn);
     peer->out = NULL;
     if (peer->connected) {
-        RKV_LOG(RKV_INFO, "lost connection to peer peer=%llu",
+        bool lived = rkv_monotonic_ms() >=
+                     peer->connected_ms + RKV_NODE_RECONNECT_MAX_MS;
+
+        /* A peer that closes right after the Hello (it rejected us, see its
+         * log) is redialed with a growing backoff, not at once. */
+        RKV_LOG(lived ? RKV_INFO : RKV_DEBUG,
+                "lost connection to peer peer=%llu",
                 (unsigned long long)peer->node_id);
+        if (lived) {
+            peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
+        }
     }
     peer->connected = false;
     peer_schedule_dial(peer);
@@ -424,7 +449,7 @@ static void peer_connect_cb(uv_connect_t *req, int status)
         return;
     }
     peer->connected = true;
-    peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
+    peer->connected_ms = rkv_monotonic_ms();
     RKV_LOG(peer->n_failures >= TRANSPORT_WARN_EVERY ? RKV_INFO : RKV_DEBUG,
             "connected to peer peer=%llu addr=%s after failures=%u",
             (unsigned long long)peer->node_id, peer->peer_addr,

@@ -102,6 +102,44 @@ static void check_keys(struct fixture *f, const char *prefix, int from, int to)
     }
 }
 
+/* Waits until node i serves every key from its own replicas (serializable
+ * gets to node i alone, no routing), so that it has caught up. */
+static void wait_local_keys(struct fixture *f, size_t i, const char *prefix,
+                            int from, int to)
+{
+    uint64_t deadline = rkv_monotonic_ms() + REQUEST_TIMEOUT_MS;
+
+    for (int k = from; k < to; k++) {
+        Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+        Rkv__Rpc__GetRequest get = RKV__RPC__GET_REQUEST__INIT;
+        char key[64];
+        bool found = false;
+
+        snprintf(key, sizeof(key), "%s%06d", prefix, k);
+        get.key.data = (uint8_t *)key;
+        get.key.len = strlen(key);
+        get.has_serializable = true;
+        get.serializable = true;
+        request.id = 13;
+        request.op_case = RKV__RPC__REQUEST__OP_GET;
+        request.get = &get;
+        while (!found) {
+            Rkv__Rpc__Response *response =
+                rkv_test_rpc_call_addr(f->cluster.client_addrs[i], &request);
+
+            found = response != NULL && response->error == 0 &&
+                    response->get->found;
+            if (response != NULL) {
+                rkv__rpc__response__free_unpacked(response, NULL);
+            }
+            if (!found) {
+                ASSERT_UINT_LT(rkv_monotonic_ms(), deadline);
+                usleep(20 * 1000);
+            }
+        }
+    }
+}
+
 /* Asks node i for its ranges; returns how many it lists. */
 static size_t count_ranges(struct fixture *f, size_t i)
 {
@@ -233,8 +271,9 @@ TEST(cluster, node_down_during_splits_catches_up)
     put_keys(&f, "t", 0, 50);
     check_keys(&f, "s", 0, 600);
 
-    /* Node 3 must now hold a full copy: stop node 1, so every quorum
-     * includes node 3. */
+    /* Once node 3 serves every key from its own replicas, stop node 1, so
+     * every quorum includes node 3. */
+    wait_local_keys(&f, 2, "s", 0, 600);
     rkv_test_cluster_kill_node(&f.cluster, 0);
     check_keys(&f, "s", 0, 600);
     check_keys(&f, "t", 0, 50);
@@ -378,7 +417,9 @@ TEST(cluster, catch_up_by_snapshot)
     rkv_test_cluster_start_node(&f.cluster, 2);
     put_keys(&f, "e", 0, 20);
 
-    /* Node 3 must hold everything once node 1 is gone. */
+    /* Wait until node 3's own replicas serve every key, then it must
+     * hold everything once node 1 is gone. */
+    wait_local_keys(&f, 2, "c", 0, 700);
     rkv_test_cluster_kill_node(&f.cluster, 0);
     check_keys(&f, "c", 0, 700);
     check_keys(&f, "e", 0, 20);

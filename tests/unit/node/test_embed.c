@@ -350,3 +350,295 @@ TEST(embed, idle_ranges_quiesce)
     }
     teardown(&f);
 }
+
+/* Sends request to node i and returns the response (never NULL). */
+static Rkv__Rpc__Response *call(struct fixture *f, size_t i,
+                                Rkv__Rpc__Request *request)
+{
+    Rkv__Rpc__Response *response =
+        rkv_test_rpc_call_addr(f->client_addrs[i], request);
+
+    ASSERT_TRUE(response != NULL);
+    return response;
+}
+
+static Rkv__Rpc__Response *call_put(struct fixture *f, size_t i,
+                                    const char *key, size_t key_len,
+                                    const char *value, size_t value_len)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__PutRequest put = RKV__RPC__PUT_REQUEST__INIT;
+
+    put.key.data = (uint8_t *)key;
+    put.key.len = key_len;
+    put.value.data = (uint8_t *)value;
+    put.value.len = value_len;
+    request.id = 21;
+    request.op_case = RKV__RPC__REQUEST__OP_PUT;
+    request.put = &put;
+    return call(f, i, &request);
+}
+
+TEST(embed, rpc_operations)
+{
+    /* Delete, compare-and-swap, scan with a limit, an atomic batch and a
+     * split through the client protocol on the leader, and the typed
+     * errors: not leader with the leader's address, key outside the named
+     * range with its fresh descriptor, and a key over the size limit. */
+    struct fixture f;
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    size_t leader;
+    size_t follower;
+    char big_key[600];
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "a", "1", REQUEST_TIMEOUT_MS));
+    leader = find_leader(&f);
+    follower = (leader + 1) % 3;
+    for (char c = 'b'; c <= 'f'; c++) {
+        char key[2] = {c, '\0'};
+
+        response = call_put(&f, leader, key, 1, key, 1);
+        ASSERT_INT_EQ(response->error, 0);
+        rkv__rpc__response__free_unpacked(response, NULL);
+    }
+
+    /* Not leader: the follower names the leader's client address. */
+    response = call_put(&f, follower, "x", 1, "y", 1);
+    ASSERT_INT_EQ(response->error, RKV_ENOTLEADER);
+    ASSERT_UINT_EQ(response->leader_node_id, leader + 1);
+    ASSERT_STR_EQ(response->leader_client_addr, f.client_addrs[leader]);
+    rkv__rpc__response__free_unpacked(response, NULL);
+
+    /* Too large: a key over RKV_RANGE_KEY_MAX. */
+    memset(big_key, 'k', sizeof(big_key));
+    response = call_put(&f, leader, big_key, sizeof(big_key), "v", 1);
+    ASSERT_INT_EQ(response->error, RKV_ETOOLARGE);
+    ASSERT_TRUE(response->error_message != NULL);
+    rkv__rpc__response__free_unpacked(response, NULL);
+
+    /* Delete reports whether the key existed. */
+    {
+        Rkv__Rpc__DeleteRequest del = RKV__RPC__DELETE_REQUEST__INIT;
+
+        del.key.data = (uint8_t *)"b";
+        del.key.len = 1;
+        request.op_case = RKV__RPC__REQUEST__OP_DELETE;
+        request.delete_ = &del;
+        for (int round = 0; round < 2; round++) {
+            response = call(&f, leader, &request);
+            ASSERT_INT_EQ(response->error, 0);
+            ASSERT_INT_EQ(response->result_case,
+                          RKV__RPC__RESPONSE__RESULT_DELETE);
+            ASSERT_INT_EQ(response->delete_->existed, round == 0);
+            rkv__rpc__response__free_unpacked(response, NULL);
+        }
+    }
+
+    /* Compare-and-swap: a mismatch returns the current value, a match
+     * swaps. */
+    {
+        Rkv__Rpc__CasRequest cas = RKV__RPC__CAS_REQUEST__INIT;
+
+        cas.key.data = (uint8_t *)"c";
+        cas.key.len = 1;
+        cas.has_expected_value = true;
+        cas.expected_value.data = (uint8_t *)"wrong";
+        cas.expected_value.len = 5;
+        cas.has_new_value = true;
+        cas.new_value.data = (uint8_t *)"C";
+        cas.new_value.len = 1;
+        request.op_case = RKV__RPC__REQUEST__OP_CAS;
+        request.cas = &cas;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, 0);
+        ASSERT_FALSE(response->cas->swapped);
+        ASSERT_TRUE(response->cas->has_current_value);
+        ASSERT_MEM_EQ(response->cas->current_value.data,
+                      response->cas->current_value.len, "c", 1);
+        rkv__rpc__response__free_unpacked(response, NULL);
+
+        cas.expected_value.data = (uint8_t *)"c";
+        cas.expected_value.len = 1;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, 0);
+        ASSERT_TRUE(response->cas->swapped);
+        rkv__rpc__response__free_unpacked(response, NULL);
+    }
+
+    /* Batch: a put and a delete applied together. */
+    {
+        Rkv__Rpc__BatchRequest batch = RKV__RPC__BATCH_REQUEST__INIT;
+        Rkv__Rpc__BatchOp ops[2];
+        Rkv__Rpc__BatchOp *op_ptrs[2] = {&ops[0], &ops[1]};
+
+        rkv__rpc__batch_op__init(&ops[0]);
+        ops[0].kind = RKV__RPC__BATCH_OP__KIND__PUT;
+        ops[0].key.data = (uint8_t *)"g";
+        ops[0].key.len = 1;
+        ops[0].has_value = true;
+        ops[0].value.data = (uint8_t *)"G";
+        ops[0].value.len = 1;
+        rkv__rpc__batch_op__init(&ops[1]);
+        ops[1].kind = RKV__RPC__BATCH_OP__KIND__DELETE;
+        ops[1].key.data = (uint8_t *)"d";
+        ops[1].key.len = 1;
+        batch.n_ops = 2;
+        batch.ops = op_ptrs;
+        request.op_case = RKV__RPC__REQUEST__OP_BATCH;
+        request.batch = &batch;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, 0);
+        rkv__rpc__response__free_unpacked(response, NULL);
+    }
+
+    /* Scan with a limit: a, c, e, f, g remain; the first three come back
+     * with more_after set and a resume key. */
+    {
+        Rkv__Rpc__ScanRequest scan = RKV__RPC__SCAN_REQUEST__INIT;
+
+        scan.limit = 3;
+        request.op_case = RKV__RPC__REQUEST__OP_SCAN;
+        request.scan = &scan;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, 0);
+        ASSERT_UINT_EQ(response->scan->n_pairs, 3);
+        ASSERT_MEM_EQ(response->scan->pairs[0]->key.data,
+                      response->scan->pairs[0]->key.len, "a", 1);
+        ASSERT_MEM_EQ(response->scan->pairs[1]->key.data,
+                      response->scan->pairs[1]->key.len, "c", 1);
+        ASSERT_MEM_EQ(response->scan->pairs[1]->value.data,
+                      response->scan->pairs[1]->value.len, "C", 1);
+        ASSERT_MEM_EQ(response->scan->pairs[2]->key.data,
+                      response->scan->pairs[2]->key.len, "e", 1);
+        ASSERT_TRUE(response->scan->more_after);
+        ASSERT_TRUE(response->scan->has_resume_key);
+        rkv__rpc__response__free_unpacked(response, NULL);
+    }
+
+    /* Split at "e": the response names both sides; then a put of "a"
+     * addressed to the right-hand range gets RKV_EKEYMISMATCH with that
+     * range's fresh descriptor. */
+    {
+        Rkv__Rpc__SplitRequest split = RKV__RPC__SPLIT_REQUEST__INIT;
+        Rkv__Rpc__PutRequest put = RKV__RPC__PUT_REQUEST__INIT;
+        uint64_t right_id;
+
+        split.split_key.data = (uint8_t *)"e";
+        split.split_key.len = 1;
+        request.op_case = RKV__RPC__REQUEST__OP_SPLIT;
+        request.split = &split;
+        response = rkv_test_rpc_route(f.client_addrs, 3, &request,
+                                      REQUEST_TIMEOUT_MS);
+        ASSERT_TRUE(response != NULL);
+        ASSERT_INT_EQ(response->error, 0);
+        ASSERT_INT_EQ(response->result_case,
+                      RKV__RPC__RESPONSE__RESULT_SPLIT);
+        ASSERT_MEM_EQ(response->split->left->end_key.data,
+                      response->split->left->end_key.len, "e", 1);
+        ASSERT_MEM_EQ(response->split->right->start_key.data,
+                      response->split->right->start_key.len, "e", 1);
+        right_id = response->split->right->range_id;
+        ASSERT_UINT_NE(right_id, response->split->left->range_id);
+        rkv__rpc__response__free_unpacked(response, NULL);
+
+        put.key.data = (uint8_t *)"a";
+        put.key.len = 1;
+        put.value.data = (uint8_t *)"1";
+        put.value.len = 1;
+        request.op_case = RKV__RPC__REQUEST__OP_PUT;
+        request.put = &put;
+        request.has_range_id = true;
+        request.range_id = right_id;
+        /* Every replica checks the span before leadership; a node that
+         * has not applied the split yet answers RKV_ERANGENOTFOUND. */
+        response = NULL;
+        for (int attempt = 0; attempt < 300 && response == NULL; attempt++) {
+            response = call(&f, (size_t)attempt % 3, &request);
+            if (response->error == RKV_ERANGENOTFOUND) {
+                rkv__rpc__response__free_unpacked(response, NULL);
+                response = NULL;
+                usleep(10 * 1000);
+            }
+        }
+        ASSERT_TRUE(response != NULL);
+        ASSERT_INT_EQ(response->error, RKV_EKEYMISMATCH);
+        ASSERT_UINT_EQ(response->n_descriptors, 1);
+        ASSERT_UINT_EQ(response->descriptors[0]->range_id, right_id);
+        ASSERT_MEM_EQ(response->descriptors[0]->start_key.data,
+                      response->descriptors[0]->start_key.len, "e", 1);
+        rkv__rpc__response__free_unpacked(response, NULL);
+        request.has_range_id = false;
+        request.range_id = 0;
+    }
+
+    /* Every key reads back through the routed helper after the split. */
+    {
+        static const char *const expected[][2] = {
+            {"a", "1"}, {"c", "C"}, {"e", "e"}, {"f", "f"}, {"g", "G"}};
+
+        for (size_t i = 0; i < RKV_ARRAY_SIZE(expected); i++) {
+            char got[16];
+            bool found;
+
+            ASSERT_OK(rkv_test_get(f.client_addrs, 3, expected[i][0], &found,
+                                   got, sizeof(got), REQUEST_TIMEOUT_MS));
+            ASSERT_TRUE(found);
+            ASSERT_STR_EQ(got, expected[i][1]);
+        }
+    }
+    teardown(&f);
+}
+
+TEST(embed, other_cluster_rejected)
+{
+    /* A node of another cluster (a second cluster whose join list names a
+     * member of the first) is rejected at the handshake: the first
+     * cluster keeps its id and serves, and the second cannot form a
+     * quorum. */
+    struct fixture f;
+    struct fixture other;
+    Rkv__Rpc__Response *response;
+    uint64_t cluster_id;
+    int rv;
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "1",
+                           REQUEST_TIMEOUT_MS));
+    cluster_id = status_of(&f, 1, &response)->cluster_id;
+    rkv__rpc__response__free_unpacked(response, NULL);
+
+    /* The other cluster: its own node 1, and node 2 of the first cluster
+     * as its second member. */
+    memset(&other, 0, sizeof(other));
+    other.n_nodes = 2;
+    snprintf(other.stores[0], sizeof(other.stores[0]), "%s/other1",
+             rkv_test_tmpdir());
+    snprintf(other.peer_addrs[0], sizeof(other.peer_addrs[0]),
+             "127.0.0.1:%u", (unsigned)rkv_test_pick_port());
+    snprintf(other.peer_addrs[1], sizeof(other.peer_addrs[1]), "%s",
+             f.peer_addrs[1]);
+    other.join[0] = other.peer_addrs[0];
+    other.join[1] = other.peer_addrs[1];
+    start_node(&other, 0);
+    ASSERT_OK(rkv_node_init(other.nodes[0]));
+
+    {
+        char one[1][RKV_TEST_ADDR_MAX];
+
+        snprintf(one[0], RKV_TEST_ADDR_MAX, "%s", other.client_addrs[0]);
+        rv = rkv_test_put(one, 1, "theirs", "2", 1500);
+        ASSERT_INT_NE(rv, 0);
+    }
+    ASSERT_UINT_EQ(status_of(&f, 1, &response)->cluster_id, cluster_id);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "2",
+                           REQUEST_TIMEOUT_MS));
+    rkv_node_stop(other.nodes[0]);
+    teardown(&f);
+}
