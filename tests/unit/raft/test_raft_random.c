@@ -102,6 +102,7 @@ static void run_setup(struct run *run, uint64_t seed, unsigned long n_steps)
         config->pre_vote = run->guarded;
         config->check_quorum = run->guarded;
         config->election_ticks = 3 + run_pick(run, 6);
+        config->heartbeat_ticks = 1 + run_pick(run, 2);
         rkv_raft_fixture_start(run->cluster, i);
         rkv_raft_fixture_set_auto_persist(run->cluster, i,
                                           run_pick(run, 2) == 0);
@@ -278,13 +279,44 @@ static void run_dump(struct run *run)
         assertion;                                                             \
     } while (0)
 
-/* Stops the faults and requires a leader that commits one more entry on
- * every replica of its configuration. */
+/* Returns whether every replica of the leader's configuration applied
+ * the entry at index. */
+static bool run_all_applied(struct run *run, unsigned leader, uint64_t index)
+{
+    struct rkv_raft_conf conf;
+
+    rkv_raft_conf_get(rkv_raft_fixture_raft(run->cluster, leader), &conf);
+    for (unsigned k = 0; k < conf.n_servers; k++) {
+        unsigned i = (unsigned)conf.servers[k].id - 1;
+
+        if (rkv_raft_fixture_applied(run->cluster, i) < index) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Returns whether the leader still has the proposal at index in term (a
+ * leader change may have replaced it, which Raft allows). */
+static bool run_proposal_alive(struct rkv_raft *leader, uint64_t index,
+                               uint64_t term)
+{
+    uint64_t term_now = 0;
+
+    return index != 0 && rkv_raft_term_at(leader, index, &term_now) == 0 &&
+           term_now == term;
+}
+
+/* Stops the faults and requires, within FINAL_TICKS_MAX ticks, a leader
+ * that commits one more entry and gets it applied on every replica of
+ * its configuration. A proposal lost to a leader change is proposed
+ * again. */
 static void run_finish(struct run *run)
 {
     struct rkv_raft_fixture *cluster = run->cluster;
     uint64_t index = 0;
-    int leader = -1;
+    uint64_t term = 0;
+    bool done = false;
 
     if (getenv("RKV_RAFT_VERBOSE") != NULL) {
         rkv__log_min_level = RKV_DEBUG;
@@ -297,33 +329,26 @@ static void run_finish(struct run *run)
         }
         rkv_raft_fixture_set_auto_persist(cluster, i, true);
     }
-    for (unsigned t = 0; t < FINAL_TICKS_MAX && index == 0; t++) {
+    for (unsigned t = 0; t < FINAL_TICKS_MAX && !done; t++) {
+        int leader;
+        struct rkv_raft *r;
+
         rkv_raft_fixture_run(cluster, 1);
         leader = rkv_raft_fixture_leader(cluster);
-        if (leader >= 0 &&
-            rkv_raft_fixture_propose(cluster, (unsigned)leader, "final", 5,
-                                     &index) != 0) {
+        if (leader < 0) {
+            continue;
+        }
+        r = rkv_raft_fixture_raft(cluster, (unsigned)leader);
+        if (!run_proposal_alive(r, index, term) &&
+            rkv_raft_propose(r, "final", 5, &index, &term) != 0) {
             index = 0;
         }
+        rkv_raft_fixture_flush(cluster, 10000);
+        done = index != 0 && rkv_raft_commit_index(r) >= index &&
+               run_proposal_alive(r, index, term) &&
+               run_all_applied(run, (unsigned)leader, index);
     }
-    RUN_ASSERT(run, leader >= 0, ASSERT_INT_GE(leader, 0));
-    RUN_ASSERT(run, index > 0, ASSERT_UINT_GT(index, 0));
-    rkv_raft_fixture_run(cluster, 60);
-    leader = rkv_raft_fixture_leader(cluster);
-    RUN_ASSERT(run, leader >= 0, ASSERT_INT_GE(leader, 0));
-    {
-        struct rkv_raft_conf conf;
-
-        rkv_raft_conf_get(rkv_raft_fixture_raft(cluster, (unsigned)leader),
-                          &conf);
-        for (unsigned k = 0; k < conf.n_servers; k++) {
-            unsigned i = (unsigned)conf.servers[k].id - 1;
-
-            uint64_t applied = rkv_raft_fixture_applied(cluster, i);
-
-            RUN_ASSERT(run, applied >= index, ASSERT_UINT_GE(applied, index));
-        }
-    }
+    RUN_ASSERT(run, done, ASSERT_TRUE(done));
 }
 
 /* What the seeds exercised, summed over a whole run. */
