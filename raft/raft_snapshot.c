@@ -279,7 +279,10 @@ static int snapshot_install(struct rkv_raft *r, const RkvRaft__Message *msg,
 
 /* Returns whether the follower already has the snapshot's entries. It then
  * keeps its log, which may contain entries it acknowledged past the
- * snapshot, and only advances commit (as etcd raft does). */
+ * snapshot, and only advances commit (as etcd raft does).
+ * NOTE: chunks staged before this point stay in the caller's staging area
+ * until the next chunk 0 replaces them; no batch tells the caller to drop
+ * them earlier, which matters only for disk space. */
 static bool snapshot_is_redundant(struct rkv_raft *r,
                                   const RkvRaft__Message *msg)
 {
