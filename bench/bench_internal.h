@@ -91,7 +91,8 @@ enum rkv_bench_op rkv_bench__mix_pick(const struct rkv_bench_mix *mix,
 #define RKV_BENCH_KEY_BUF 512
 
 /* Writes the kv key of index: its decimal digits zero-padded to key_size
- * bytes, keeping the low digits when index has more (etcdload's keys).
+ * bytes, keeping the low digits when index has more, the key format of
+ * the etcd comparison's load generator.
  * Returns the key length, key_size. */
 size_t rkv_bench__key_kv(uint64_t index, uint32_t key_size, char *buf);
 /* Writes the YCSB key of record index, "user" and the decimal FNV hash of

@@ -446,8 +446,8 @@ static void client_issue(struct bench_client *c, uint64_t now_ns)
         c->start_ns = now_ns;
     } else {
         /* An open-loop operation is timed from its intended start. A
-         * client that fell behind its schedule stops at the end too, as
-         * etcdload does, so the run cannot overrun by the backlog. */
+         * client that fell behind its schedule stops at the end too, so
+         * the run cannot overrun by its backlog. */
         c->start_ns = bench->interval_ns > 0 ? c->intended_ns : now_ns;
         if (c->start_ns >= bench->end_ns || now_ns >= bench->end_ns) {
             client_finish(c, now_ns);
@@ -669,7 +669,8 @@ static void bench_init_value(struct rkv_bench *bench)
 {
     struct rkv_bench_rng rng;
 
-    /* Random letters, like etcdload's values. */
+    /* Random lowercase letters, the values of the etcd comparison's load
+     * generator. */
     rkv_bench__rng_seed(&rng, bench->config->seed);
     for (uint32_t i = 0; i < bench->config->value_size; i++) {
         bench->value[i] = (uint8_t)('a' + rkv_bench__rng_below(&rng, 26));
