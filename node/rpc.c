@@ -21,7 +21,8 @@
  *                      carry the fresh descriptor;
  *   RKV_ERANGENOTFOUND no local replica holds the key or range id;
  *   RKV_ETOOLARGE      a key, value or batch over its limit;
- *   RKV_EUNAVAILABLE   the cluster is not initialized yet;
+ *   RKV_EUNAVAILABLE   the range has no leader right now, or the cluster
+ *                      is not initialized yet;
  *   RKV_ETIMEOUT       the deadline passed (the write may still apply);
  *   RKV_EDROPPED       a leader change dropped the proposal.
  * A frame that does not decode closes the connection (logged).
@@ -185,6 +186,22 @@ static void request_fail_with_replica(struct rkv_node__request *req, int rv,
         response.descriptors = &info_ptr;
     }
     request_respond(req, &response);
+}
+
+/* Fails a request sent to a replica that does not lead: RKV_ENOTLEADER
+ * with the leader's address when one is known, RKV_EUNAVAILABLE while the
+ * range has no leader (an election is running or no quorum is up). */
+static void request_fail_not_leader(struct rkv_node__request *req,
+                                    struct rkv_node__replica *r)
+{
+    if (r->leader_id == 0 || r->leader_id == req->node->node_id) {
+        request_fail_with_replica(req, RKV_EUNAVAILABLE,
+                                  "the range has no leader right now; retry",
+                                  r);
+        return;
+    }
+    request_fail_with_replica(req, RKV_ENOTLEADER,
+                              "not the leader of the range", r);
 }
 
 void rkv_node__request_fail(struct rkv_node__request *req, int rv,
@@ -453,8 +470,7 @@ static void handle_read(struct rkv_node__request *req,
         return;
     }
     if (r->role != RKV_RAFT_LEADER) {
-        request_fail_with_replica(req, RKV_ENOTLEADER,
-                                  "not the leader of the range", r);
+        request_fail_not_leader(req, r);
         return;
     }
     req->read_ctx = r->next_read_ctx++;
@@ -772,8 +788,7 @@ static void request_dispatch_keyed(struct rkv_node__request *req,
         break;
     }
     if (r->role != RKV_RAFT_LEADER) {
-        request_fail_with_replica(req, RKV_ENOTLEADER,
-                                  "not the leader of the range", r);
+        request_fail_not_leader(req, r);
         return;
     }
     if (msg->op_case == RKV__RPC__REQUEST__OP_SPLIT) {

@@ -27,6 +27,7 @@ struct fixture {
     char client_addrs[NODES_MAX][RKV_TEST_ADDR_MAX];
     const char *secrets[NODES_MAX]; /* per node; NULL: none */
     uint64_t split_bytes;           /* 0: 512 MiB */
+    char advertise_client_addr[RKV_TEST_ADDR_MAX]; /* "": the bound one */
 };
 
 static void start_node(struct fixture *f, size_t i)
@@ -45,12 +46,19 @@ static void start_node(struct fixture *f, size_t i)
     config.cluster_secret = f->secrets[i];
     config.split_bytes =
         f->split_bytes != 0 ? f->split_bytes : 512ull * 1024 * 1024;
+    if (f->advertise_client_addr[0] != '\0') {
+        config.advertise_client_addr = f->advertise_client_addr;
+    }
     if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) != 0) {
         rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
                       i + 1, errmsg);
     }
     rkv_node_addresses(f->nodes[i], peer, client);
     ASSERT_STR_EQ(peer, f->peer_addrs[i]);
+    if (f->advertise_client_addr[0] != '\0') {
+        ASSERT_STR_EQ(client, f->advertise_client_addr);
+        return;
+    }
     snprintf(f->client_addrs[i], RKV_TEST_ADDR_MAX, "%s", client);
     ASSERT_UINT_EQ(rkv_node_id(f->nodes[i]), i + 1);
 }
@@ -640,5 +648,32 @@ TEST(embed, other_cluster_rejected)
     ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "2",
                            REQUEST_TIMEOUT_MS));
     rkv_node_stop(other.nodes[0]);
+    teardown(&f);
+}
+
+TEST(embed, advertised_addresses)
+{
+    /* An advertised client address, not the bound one, is what the node
+     * reports and what it writes to STORE/addresses. */
+    struct fixture f;
+    char path[600];
+    char line[128];
+    bool found = false;
+    FILE *file;
+
+    setup(&f, 1);
+    snprintf(f.advertise_client_addr, sizeof(f.advertise_client_addr),
+             "10.1.2.3:26257");
+    start_node(&f, 0);
+    snprintf(path, sizeof(path), "%s/addresses", f.stores[0]);
+    file = fopen(path, "r");
+    ASSERT_TRUE(file != NULL);
+    while (fgets(line, sizeof(line), file) != NULL) {
+        if (strcmp(line, "client 10.1.2.3:26257\n") == 0) {
+            found = true;
+        }
+    }
+    fclose(file);
+    ASSERT_TRUE(found);
     teardown(&f);
 }
