@@ -3,10 +3,12 @@
  *
  * The cache is a sorted array of non-overlapping descriptors. Lookup is a
  * binary search on start keys. Ranges in rangekv only split (there are no
- * merges), so a descriptor fresh from the cluster is at least as precise as
- * any cached range it overlaps: install evicts every overlapping entry. The
- * only exception is the same range id already cached at a higher
- * generation, which means the incoming descriptor is the stale one.
+ * merges), and both halves of a split get a generation above their
+ * parent's. So of two overlapping descriptors the one with the higher
+ * generation is the newer: install evicts every overlapping entry unless
+ * one of them (or the same range id) has a higher generation, in which
+ * case the incoming descriptor is stale and ignored. A stale meta span,
+ * which can lag a split, therefore cannot undo what a reply taught.
  *
  * Invariants:
  *   1. ranges[i].start_key < ranges[i + 1].start_key.
@@ -215,13 +217,15 @@ int rkv_client__cache_install(struct rkv_client__cache *cache,
 
     for (size_t i = 0; i < cache->n_ranges; i++) {
         const struct rkv_client__range *r = &cache->ranges[i];
-        if (r->range_id != desc->range_id) {
+        bool is_same = r->range_id == desc->range_id;
+
+        if (!is_same && !cache_ranges_overlap(r, desc)) {
             continue;
         }
         if (r->generation > desc->generation) {
             return 0;
         }
-        if (r->generation == desc->generation) {
+        if (is_same && r->generation == desc->generation) {
             known_leader = r->leader_node_id;
         }
     }

@@ -181,8 +181,8 @@ rkv_client__cache_lookup(struct rkv_client__cache *cache, const void *key,
                          size_t key_len);
 
 /* Copies desc into the cache. Cached ranges it overlaps are evicted, unless
- * one of them is the same range at a higher generation, in which case desc
- * is stale and ignored (returns 0). Returns 0 or -ENOMEM. */
+ * one of them, or the same range id, has a higher generation, in which case
+ * desc is stale and ignored (returns 0). Returns 0 or -ENOMEM. */
 int rkv_client__cache_install(struct rkv_client__cache *cache,
                               const struct rkv_client__range *desc);
 
@@ -298,7 +298,9 @@ struct rkv_client__op {
     uint32_t n_redirects;          /* redirects followed since the last pause */
     uint32_t n_attempts;           /* frames sent, for replica rotation */
     uint64_t range_id;             /* range of the attempt in flight, or 0 */
-    uint64_t preferred_node_id;    /* RANGES: the node a hint named, or 0 */
+    uint64_t preferred_node_id;    /* RANGES or by_key: node a hint named */
+    bool is_routed_by_key;         /* sent with range id 0: the node finds
+                                      the range (the cache cannot) */
     struct rkv_client__conn *conn; /* INFLIGHT: the connection */
     uint64_t frame_seq; /* INFLIGHT: conn->n_frames_queued after it */
     bool is_resend;     /* the next send is a retry (n_retries) */

@@ -172,12 +172,11 @@ static void op_resume_cache_waiters(struct rkv_client *client, int rv)
             op_retry_later(op, rv);
             continue;
         }
-        /* Starting it again at once would wait for another refresh when
-         * the cluster did not report the key's range; back off instead. */
+        /* The meta span can lag a split, so the refresh may not cover the
+         * key. A node still routes it by its own descriptors. */
         key = op_routing_key(op, &key_len);
         if (rkv_client__cache_lookup(&client->cache, key, key_len) == NULL) {
-            op_retry_later(op, RKV_ERANGENOTFOUND);
-            continue;
+            op->is_routed_by_key = true;
         }
         rkv_client__op_start(op);
     }
@@ -513,6 +512,10 @@ void rkv_client__op_start(struct rkv_client__op *op)
         break;
     }
 
+    if (op->is_routed_by_key) {
+        op_route_any(op, op->preferred_node_id);
+        return;
+    }
     key = op_routing_key(op, &key_len);
     range = rkv_client__cache_lookup(&client->cache, key, key_len);
     if (range == NULL) {
@@ -566,6 +569,8 @@ static void op_scan_continue(struct rkv_client__op *op, const uint8_t *next,
     rkv_free(op->cursor);
     op->cursor = cursor;
     op->cursor_len = next_len;
+    op->is_routed_by_key = false;
+    op->preferred_node_id = 0;
     op->n_redirects = 0;
     op->backoff_ms = RKV_CLIENT_BACKOFF_MIN_MS;
     rkv_client__op_start(op);
@@ -613,13 +618,14 @@ static void op_on_not_leader(struct rkv_client__op *op,
     if (hint == 0 || hint == from_node_id) {
         /* No leader known: forget this one, so the retry rotates over the
          * replicas instead of asking the same node again. */
-        if (op->kind != RKV_CLIENT__OP_RANGES) {
+        op->preferred_node_id = 0;
+        if (op->range_id != 0) {
             rkv_client__cache_set_leader(&client->cache, op->range_id, 0);
         }
         op_retry_later(op, RKV_ENOTLEADER);
         return;
     }
-    if (op->kind == RKV_CLIENT__OP_RANGES) {
+    if (op->kind == RKV_CLIENT__OP_RANGES || op->is_routed_by_key) {
         op->preferred_node_id = hint;
     } else {
         rkv_client__cache_set_leader(&client->cache, op->range_id, hint);
@@ -631,6 +637,8 @@ void rkv_client__op_on_reply(struct rkv_client__conn *conn,
                              struct rkv_client__op *op, void *reply_ptr)
 {
     const struct rkv_client__reply *reply = reply_ptr;
+    const uint8_t *key;
+    size_t key_len;
     int rv;
 
     assert(op->state == RKV_CLIENT_OP_INFLIGHT);
@@ -653,6 +661,13 @@ void rkv_client__op_on_reply(struct rkv_client__conn *conn,
         rv = rkv_client__wire_learn(op->client, reply);
         if (rv <= 0) {
             rkv_client__cache_evict(&op->client->cache, op->range_id);
+        }
+        /* The node sends the descriptor of the range the request named;
+         * when that does not place the key, let a node route it. */
+        key = op_routing_key(op, &key_len);
+        if (rkv_client__cache_lookup(&op->client->cache, key, key_len) ==
+            NULL) {
+            op->is_routed_by_key = true;
         }
         op_redirect(op, RKV_EKEYMISMATCH);
         return;

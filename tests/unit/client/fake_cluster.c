@@ -50,6 +50,17 @@ static struct fake_range *fake_range_for(struct fake_cluster *c,
     return NULL;
 }
 
+static const struct fake_range *fake_range_by_id(struct fake_cluster *c,
+                                                 uint64_t range_id)
+{
+    for (int i = 0; i < c->n_ranges; i++) {
+        if (c->ranges[i].range_id == range_id) {
+            return &c->ranges[i];
+        }
+    }
+    return NULL;
+}
+
 /* ---- the key-value map ----------------------------------------------------
  */
 
@@ -518,7 +529,13 @@ static void fake_keyed(struct fake_cluster *c, struct fake_node *node, int fd,
     c->last_range_id_seen = req->has_range_id ? req->range_id : 0;
     if (req->has_range_id && req->range_id != 0 &&
         req->range_id != r->range_id) {
-        fake_info_add(c, infos, r);
+        /* Like a node: the descriptor of the range the request named, if
+         * this node has it, or of the key's range when the knob says so. */
+        const struct fake_range *named = fake_range_by_id(c, req->range_id);
+        if (c->mismatch_sends_key_range || named == NULL) {
+            named = r;
+        }
+        fake_info_add(c, infos, named);
         resp->n_descriptors = infos->n;
         resp->descriptors = infos->ptrs;
         fake_reply_error(node, fd, resp, RKV_EKEYMISMATCH, "key outside");

@@ -72,9 +72,11 @@ struct fake_cluster {
     int n_put_error;
     int get_error; /* reply this code to the next n_get_error GETs */
     int n_get_error;
-    int n_bad_frame_get;      /* reply to this many GETs with bad_frame */
-    int init_error;           /* reply this code to InitRequests, or 0 */
-    const uint8_t *bad_frame; /* raw bytes sent in place of a reply */
+    int n_bad_frame_get;           /* reply to this many GETs with bad_frame */
+    int init_error;                /* reply this code to InitRequests, or 0 */
+    bool mismatch_sends_key_range; /* KEYMISMATCH carries the key's range
+                                      rather than the named one */
+    const uint8_t *bad_frame;      /* raw bytes sent in place of a reply */
     size_t bad_frame_len;
     bool hold_all;     /* never answer keyed requests */
     int reverse_batch; /* hold replies until this many, then reverse */

@@ -153,3 +153,22 @@ TEST(client_cache, key_order)
     ASSERT_INT_EQ(rkv_client__key_compare("", 0, "", 0), 0);
     ASSERT_INT_LT(rkv_client__key_compare("", 0, "\x00", 1), 0);
 }
+
+/* A descriptor overlapping a cached range of a higher generation is stale
+ * (the parent of a later split) even under another range id, so it is
+ * ignored rather than evicting the newer half. */
+TEST(client_cache, stale_parent_ignored)
+{
+    struct fixture f;
+
+    setup(&f);
+    install(&f, 5, "k", "", 4, 0);
+    install(&f, 1, "", "", 3, 0);
+    ASSERT_UINT_EQ(f.cache.n_ranges, 1);
+    ASSERT_UINT_EQ(lookup(&f, "z"), 5);
+    ASSERT_UINT_EQ(lookup(&f, "a"), 0);
+    install(&f, 1, "", "k", 4, 0);
+    ASSERT_UINT_EQ(f.cache.n_ranges, 2);
+    ASSERT_UINT_EQ(lookup(&f, "a"), 1);
+    teardown(&f);
+}

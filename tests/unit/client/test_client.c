@@ -143,34 +143,77 @@ TEST(client, not_leader_follows_hint)
     teardown(&f);
 }
 
-/* A key-mismatch reply installs the fresh descriptor and the retry names
- * the new range. */
+/* A key-mismatch reply installs the descriptor it carries. When that
+ * places the key (a node that sends the key's range), the retry names the
+ * new range; when it does not (the named range's new bounds, as rangekv
+ * nodes send) and the meta span lags the split, the retry goes with range
+ * id 0 and the node routes it. Either way no extra RangesRequest is sent. */
 TEST(client, key_mismatch_installs_descriptors)
 {
+    static const struct {
+        bool sends_key_range;
+        uint64_t zebra_range_id; /* what the retry named */
+    } cases[] = {
+        {true, 2},
+        {false, 0},
+    };
+
+    for (size_t i = 0; i < RKV_ARRAY_SIZE(cases); i++) {
+        struct fixture f;
+        struct rkv_client_result result;
+
+        setup(&f, 1);
+        ASSERT_OK(put_str(&f, "a", "1"));
+        fake_lock(f.cluster);
+        f.cluster->meta_is_stale = true; /* RANGES keeps one range */
+        f.cluster->mismatch_sends_key_range = cases[i].sends_key_range;
+        fake_split_locked(f.cluster, "m");
+        fake_unlock(f.cluster);
+
+        ASSERT_OK(do_op(&f, RKV_CLIENT_GET, "zebra", &result));
+        ASSERT_FALSE(result.found);
+        ASSERT_UINT_EQ(result.n_retries, 1);
+        rkv_client_result_free(&result);
+        fake_lock(f.cluster);
+        ASSERT_UINT_EQ(f.cluster->last_range_id_seen, cases[i].zebra_range_id);
+        ASSERT_UINT_EQ(f.cluster->n_ranges_requests, 1);
+        fake_unlock(f.cluster);
+        teardown(&f);
+    }
+}
+
+/* When the meta span lags a split, the stale descriptor it reports cannot
+ * replace the newer bounds learned from a reply, and a key that no cached
+ * descriptor places is routed by the node. */
+TEST(client, stale_meta_routes_by_key)
+{
     struct fixture f;
-    struct rkv_client_result result;
+    struct rkv_client_range *ranges;
+    size_t n_ranges;
 
     setup(&f, 1);
     ASSERT_OK(put_str(&f, "a", "1"));
+    ASSERT_OK(put_str(&f, "x", "2"));
     fake_lock(f.cluster);
-    f.cluster->meta_is_stale = true; /* RANGES keeps reporting one range */
+    f.cluster->meta_is_stale = true;
     fake_split_locked(f.cluster, "m");
     fake_unlock(f.cluster);
 
-    ASSERT_OK(do_op(&f, RKV_CLIENT_GET, "zebra", &result));
-    ASSERT_FALSE(result.found);
-    ASSERT_UINT_EQ(result.n_retries, 1);
-    rkv_client_result_free(&result);
-    fake_lock(f.cluster);
-    ASSERT_UINT_EQ(f.cluster->last_range_id_seen, 2);
-    ASSERT_UINT_EQ(f.cluster->n_ranges_requests, 1);
-    fake_unlock(f.cluster);
-
-    /* The left side kept range 1 and still routes there. */
-    ASSERT_GET(&f, "a", "1");
-    fake_lock(f.cluster);
-    ASSERT_UINT_EQ(f.cluster->last_range_id_seen, 1);
-    fake_unlock(f.cluster);
+    /* "x" learns range 1's new bounds [ "", "m" ) and goes by key. */
+    for (int round = 0; round < 2; round++) {
+        ASSERT_GET(&f, "x", "2");
+        fake_lock(f.cluster);
+        ASSERT_UINT_EQ(f.cluster->last_range_id_seen, 0);
+        fake_unlock(f.cluster);
+        ASSERT_GET(&f, "a", "1");
+        fake_lock(f.cluster);
+        ASSERT_UINT_EQ(f.cluster->last_range_id_seen, 1);
+        fake_unlock(f.cluster);
+        /* A refresh reports the stale [ "", "" ) of generation 1. */
+        ASSERT_OK(rkv_client_ranges(f.client, &ranges, &n_ranges));
+        ASSERT_UINT_EQ(n_ranges, 1);
+        rkv_client_ranges_free(ranges, n_ranges);
+    }
     teardown(&f);
 }
 
