@@ -281,8 +281,8 @@ static int snapshot_install(struct rkv_raft *r, const RkvRaft__Message *msg,
  * keeps its log, which may contain entries it acknowledged past the
  * snapshot, and only advances commit (as etcd raft does).
  * NOTE: chunks staged before this point stay in the caller's staging area
- * until the next chunk 0 replaces them; no batch tells the caller to drop
- * them earlier, which matters only for disk space. */
+ * until the next chunk 0 replaces them, because no batch signals the caller
+ * to drop them earlier. Only disk space is at stake. */
 static bool snapshot_is_redundant(struct rkv_raft *r,
                                   const RkvRaft__Message *msg)
 {

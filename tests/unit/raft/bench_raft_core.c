@@ -125,7 +125,9 @@ int main(int argc, char **argv)
     double elapsed;
 
     if (n_entries <= 0 || batch <= 0) {
-        fprintf(stderr, "usage: %s [entries [batch]], both positive\n",
+        fprintf(stderr,
+                "invalid arguments: entries and batch must be positive\n"
+                "usage: %s [entries [batch]]\n",
                 argv[0]);
         return 2;
     }
