@@ -11,11 +11,15 @@
  *
  * Failure modes and what each does:
  *   - no cached range for the key: the op waits in cache_wait while one
- *     RangesRequest (the refresh op) reloads the cache from any node;
+ *     RangesRequest (the refresh op) reloads the cache from any node. When
+ *     the refresh does not place the key either (the meta span lags a
+ *     split), the op is routed by key: sent with range id 0 to any node,
+ *     which finds the range itself;
  *   - RKV_ENOTLEADER: the hinted leader is recorded and the op goes there at
  *     once; without a new hint it backs off (an election is running);
- *   - RKV_EKEYMISMATCH: the fresh descriptors in the reply replace the
- *     cached ones and the op is routed again at once;
+ *   - RKV_EKEYMISMATCH: the descriptors in the reply replace the cached
+ *     ones and the op is routed again at once, by key when they do not
+ *     place it (a node sends the new bounds of the range that was named);
  *   - RKV_ERANGENOTFOUND, RKV_ESTALE: the range is evicted and the op
  *     backs off;
  *   - RKV_EUNAVAILABLE, RKV_ESPLITTING, RKV_EBUSY: backoff;
