@@ -18,7 +18,7 @@
 struct conn_write {
     uv_write_t req;
     struct rkv_node__conn *conn;
-    uint8_t *buf;  /* owned */
+    uint8_t *buf; /* owned */
     size_t buf_len;
 };
 
@@ -410,8 +410,8 @@ int rkv_node__conn_append_field(struct rkv_node__conn *conn,
 
     assert(field_number > 0);
     if (conn->open_frame_index != SIZE_MAX) {
-        frame_len = conn->out_len - conn->open_frame_index -
-                    RKV_NODE_FRAME_HEADER_LEN;
+        frame_len =
+            conn->out_len - conn->open_frame_index - RKV_NODE_FRAME_HEADER_LEN;
         /* A frame never grows past frame_max: start a new one. */
         if (frame_len + len + CONN_FIELD_OVERHEAD_MAX > conn->frame_max) {
             rkv_node__conn_close_frame(conn);
@@ -420,8 +420,8 @@ int rkv_node__conn_append_field(struct rkv_node__conn *conn,
     if (len + CONN_FIELD_OVERHEAD_MAX > conn->frame_max) {
         return RKV_ETOOLARGE;
     }
-    rv = conn_reserve(conn,
-                      RKV_NODE_FRAME_HEADER_LEN + CONN_FIELD_OVERHEAD_MAX + len);
+    rv = conn_reserve(conn, RKV_NODE_FRAME_HEADER_LEN +
+                                CONN_FIELD_OVERHEAD_MAX + len);
     if (rv != 0) {
         return rv;
     }
@@ -433,7 +433,8 @@ int rkv_node__conn_append_field(struct rkv_node__conn *conn,
     conn->out_len += conn_put_varint(conn->out + conn->out_len,
                                      ((uint64_t)field_number << 3) | 2);
     conn->out_len += conn_put_varint(conn->out + conn->out_len, len);
-    conn->out_len += protobuf_c_message_pack(message, conn->out + conn->out_len);
+    conn->out_len +=
+        protobuf_c_message_pack(message, conn->out + conn->out_len);
     conn_dirty_add(conn);
     return 0;
 }

@@ -50,12 +50,12 @@ struct rkv_node__conn;
 /* Loop-wide state shared by every connection of one node. Owned by the node;
  * lives on its loop thread. */
 struct rkv_node__io {
-    uv_loop_t *loop;                 /* borrowed */
-    struct rkv_node__conn *dirty;    /* head of the dirty list */
+    uv_loop_t *loop;                         /* borrowed */
+    struct rkv_node__conn *dirty;            /* head of the dirty list */
     uint8_t read_buf[RKV_NODE_READ_BUF_LEN]; /* one read at a time per loop */
-    bool read_buf_in_use;            /* libuv hands it to one read at once */
-    uint64_t n_bytes_sent;           /* bytes written by every connection */
-    uint64_t n_bytes_received;       /* bytes read by every connection */
+    bool read_buf_in_use;      /* libuv hands it to one read at once */
+    uint64_t n_bytes_sent;     /* bytes written by every connection */
+    uint64_t n_bytes_received; /* bytes read by every connection */
 };
 
 struct rkv_node__conn_ops {
@@ -78,24 +78,24 @@ struct rkv_node__conn {
 
     /* Frame reader state. */
     uint8_t header[RKV_NODE_FRAME_HEADER_LEN]; /* partial length prefix */
-    size_t header_len;                    /* bytes of header received */
-    uint8_t *payload;                     /* owned; NULL between frames */
-    size_t payload_len;                   /* declared length of the frame */
-    size_t payload_filled;                /* bytes of payload received */
+    size_t header_len;                         /* bytes of header received */
+    uint8_t *payload;                          /* owned; NULL between frames */
+    size_t payload_len;    /* declared length of the frame */
+    size_t payload_filled; /* bytes of payload received */
 
     /* Output state. */
-    uint8_t *out;                         /* owned; frames not yet written */
-    size_t out_len;                       /* bytes used in out */
-    size_t out_cap;                       /* bytes allocated for out */
-    size_t open_frame_index;              /* offset of the open frame header,
-                                             SIZE_MAX when none is open */
-    size_t write_queue_len;               /* bytes handed to uv_write */
-    struct rkv_node__conn *dirty_prev;    /* dirty list links */
+    uint8_t *out;                      /* owned; frames not yet written */
+    size_t out_len;                    /* bytes used in out */
+    size_t out_cap;                    /* bytes allocated for out */
+    size_t open_frame_index;           /* offset of the open frame header,
+                                          SIZE_MAX when none is open */
+    size_t write_queue_len;            /* bytes handed to uv_write */
+    struct rkv_node__conn *dirty_prev; /* dirty list links */
     struct rkv_node__conn *dirty_next;
-    bool dirty;                           /* on the dirty list */
+    bool dirty; /* on the dirty list */
 
-    bool closing;                         /* close started */
-    bool reading;                         /* uv_read_start called */
+    bool closing; /* close started */
+    bool reading; /* uv_read_start called */
 };
 
 /* Sets up io on loop. */

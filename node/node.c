@@ -96,8 +96,8 @@ static int replicas_insert(struct rkv_node *node, struct rkv_node__replica *r)
     return 0;
 }
 
-static int compare_keys(const uint8_t *a, size_t a_len, const uint8_t *b,
-                        size_t b_len)
+int rkv_node__compare_keys(const uint8_t *a, size_t a_len, const uint8_t *b,
+                           size_t b_len)
 {
     size_t n = RKV_MIN(a_len, b_len);
     /* An empty key may come with a NULL pointer (protobuf-c's empty
@@ -115,8 +115,8 @@ static int compare_start_keys(const void *a, const void *b)
     const struct rkv_node__replica *ra = *(struct rkv_node__replica *const *)a;
     const struct rkv_node__replica *rb = *(struct rkv_node__replica *const *)b;
 
-    return compare_keys(ra->desc.start_key, ra->desc.start_key_len,
-                        rb->desc.start_key, rb->desc.start_key_len);
+    return rkv_node__compare_keys(ra->desc.start_key, ra->desc.start_key_len,
+                                  rb->desc.start_key, rb->desc.start_key_len);
 }
 
 static int by_key_rebuild(struct rkv_node *node)
@@ -161,7 +161,8 @@ struct rkv_node__replica *rkv_node__replica_for_key(struct rkv_node *node,
         size_t mid = lo + (hi - lo) / 2;
         const struct rkv_range_desc *d = &node->by_key[mid]->desc;
 
-        if (compare_keys(d->start_key, d->start_key_len, key, key_len) <= 0) {
+        if (rkv_node__compare_keys(d->start_key, d->start_key_len, key,
+                                   key_len) <= 0) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -202,8 +203,8 @@ static void conf_from_desc(const struct rkv_range_desc *desc,
     }
     /* raft.h keeps servers sorted by id. */
     for (unsigned i = 1; i < conf->n_servers; i++) {
-        for (unsigned j = i; j > 0 && conf->servers[j - 1].id >
-                                          conf->servers[j].id; j--) {
+        for (unsigned j = i;
+             j > 0 && conf->servers[j - 1].id > conf->servers[j].id; j--) {
             struct rkv_raft_server tmp = conf->servers[j];
 
             conf->servers[j] = conf->servers[j - 1];
@@ -217,8 +218,8 @@ static void conf_from_desc(const struct rkv_range_desc *desc,
 struct replica_boot {
     struct rkv_range_entry *stored; /* owned by the store's allocator */
     size_t n_stored;
-    RkvRaft__Entry *entries;        /* owned; data borrowed from stored */
-    RkvRaft__Entry **pointers;      /* owned */
+    RkvRaft__Entry *entries;   /* owned; data borrowed from stored */
+    RkvRaft__Entry **pointers; /* owned */
 };
 
 static void replica_boot_free(struct replica_boot *rb)
@@ -384,123 +385,6 @@ static int node_open_replicas(struct rkv_node *node)
     return rv;
 }
 
-/* ---- placeholder replicas ---------------------------------------------- */
-
-/* Returns whether an attempt for range_id was made recently; records this
- * one otherwise. */
-static bool placeholder_recently_tried(struct rkv_node *node,
-                                       uint64_t range_id, uint64_t now_ms)
-{
-    for (size_t i = 0; i < RKV_NODE_UNINIT_SLOTS; i++) {
-        if (node->uninit_attempts[i].range_id == range_id &&
-            now_ms < node->uninit_attempts[i].at_ms +
-                         RKV_NODE_UNINIT_RETRY_MS) {
-            return true;
-        }
-    }
-    node->uninit_attempts[node->uninit_next].range_id = range_id;
-    node->uninit_attempts[node->uninit_next].at_ms = now_ms;
-    node->uninit_next = (node->uninit_next + 1) % RKV_NODE_UNINIT_SLOTS;
-    return false;
-}
-
-static bool spans_overlap(const struct rkv_range_desc *a,
-                          const struct rkv_range_desc *b)
-{
-    /* [a.start, a.end) and [b.start, b.end) overlap unless one ends at or
-     * before the other starts; an empty end key is the keyspace end. */
-    bool a_ends_first = a->end_key_len > 0 &&
-                        compare_keys(a->end_key, a->end_key_len, b->start_key,
-                                     b->start_key_len) <= 0;
-    bool b_ends_first = b->end_key_len > 0 &&
-                        compare_keys(b->end_key, b->end_key_len, a->start_key,
-                                     a->start_key_len) <= 0;
-
-    return !a_ends_first && !b_ends_first;
-}
-
-/* Looks range_id up in this node's copy of the meta records. A placeholder
- * is due only when no initialized local replica overlaps its span, because
- * an overlapping one creates the range itself when it applies the split. */
-static bool placeholder_is_due(struct rkv_node *node, uint64_t range_id)
-{
-    struct rkv_range_rtxn *rtxn;
-    struct rkv_range_desc *descs = NULL;
-    size_t n_descs = 0;
-    const struct rkv_range_desc *meta = NULL;
-    bool due = false;
-
-    if (rkv_range_rtxn_begin(node->store, &rtxn) != 0) {
-        return false;
-    }
-    if (rkv_range_meta_list(rtxn, &descs, &n_descs) == 0) {
-        for (size_t i = 0; i < n_descs && meta == NULL; i++) {
-            if (descs[i].range_id == range_id) {
-                meta = &descs[i];
-            }
-        }
-    }
-    if (meta != NULL) {
-        due = true;
-        for (size_t i = 0; i < node->n_buckets && due; i++) {
-            for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
-                 r = r->hash_next) {
-                if (r->initialized && spans_overlap(&r->desc, meta)) {
-                    due = false;
-                    break;
-                }
-            }
-        }
-    }
-    rkv_free(descs);
-    rkv_range_rtxn_end(rtxn);
-    return due;
-}
-
-struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
-                                                        uint64_t range_id)
-{
-    struct rkv_node__replica *r = NULL;
-    struct rkv_range_wtxn *wtxn;
-    struct rkv_range_state state;
-    int rv;
-
-    if (node->cluster_id == 0 ||
-        placeholder_recently_tried(node, range_id, rkv_monotonic_ms()) ||
-        !placeholder_is_due(node, range_id)) {
-        return NULL;
-    }
-
-    /* One small synchronous transaction on the loop thread: this happens
-     * once per range that a snapshot made this node skip. */
-    rv = rkv_range_wtxn_begin(node->store, &wtxn);
-    if (rv == 0) {
-        rv = rkv_range_create_uninit(wtxn, range_id);
-        if (rv != 0) {
-            rkv_range_wtxn_abort(wtxn);
-        } else {
-            rv = rkv_range_wtxn_commit(wtxn);
-        }
-    }
-    if (rv == 0) {
-        rv = rkv_range_state_load(node->store, range_id, &state);
-    }
-    if (rv == 0) {
-        rv = rkv_node__replica_open(node, &state, &r);
-    }
-    if (rv != 0) {
-        RKV_LOG(RKV_WARN, "creating placeholder replica failed range=%llu "
-                          "error=%s",
-                (unsigned long long)range_id, rkv_strerror(rv));
-        return NULL;
-    }
-    RKV_LOG(RKV_INFO, "created placeholder replica range=%llu, waiting for "
-                      "a snapshot",
-            (unsigned long long)range_id);
-    rkv_node__replay_held(r);
-    return r;
-}
-
 /* ---- bootstrap and init ------------------------------------------------- */
 
 int rkv_node__bootstrap(struct rkv_node *node, uint64_t cluster_id)
@@ -643,81 +527,6 @@ static void node_check_cb(uv_check_t *check)
     rkv_node__io_flush(&node->io);
 }
 
-/* Returns whether node_id is a connected voter of r's range. */
-static bool spread_target_ok(struct rkv_node *node,
-                             const struct rkv_node__replica *r,
-                             uint64_t node_id)
-{
-    for (size_t i = 0; i < r->desc.n_replicas; i++) {
-        const struct rkv_range_replica *rep = &r->desc.replicas[i];
-
-        if (rep->node_id == node_id && !rep->learner) {
-            return node->peers[node_id - 1].connected;
-        }
-    }
-    return false;
-}
-
-/* Leadership spread: a node leading more than its share of ranges hands
- * some to other voters. Leaders, and with them the write load, then do not
- * pile up on the node that won the elections or drove the splits. It runs
- * every RKV_NODE_SPREAD_INTERVAL_MS and moves at most
- * RKV_NODE_SPREAD_MOVES_MAX ranges per run, so leadership moves gradually
- * and the nodes converge without coordination. */
-static void node_spread_leadership(struct rkv_node *node)
-{
-    size_t n_leaders = 0;
-    size_t share;
-    size_t n_moves = 0;
-    uint64_t next_target = node->spread_next_target;
-
-    for (size_t i = 0; i < node->n_buckets; i++) {
-        for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
-             r = r->hash_next) {
-            n_leaders += r->role == RKV_RAFT_LEADER;
-        }
-    }
-    /* Every member has a replica of every range, so each one's fair share
-     * is the range count over the member count, rounded up. */
-    share = (node->n_replicas + node->n_peers - 1) / node->n_peers;
-    if (n_leaders <= share) {
-        return;
-    }
-    for (size_t i = 0; i < node->n_buckets && n_moves < n_leaders - share &&
-                       n_moves < RKV_NODE_SPREAD_MOVES_MAX;
-         i++) {
-        for (struct rkv_node__replica *r = node->buckets[i];
-             r != NULL && n_moves < n_leaders - share; r = r->hash_next) {
-            uint64_t to;
-
-            if (r->role != RKV_RAFT_LEADER ||
-                r->split_state != RKV_NODE_SPLIT_IDLE || !r->initialized) {
-                continue;
-            }
-            next_target = next_target % node->n_peers + 1;
-            to = next_target;
-            if (to == node->node_id) {
-                next_target = next_target % node->n_peers + 1;
-                to = next_target;
-            }
-            if (to == node->node_id || !spread_target_ok(node, r, to)) {
-                continue;
-            }
-            rkv_node__replica_wake(r);
-            if (rkv_raft_transfer_leadership(r->raft, to) == 0) {
-                RKV_LOG(RKV_INFO,
-                        "spreading leadership range=%llu to=%llu leaders=%zu "
-                        "share=%zu",
-                        (unsigned long long)r->range_id,
-                        (unsigned long long)to, n_leaders, share);
-                rkv_node__replica_mark(r);
-                n_moves++;
-            }
-        }
-    }
-    node->spread_next_target = next_target;
-}
-
 static void node_tick_cb(uv_timer_t *timer)
 {
     struct rkv_node *node = timer->data;
@@ -731,7 +540,7 @@ static void node_tick_cb(uv_timer_t *timer)
     rkv_node__held_expire(node, now_ms);
     if (now_ms >= node->spread_after_ms) {
         node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
-        node_spread_leadership(node);
+        rkv_node__spread_leadership(node);
     }
 }
 
@@ -816,25 +625,24 @@ static int node_configure(struct rkv_node *node,
 {
     if (config->store_dir == NULL || config->store_dir[0] == '\0' ||
         strlen(config->store_dir) >= sizeof(node->store_dir)) {
-        snprintf(errmsg, errmsg_len, "invalid store folder: set store_dir "
-                                     "(--store) to a path under 512 bytes");
+        snprintf(errmsg, errmsg_len,
+                 "invalid store folder: set store_dir "
+                 "(--store) to a path under 512 bytes");
         return RKV_ECONFIG;
     }
-    snprintf(node->store_dir, sizeof(node->store_dir), "%s",
-             config->store_dir);
+    snprintf(node->store_dir, sizeof(node->store_dir), "%s", config->store_dir);
     if (config->n_join == 0 || config->n_join > RKV_NODE_JOIN_MAX) {
         snprintf(errmsg, errmsg_len,
                  "invalid join list: expected 1 to %d peer addresses",
                  RKV_NODE_JOIN_MAX);
         return RKV_ECONFIG;
     }
-    if (copy_addr(node->listen_addr, config->listen_addr, "127.0.0.1:0") !=
-            0 ||
+    if (copy_addr(node->listen_addr, config->listen_addr, "127.0.0.1:0") != 0 ||
         copy_addr(node->client_listen_addr, config->client_addr,
                   "127.0.0.1:0") != 0 ||
         copy_addr(node->advertise_addr, config->advertise_addr, NULL) != 0 ||
-        copy_addr(node->advertise_client_addr,
-                  config->advertise_client_addr, NULL) != 0) {
+        copy_addr(node->advertise_client_addr, config->advertise_client_addr,
+                  NULL) != 0) {
         snprintf(errmsg, errmsg_len,
                  "invalid address: expected HOST:PORT under %d bytes",
                  RKV_NODE_ADDR_MAX);
@@ -853,9 +661,8 @@ static int node_configure(struct rkv_node *node,
             return RKV_ECONFIG;
         }
     }
-    node->split_bytes = config->split_bytes != 0
-                            ? config->split_bytes
-                            : RKV_NODE_SPLIT_BYTES_DEFAULT;
+    node->split_bytes = config->split_bytes != 0 ? config->split_bytes
+                                                 : RKV_NODE_SPLIT_BYTES_DEFAULT;
     node->tick_ms = config->tick_ms != 0 ? config->tick_ms : 100;
     node->log_compact_entries = config->log_compact_entries != 0
                                     ? config->log_compact_entries

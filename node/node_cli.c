@@ -28,41 +28,42 @@
 
 static void start_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: rangekv start --store DIR --join HOST:PORT[,HOST:PORT...]\n"
-            "                     [options]\n\n"
-            "Runs one node in the foreground until SIGINT or SIGTERM.\n\n"
-            "options:\n"
-            "  --store DIR                  data folder (created if missing)\n"
-            "  --listen-addr HOST:PORT      peer (Raft) listener; port 0 picks\n"
-            "                               one (default 127.0.0.1:0)\n"
-            "  --client-addr HOST:PORT      client RPC listener (default\n"
-            "                               127.0.0.1:0)\n"
-            "  --advertise-addr HOST:PORT   peer address told to other nodes\n"
-            "                               (default: the bound listen address)\n"
-            "  --advertise-client-addr HOST:PORT\n"
-            "                               client address told to clients\n"
-            "                               (default: the bound client address)\n"
-            "  --join LIST                  comma-separated peer addresses of\n"
-            "                               all initial members, same order on\n"
-            "                               every member\n"
-            "  --node-id N                  node id (default: 1-based position\n"
-            "                               of this node in --join)\n"
-            "  --split-bytes N              range split threshold in bytes\n"
-            "                               (default 536870912, 512 MiB)\n"
-            "  --cluster-secret S           shared secret that authenticates\n"
-            "                               peers (default: none)\n"
-            "  --log-level L                debug, info, warn or error\n"
-            "                               (default info)\n"
-            "  --tick-ms N                  Raft tick in milliseconds\n"
-            "                               (default 100)\n"
-            "  --log-compact-entries N      applied Raft log entries each range\n"
-            "                               keeps for lagging followers; older\n"
-            "                               ones are compacted (default 20000)\n"
-            "  --no-sync                    skip fsync (tests only: a crash\n"
-            "                               loses acknowledged writes)\n\n"
-            "Once both listeners are bound the node writes DIR/addresses:\n"
-            "\"peer HOST:PORT\" and \"client HOST:PORT\".\n");
+    fprintf(
+        out,
+        "usage: rangekv start --store DIR --join HOST:PORT[,HOST:PORT...]\n"
+        "                     [options]\n\n"
+        "Runs one node in the foreground until SIGINT or SIGTERM.\n\n"
+        "options:\n"
+        "  --store DIR                  data folder (created if missing)\n"
+        "  --listen-addr HOST:PORT      peer (Raft) listener; port 0 picks\n"
+        "                               one (default 127.0.0.1:0)\n"
+        "  --client-addr HOST:PORT      client RPC listener (default\n"
+        "                               127.0.0.1:0)\n"
+        "  --advertise-addr HOST:PORT   peer address sent to other nodes\n"
+        "                               (default: the bound listen address)\n"
+        "  --advertise-client-addr HOST:PORT\n"
+        "                               client address sent to clients\n"
+        "                               (default: the bound client address)\n"
+        "  --join LIST                  comma-separated peer addresses of\n"
+        "                               all initial members, same order on\n"
+        "                               every member\n"
+        "  --node-id N                  node id (default: 1-based position\n"
+        "                               of this node in --join)\n"
+        "  --split-bytes N              range split threshold in bytes\n"
+        "                               (default 536870912, 512 MiB)\n"
+        "  --cluster-secret S           shared secret that authenticates\n"
+        "                               peers (default: none)\n"
+        "  --log-level L                debug, info, warn or error\n"
+        "                               (default info)\n"
+        "  --tick-ms N                  Raft tick in milliseconds\n"
+        "                               (default 100)\n"
+        "  --log-compact-entries N      applied Raft log entries each range\n"
+        "                               keeps for lagging followers; older\n"
+        "                               ones are compacted (default 20000)\n"
+        "  --no-sync                    skip fsync (tests only: a crash\n"
+        "                               loses acknowledged writes)\n\n"
+        "Once both listeners are bound the node writes DIR/addresses:\n"
+        "\"peer HOST:PORT\" and \"client HOST:PORT\".\n");
 }
 
 static int parse_log_level(const char *text, enum rkv_log_level *level)
@@ -167,24 +168,30 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
         return 0;
     case OPT_JOIN:
         if (parse_join(arg, join, &cfg->n_join) != 0) {
-            fprintf(stderr, "rangekv start: --join lists more than %d "
-                            "members\n", RKV_NODE_JOIN_MAX);
+            fprintf(stderr,
+                    "rangekv start: --join lists more than %d "
+                    "members\n",
+                    RKV_NODE_JOIN_MAX);
             return RKV_ECONFIG;
         }
         cfg->join = join;
         return 0;
     case OPT_NODE_ID:
         if (parse_u64(arg, &value) != 0 || value == 0) {
-            fprintf(stderr, "rangekv start: invalid --node-id '%s': expected "
-                            "a positive integer\n", arg);
+            fprintf(stderr,
+                    "rangekv start: invalid --node-id '%s': expected "
+                    "a positive integer\n",
+                    arg);
             return RKV_ECONFIG;
         }
         cfg->node_id = value;
         return 0;
     case OPT_SPLIT_BYTES:
         if (parse_u64(arg, &value) != 0 || value == 0) {
-            fprintf(stderr, "rangekv start: invalid --split-bytes '%s': "
-                            "expected a positive number of bytes\n", arg);
+            fprintf(stderr,
+                    "rangekv start: invalid --split-bytes '%s': "
+                    "expected a positive number of bytes\n",
+                    arg);
             return RKV_ECONFIG;
         }
         cfg->split_bytes = value;
@@ -194,16 +201,20 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
         return 0;
     case OPT_LOG_LEVEL:
         if (parse_log_level(arg, &level) != 0) {
-            fprintf(stderr, "rangekv start: invalid --log-level '%s': "
-                            "expected debug, info, warn or error\n", arg);
+            fprintf(stderr,
+                    "rangekv start: invalid --log-level '%s': "
+                    "expected debug, info, warn or error\n",
+                    arg);
             return RKV_ECONFIG;
         }
         rkv_log_set_level(level);
         return 0;
     case OPT_TICK_MS:
         if (parse_u64(arg, &value) != 0 || value == 0 || value > 10000) {
-            fprintf(stderr, "rangekv start: invalid --tick-ms '%s': expected "
-                            "1 to 10000 milliseconds\n", arg);
+            fprintf(stderr,
+                    "rangekv start: invalid --tick-ms '%s': expected "
+                    "1 to 10000 milliseconds\n",
+                    arg);
             return RKV_ECONFIG;
         }
         cfg->tick_ms = (uint32_t)value;
@@ -213,8 +224,10 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
         return 0;
     case OPT_LOG_COMPACT:
         if (parse_u64(arg, &value) != 0 || value < 10) {
-            fprintf(stderr, "rangekv start: invalid --log-compact-entries "
-                            "'%s': expected at least 10 entries\n", arg);
+            fprintf(stderr,
+                    "rangekv start: invalid --log-compact-entries "
+                    "'%s': expected at least 10 entries\n",
+                    arg);
             return RKV_ECONFIG;
         }
         cfg->log_compact_entries = value;
@@ -435,8 +448,7 @@ static int init_main(int argc, char **argv)
     rv = response->error;
     if (rv != 0) {
         fprintf(stderr, "rangekv init: %s: %s\n", rkv_strerror(rv),
-                response->error_message != NULL ? response->error_message
-                                                : "");
+                response->error_message != NULL ? response->error_message : "");
     } else if (response->result_case == RKV__RPC__RESPONSE__RESULT_INIT) {
         printf("cluster initialized cluster_id=%" PRIu64 "\n",
                response->init->cluster_id);

@@ -76,8 +76,7 @@
  * RKV_NODE_SNAPSHOT_CHUNK_MAX. */
 #define RKV_NODE_SNAPSHOT_CHUNK_BYTES (1u << 20)
 #define RKV_NODE_SNAPSHOT_CHUNK_MAX                                            \
-    (RKV_NODE_SNAPSHOT_CHUNK_BYTES + RKV_RANGE_VALUE_MAX_DEFAULT +            \
-     64u * 1024)
+    (RKV_NODE_SNAPSHOT_CHUNK_BYTES + RKV_RANGE_VALUE_MAX_DEFAULT + 64u * 1024)
 /* Attempts to create a placeholder replica for one unknown range id are at
  * least this far apart. */
 #define RKV_NODE_UNINIT_RETRY_MS 1000
@@ -116,17 +115,17 @@ enum rkv_node__wait {
 /* One client request in flight; owned by the node from decode to
  * response. */
 struct rkv_node__request {
-    struct rkv_node *node;            /* borrowed */
-    struct rkv_node__client *client;  /* holds one reference */
-    Rkv__Rpc__Request *msg;           /* owned, freed on answer */
-    uint64_t deadline_ms;             /* monotonic */
+    struct rkv_node *node;           /* borrowed */
+    struct rkv_node__client *client; /* holds one reference */
+    Rkv__Rpc__Request *msg;          /* owned, freed on answer */
+    uint64_t deadline_ms;            /* monotonic */
     enum rkv_node__wait wait;
-    uint64_t range_id;                /* the replica it waits on */
-    uint64_t index;                   /* proposal: entry index; read: index
-                                         to apply first (0 until known) */
-    uint64_t term;                    /* proposal: entry term */
-    uint64_t read_ctx;                /* read: ReadIndex context */
-    struct rkv_node__request *prev;   /* the list it waits on */
+    uint64_t range_id;              /* the replica it waits on */
+    uint64_t index;                 /* proposal: entry index; read: index
+                                       to apply first (0 until known) */
+    uint64_t term;                  /* proposal: entry term */
+    uint64_t read_ctx;              /* read: ReadIndex context */
+    struct rkv_node__request *prev; /* the list it waits on */
     struct rkv_node__request *next;
     struct rkv_node__request *all_prev; /* every request, by deadline */
     struct rkv_node__request *all_next;
@@ -142,7 +141,7 @@ struct rkv_node__request_list {
 struct rkv_node__client {
     struct rkv_node__conn conn;
     struct rkv_node *node;
-    unsigned refs;          /* pending requests plus the open socket */
+    unsigned refs;                 /* pending requests plus the open socket */
     struct rkv_node__client *prev; /* node's client list */
     struct rkv_node__client *next;
 };
@@ -151,20 +150,19 @@ struct rkv_node__client {
 
 /* Called on the loop thread when an internal proposal applied (rv 0), failed
  * or timed out. result is borrowed for the call, NULL on failure. */
-typedef void (*rkv_node__propose_cb)(void *data, int rv,
-                                     const struct rkv_range_apply_result
-                                         *result);
+typedef void (*rkv_node__propose_cb)(
+    void *data, int rv, const struct rkv_range_apply_result *result);
 
 /* An internal proposal waiting for its entry, local or forwarded. */
 struct rkv_node__iprop {
-    uint64_t id;                 /* forward request id; 0 when local */
+    uint64_t id; /* forward request id; 0 when local */
     uint64_t range_id;
-    uint64_t index;              /* local: entry index */
-    uint64_t term;               /* local: entry term */
-    uint64_t from_node_id;       /* proposed for a peer: reply to it */
-    uint64_t peer_request_id;    /* the peer's request id */
+    uint64_t index;           /* local: entry index */
+    uint64_t term;            /* local: entry term */
+    uint64_t from_node_id;    /* proposed for a peer: reply to it */
+    uint64_t peer_request_id; /* the peer's request id */
     uint64_t deadline_ms;
-    rkv_node__propose_cb cb;     /* NULL when proposed for a peer */
+    rkv_node__propose_cb cb; /* NULL when proposed for a peer */
     void *data;
     struct rkv_node__iprop *next;
 };
@@ -172,23 +170,23 @@ struct rkv_node__iprop {
 /* State of a split driven by the leader of a range. */
 enum rkv_node__split_state {
     RKV_NODE_SPLIT_IDLE = 0,
-    RKV_NODE_SPLIT_ALLOC,   /* waiting for a range id from range 1 */
-    RKV_NODE_SPLIT_APPLY,   /* waiting for the split entry */
-    RKV_NODE_SPLIT_META,    /* waiting for the meta update on range 1 */
+    RKV_NODE_SPLIT_ALLOC, /* waiting for a range id from range 1 */
+    RKV_NODE_SPLIT_APPLY, /* waiting for the split entry */
+    RKV_NODE_SPLIT_META,  /* waiting for the meta update on range 1 */
 };
 
 /* ---- replicas ----------------------------------------------------------- */
 
 /* One range's replica on this node. */
 struct rkv_node__replica {
-    struct rkv_node *node;              /* borrowed */
+    struct rkv_node *node; /* borrowed */
     uint64_t range_id;
-    struct rkv_raft *raft;              /* owned */
-    struct rkv_range_desc desc;         /* current local descriptor */
-    bool initialized;                   /* desc is valid */
-    struct rkv_range_stats stats;       /* as of applied_index */
-    uint64_t applied_index;             /* durable and applied */
-    uint64_t leader_id;                 /* replica (= node) id, 0: unknown */
+    struct rkv_raft *raft;        /* owned */
+    struct rkv_range_desc desc;   /* current local descriptor */
+    bool initialized;             /* desc is valid */
+    struct rkv_range_stats stats; /* as of applied_index */
+    uint64_t applied_index;       /* durable and applied */
+    uint64_t leader_id;           /* replica (= node) id, 0: unknown */
     enum rkv_raft_role role;
 
     struct rkv_node__request_list proposals; /* by index */
@@ -202,34 +200,34 @@ struct rkv_node__replica {
     uint8_t split_key[RKV_RANGE_KEY_MAX];
     size_t split_key_len;
     struct rkv_node__request_list split_waiters; /* SplitRequests */
-    uint64_t split_check_after_ms;      /* earliest next automatic check */
+    uint64_t split_check_after_ms; /* earliest next automatic check */
 
     /* Log compaction and snapshots. */
-    uint64_t compacted_index;           /* log starts after this index */
-    uint64_t compact_pending;           /* compact up to this; 0: none */
+    uint64_t compacted_index; /* log starts after this index */
+    uint64_t compact_pending; /* compact up to this; 0: none */
     struct rkv_range_snapshot_reader *snap_readers[RKV_NODE_JOIN_MAX];
-                                        /* leader: one per peer, owned */
-    uint64_t snap_indexes[RKV_NODE_JOIN_MAX];  /* index of each reader */
+    /* leader: one per peer, owned */
+    uint64_t snap_indexes[RKV_NODE_JOIN_MAX];   /* index of each reader */
     uint32_t snap_next_seqs[RKV_NODE_JOIN_MAX]; /* next chunk expected */
 
-    bool on_work_list;                  /* has Raft work to collect */
+    bool on_work_list; /* has Raft work to collect */
     struct rkv_node__replica *work_next;
     struct rkv_node__replica *hash_next;
-    uint64_t n_ticks_idle;              /* leader: ticks idle in a row */
-    bool quiesced;                      /* not ticked until woken */
+    uint64_t n_ticks_idle; /* leader: ticks idle in a row */
+    bool quiesced;         /* not ticked until woken */
 };
 
 /* ---- writer ------------------------------------------------------------- */
 
 /* One replica's ready batch inside a writer batch. */
 struct rkv_node__witem {
-    struct rkv_node__replica *replica;        /* borrowed */
-    struct rkv_raft_ready *rd;                /* owned */
-    struct rkv_range_entry *entries;          /* owned; rd->entries */
-    struct rkv_range_entry *committed;        /* owned; rd->committed */
-    struct rkv_range_apply_result *results;   /* owned; per committed */
-    uint64_t compact_index;                   /* compact the log up to this
-                                                 after the applies; 0: no */
+    struct rkv_node__replica *replica;      /* borrowed */
+    struct rkv_raft_ready *rd;              /* owned */
+    struct rkv_range_entry *entries;        /* owned; rd->entries */
+    struct rkv_range_entry *committed;      /* owned; rd->committed */
+    struct rkv_range_apply_result *results; /* owned; per committed */
+    uint64_t compact_index;                 /* compact the log up to this
+                                               after the applies; 0: no */
     struct rkv_node__witem *next;
 };
 
@@ -238,19 +236,19 @@ struct rkv_node__wbatch {
     struct rkv_node__witem *head;
     struct rkv_node__witem *tail;
     size_t n_items;
-    int rv;                                   /* commit status */
+    int rv; /* commit status */
 };
 
 struct rkv_node__writer {
     pthread_t thread;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
-    struct rkv_node__wbatch *submitted;  /* given to the thread; NULL idle */
-    struct rkv_node__wbatch *done;       /* finished, not yet taken */
-    bool stop;                           /* the thread exits when idle */
-    bool busy;                           /* a batch is submitted or done */
-    uv_async_t async;                    /* wakes the loop on completion */
-    struct rkv_range_store *store;       /* borrowed */
+    struct rkv_node__wbatch *submitted; /* given to the thread; NULL idle */
+    struct rkv_node__wbatch *done;      /* finished, not yet taken */
+    bool stop;                          /* the thread exits when idle */
+    bool busy;                          /* a batch is submitted or done */
+    uv_async_t async;                   /* wakes the loop on completion */
+    struct rkv_range_store *store;      /* borrowed */
 };
 
 /* ---- peers -------------------------------------------------------------- */
@@ -261,7 +259,7 @@ struct rkv_node__peer;
 struct rkv_node__peer_in {
     struct rkv_node__conn conn;
     struct rkv_node *node;
-    uint64_t node_id;          /* from Hello; 0 before it */
+    uint64_t node_id; /* from Hello; 0 before it */
     struct rkv_node__peer_in *prev;
     struct rkv_node__peer_in *next;
 };
@@ -277,10 +275,10 @@ struct rkv_node__peer {
     uv_connect_t connect_req;
     uv_timer_t retry_timer;
     uint64_t backoff_ms;
-    uint64_t last_heard_ms;              /* last frame received from it */
-    uint64_t connected_ms;               /* when out last connected */
-    unsigned n_failures;                 /* consecutive dial failures */
-    uint64_t n_dropped;                  /* messages dropped while down */
+    uint64_t last_heard_ms; /* last frame received from it */
+    uint64_t connected_ms;  /* when out last connected */
+    unsigned n_failures;    /* consecutive dial failures */
+    uint64_t n_dropped;     /* messages dropped while down */
 };
 
 /* A Raft message held for a range not created yet; owns its bytes. */
@@ -297,8 +295,8 @@ struct rkv_node__held {
 struct rkv_node__counters {
     uint64_t n_proposals;
     uint64_t n_puts;
-    uint64_t n_batches;       /* writer batches */
-    uint64_t n_ready;         /* ready batches committed */
+    uint64_t n_batches; /* writer batches */
+    uint64_t n_ready;   /* ready batches committed */
 };
 
 struct rkv_node {
@@ -308,26 +306,26 @@ struct rkv_node {
     char client_listen_addr[RKV_NODE_ADDR_MAX];
     char advertise_addr[RKV_NODE_ADDR_MAX];
     char advertise_client_addr[RKV_NODE_ADDR_MAX];
-    char *cluster_secret;               /* owned; NULL: none */
-    uint8_t auth_digest[32];            /* SHA-256 of secret and node id */
+    char *cluster_secret;    /* owned; NULL: none */
+    uint8_t auth_digest[32]; /* SHA-256 of secret and node id */
     uint64_t split_bytes;
     uint32_t tick_ms;
-    uint64_t log_compact_entries;       /* compaction threshold, entries */
+    uint64_t log_compact_entries; /* compaction threshold, entries */
     bool no_sync;
 
     uint64_t node_id;
-    uint64_t cluster_id;                /* 0 until initialized */
+    uint64_t cluster_id; /* 0 until initialized */
     uint64_t start_ms;
     uint64_t rand_state;
 
-    struct rkv_range_store *store;      /* owned */
+    struct rkv_range_store *store; /* owned */
 
     uv_loop_t loop;
     pthread_t thread;
     uv_async_t stop_async;
     uv_async_t init_async;
     uv_timer_t tick_timer;
-    uv_check_t check;                   /* collects Raft work, flushes */
+    uv_check_t check; /* collects Raft work, flushes */
     uv_tcp_t peer_listener;
     uv_tcp_t client_listener;
     struct rkv_node__io io;
@@ -335,7 +333,7 @@ struct rkv_node {
     struct rkv_node__peer peers[RKV_NODE_JOIN_MAX]; /* index = node id - 1 */
     size_t n_peers;
     struct rkv_node__peer_in *peers_in;
-    uint64_t n_rejected;                /* Hellos rejected since start */
+    uint64_t n_rejected; /* Hellos rejected since start */
     struct rkv_node__client *clients;
 
     /* Replicas by range id (hash table), and a by-start-key index of the
@@ -343,9 +341,9 @@ struct rkv_node {
     struct rkv_node__replica **buckets;
     size_t n_buckets;
     size_t n_replicas;
-    struct rkv_node__replica **by_key;  /* sorted by desc.start_key */
+    struct rkv_node__replica **by_key; /* sorted by desc.start_key */
     size_t n_by_key;
-    bool by_key_stale;                  /* rebuild before the next use */
+    bool by_key_stale; /* rebuild before the next use */
 
     struct rkv_node__replica *work_head; /* replicas with Raft work */
     struct rkv_node__wbatch *next_batch; /* collecting for the writer */
@@ -355,22 +353,22 @@ struct rkv_node {
     struct rkv_node__request *all_tail;
     size_t n_requests;
 
-    struct rkv_node__iprop *iprops;     /* internal proposals waiting */
+    struct rkv_node__iprop *iprops; /* internal proposals waiting */
     struct {
         uint64_t range_id;
         uint64_t at_ms;
     } uninit_attempts[RKV_NODE_UNINIT_SLOTS]; /* recent placeholder checks */
-    size_t uninit_next;                 /* slot overwritten next */
-    struct rkv_node__held *held_head;   /* messages for absent ranges */
+    size_t uninit_next;                       /* slot overwritten next */
+    struct rkv_node__held *held_head;         /* messages for absent ranges */
     struct rkv_node__held *held_tail;
     size_t n_held;
     size_t held_bytes;
     uint64_t next_iprop_id;
 
     struct rkv_node__counters counters;
-    uint64_t spread_after_ms;           /* next leadership spread check */
-    uint64_t spread_next_target;        /* round-robin transfer target */
-    uint64_t n_ticks;                   /* ticks since start */
+    uint64_t spread_after_ms;    /* next leadership spread check */
+    uint64_t spread_next_target; /* round-robin transfer target */
+    uint64_t n_ticks;            /* ticks since start */
     bool stopping;
 
     /* Init handshake with the calling thread of rkv_node_init(). */
@@ -400,8 +398,16 @@ int rkv_node__replica_open(struct rkv_node *node,
 int rkv_node__init_cluster(struct rkv_node *node, uint64_t *cluster_id_out);
 /* Bootstraps the cluster on this node with the given cluster id. */
 int rkv_node__bootstrap(struct rkv_node *node, uint64_t cluster_id);
+/* Orders keys as LMDB does: bytewise, a prefix before its extensions. */
+int rkv_node__compare_keys(const uint8_t *a, size_t a_len, const uint8_t *b,
+                           size_t b_len);
 /* Returns the client address of a node ("" when unknown). */
 const char *rkv_node__client_addr_of(struct rkv_node *node, uint64_t node_id);
+
+/* ---- spread.c ----------------------------------------------------------- */
+
+/* Transfers leaderships while this node leads more than its share. */
+void rkv_node__spread_leadership(struct rkv_node *node);
 
 /* ---- replica.c ---------------------------------------------------------- */
 
@@ -462,8 +468,7 @@ void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg);
 /* Sends a forwarded proposal or its result to a peer. */
 int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
                            const Rkv__Peer__Propose *propose);
-void rkv_node__send_propose_result(struct rkv_node *node,
-                                   uint64_t to_node_id,
+void rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
                                    const Rkv__Peer__ProposeResult *result);
 /* Tells a peer that a range is quiesced. */
 void rkv_node__send_quiesce(struct rkv_node *node, uint64_t to_node_id,
@@ -510,13 +515,12 @@ void rkv_node__request_list_append(struct rkv_node__request_list *list,
  * threshold. */
 void rkv_node__split_maybe(struct rkv_node__replica *replica);
 /* Starts a split at key (a SplitRequest); req waits on the replica. */
-int rkv_node__split_start(struct rkv_node__replica *replica,
-                          const uint8_t *key, size_t key_len,
-                          struct rkv_node__request *req);
+int rkv_node__split_start(struct rkv_node__replica *replica, const uint8_t *key,
+                          size_t key_len, struct rkv_node__request *req);
 /* A committed split applied on this node: creates the right-hand replica
  * and advances the split driver. */
-void rkv_node__split_applied(struct rkv_node__replica *replica,
-                             uint64_t index, uint64_t term,
+void rkv_node__split_applied(struct rkv_node__replica *replica, uint64_t index,
+                             uint64_t term,
                              const struct rkv_range_apply_result *result);
 /* Proposes command to range_id on its leader, local or remote. On success
  * cb runs once, later, unless the node stops first (stop frees waiting
@@ -525,8 +529,8 @@ int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,
                            const uint8_t *command, size_t command_len,
                            rkv_node__propose_cb cb, void *data);
 /* Matches an applied entry against waiting internal proposals. */
-void rkv_node__iprop_applied(struct rkv_node__replica *replica,
-                             uint64_t index, uint64_t term,
+void rkv_node__iprop_applied(struct rkv_node__replica *replica, uint64_t index,
+                             uint64_t term,
                              const struct rkv_range_apply_result *result);
 /* Handles a Propose or ProposeResult from a peer. */
 void rkv_node__iprop_recv(struct rkv_node *node, uint64_t from_node_id,

@@ -82,8 +82,8 @@ static void replica_role_changed(struct rkv_node__replica *replica,
     }
 }
 
-static struct rkv_node__request *
-find_read(struct rkv_node__replica *replica, uint64_t ctx)
+static struct rkv_node__request *find_read(struct rkv_node__replica *replica,
+                                           uint64_t ctx)
 {
     for (struct rkv_node__request *req = replica->reads.head; req != NULL;
          req = req->next) {
@@ -177,15 +177,16 @@ static void replica_serve_snapshot(struct rkv_node__replica *r,
         rv = snapshot_reader_open(r, slot);
     } else if (r->snap_readers[slot] == NULL ||
                r->snap_next_seqs[slot] != sr->chunk_seq) {
-        RKV_LOG(RKV_DEBUG, "ignored snapshot chunk request range=%llu "
-                           "peer=%llu chunk=%u",
+        RKV_LOG(RKV_DEBUG,
+                "ignored snapshot chunk request range=%llu "
+                "peer=%llu chunk=%u",
                 (unsigned long long)r->range_id, (unsigned long long)sr->to,
                 (unsigned)sr->chunk_seq);
         return;
     }
     if (rv == 0) {
-        rv = rkv_range_snapshot_next(r->snap_readers[slot], &chunk,
-                                     &chunk_len, &last);
+        rv = rkv_range_snapshot_next(r->snap_readers[slot], &chunk, &chunk_len,
+                                     &last);
     }
     if (rv == 0) {
         rv = rkv_raft_snapshot_chunk(r->raft, sr->to, r->snap_indexes[slot],
@@ -375,11 +376,11 @@ static void item_applied(struct rkv_node *node, struct rkv_node__witem *item)
         int rv = rkv_raft_compact(r->raft, item->compact_index);
 
         if (rv != 0) {
-            RKV_LOG(RKV_WARN, "compacting raft log failed range=%llu "
-                              "index=%llu error=%s",
+            RKV_LOG(RKV_WARN,
+                    "compacting raft log failed range=%llu "
+                    "index=%llu error=%s",
                     (unsigned long long)r->range_id,
-                    (unsigned long long)item->compact_index,
-                    rkv_strerror(rv));
+                    (unsigned long long)item->compact_index, rkv_strerror(rv));
         } else {
             r->compacted_index = item->compact_index;
         }
@@ -499,8 +500,8 @@ void rkv_node__replica_step(struct rkv_node__replica *replica,
     rv = rkv_raft_step(replica->raft, msg);
     if (rv != 0) {
         RKV_LOG(RKV_DEBUG, "raft step failed range=%llu peer=%llu error=%s",
-                (unsigned long long)replica->range_id,
-                (unsigned long long)from, rkv_strerror(rv));
+                (unsigned long long)replica->range_id, (unsigned long long)from,
+                rkv_strerror(rv));
     }
     /* A message that leaves work (a response to send, entries to write)
      * wakes a quiesced range. A late heartbeat response to a leader that
@@ -616,8 +617,7 @@ static void replica_quiesce(struct rkv_node__replica *r)
     quiesce.term = rkv_raft_term(r->raft);
     quiesce.commit = rkv_raft_commit_index(r->raft);
     for (size_t i = 0; i < r->desc.n_replicas; i++) {
-        rkv_node__send_quiesce(r->node, r->desc.replicas[i].node_id,
-                               &quiesce);
+        rkv_node__send_quiesce(r->node, r->desc.replicas[i].node_id, &quiesce);
     }
     r->quiesced = true;
 }
@@ -675,8 +675,7 @@ static void replica_tick(struct rkv_node__replica *r)
 void rkv_node__tick_replicas(struct rkv_node *node)
 {
     uint64_t now_ms = rkv_monotonic_ms();
-    uint64_t election_ms =
-        (uint64_t)RKV_NODE_ELECTION_TICKS * node->tick_ms;
+    uint64_t election_ms = (uint64_t)RKV_NODE_ELECTION_TICKS * node->tick_ms;
 
     for (size_t i = 0; i < node->n_buckets; i++) {
         for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
@@ -700,8 +699,7 @@ void rkv_node__replica_free(struct rkv_node__replica *replica)
 {
     fail_request_list(&replica->proposals, RKV_ESHUTDOWN, "node stopping");
     fail_request_list(&replica->reads, RKV_ESHUTDOWN, "node stopping");
-    fail_request_list(&replica->split_waiters, RKV_ESHUTDOWN,
-                      "node stopping");
+    fail_request_list(&replica->split_waiters, RKV_ESHUTDOWN, "node stopping");
     for (size_t i = 0; i < RKV_NODE_JOIN_MAX; i++) {
         snapshot_reader_close(replica, i);
     }

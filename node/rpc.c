@@ -208,8 +208,7 @@ void rkv_node__request_fail(struct rkv_node__request *req, int rv,
                             const char *message)
 {
     request_fail_with_replica(req, rv, message,
-                              rkv_node__replica_find(req->node,
-                                                     req->range_id));
+                              rkv_node__replica_find(req->node, req->range_id));
 }
 
 /* ---- writes ------------------------------------------------------------- */
@@ -228,8 +227,7 @@ void rkv_node__request_applied(struct rkv_node__request *req,
         if (result->rv == RKV_EKEYMISMATCH && r != NULL) {
             r->desc = result->desc;
         }
-        request_fail_with_replica(req, result->rv, rkv_strerror(result->rv),
-                                  r);
+        request_fail_with_replica(req, result->rv, rkv_strerror(result->rv), r);
         return;
     }
     req->node->counters.n_puts++;
@@ -267,17 +265,15 @@ static int request_encode(struct rkv_node *node, const Rkv__Rpc__Request *msg,
                                     msg->put->value.len, buf, len, errmsg);
     case RKV__RPC__REQUEST__OP_DELETE:
         return rkv_range_encode_delete(store, msg->delete_->key.data,
-                                       msg->delete_->key.len, buf, len,
-                                       errmsg);
+                                       msg->delete_->key.len, buf, len, errmsg);
     case RKV__RPC__REQUEST__OP_CAS: {
         const Rkv__Rpc__CasRequest *c = msg->cas;
 
         return rkv_range_encode_cas(
             store, c->key.data, c->key.len,
             c->has_expected_value ? c->expected_value.data : NULL,
-            c->expected_value.len,
-            c->has_new_value ? c->new_value.data : NULL, c->new_value.len,
-            buf, len, errmsg);
+            c->expected_value.len, c->has_new_value ? c->new_value.data : NULL,
+            c->new_value.len, buf, len, errmsg);
     }
     default:
         break;
@@ -398,9 +394,9 @@ static void serve_scan(struct rkv_node__request *req,
     Rkv__Rpc__KeyValue **kv_ptrs = NULL;
     int rv;
 
-    rv = rkv_range_scan(rtxn, req->range_id, s->start_key.data,
-                        s->start_key.len, s->end_key.data, s->end_key.len,
-                        s->limit, &result);
+    rv =
+        rkv_range_scan(rtxn, req->range_id, s->start_key.data, s->start_key.len,
+                       s->end_key.data, s->end_key.len, s->limit, &result);
     if (rv != 0) {
         rkv_node__request_fail(req, rv, rkv_strerror(rv));
         return;
@@ -777,12 +773,12 @@ static void request_dispatch_keyed(struct rkv_node__request *req,
     }
     switch (msg->op_case) {
     case RKV__RPC__REQUEST__OP_GET:
-        handle_read(req, r, msg->get->has_serializable &&
-                                msg->get->serializable);
+        handle_read(req, r,
+                    msg->get->has_serializable && msg->get->serializable);
         return;
     case RKV__RPC__REQUEST__OP_SCAN:
-        handle_read(req, r, msg->scan->has_serializable &&
-                                msg->scan->serializable);
+        handle_read(req, r,
+                    msg->scan->has_serializable && msg->scan->serializable);
         return;
     default:
         break;
@@ -857,8 +853,8 @@ void rkv_node__requests_expire(struct rkv_node *node, uint64_t now_ms)
 
 /* ---- connections -------------------------------------------------------- */
 
-static int client_frame_cb(struct rkv_node__conn *conn,
-                           const uint8_t *payload, size_t payload_len)
+static int client_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
+                           size_t payload_len)
 {
     struct rkv_node__client *client = conn->data;
     struct rkv_node *node = client->node;
@@ -868,8 +864,9 @@ static int client_frame_cb(struct rkv_node__conn *conn,
 
     msg = rkv__rpc__request__unpack(NULL, payload_len, payload);
     if (msg == NULL) {
-        RKV_LOG(RKV_WARN, "closing client connection error=malformed "
-                          "request bytes=%zu",
+        RKV_LOG(RKV_WARN,
+                "closing client connection error=malformed "
+                "request bytes=%zu",
                 payload_len);
         return RKV_EMALFORMED;
     }
@@ -962,8 +959,7 @@ static void client_listener_cb(uv_stream_t *server, int status)
         rv = rkv_node__conn_start(&client->conn);
     }
     if (rv != 0) {
-        RKV_LOG(RKV_WARN, "accepting client failed error=%s",
-                uv_strerror(rv));
+        RKV_LOG(RKV_WARN, "accepting client failed error=%s", uv_strerror(rv));
         rkv_node__conn_close(&client->conn);
     }
 }
@@ -973,8 +969,8 @@ int rkv_node__rpc_start(struct rkv_node *node)
     int rv;
 
     rv = rkv_node__listen(&node->loop, &node->client_listener,
-                          node->client_listen_addr,
-                          node->advertise_client_addr, client_listener_cb);
+                          node->client_listen_addr, node->advertise_client_addr,
+                          client_listener_cb);
     node->client_listener.data = node;
     return rv;
 }

@@ -122,8 +122,8 @@ int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,
     return 0;
 }
 
-void rkv_node__iprop_applied(struct rkv_node__replica *replica,
-                             uint64_t index, uint64_t term,
+void rkv_node__iprop_applied(struct rkv_node__replica *replica, uint64_t index,
+                             uint64_t term,
                              const struct rkv_range_apply_result *result)
 {
     struct rkv_node *node = replica->node;
@@ -265,8 +265,9 @@ static void split_meta_cb(void *data, int rv,
         /* The split itself is done. A stale meta record only costs clients
          * a RKV_EKEYMISMATCH round trip, and the next split of either side
          * writes fresh records. */
-        RKV_LOG(RKV_WARN, "meta update after split failed range=%llu "
-                          "error=%s",
+        RKV_LOG(RKV_WARN,
+                "meta update after split failed range=%llu "
+                "error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
     }
     r->split_state = RKV_NODE_SPLIT_IDLE;
@@ -307,8 +308,9 @@ static void split_apply_cb(void *data, int rv,
         rkv_free(cmd);
     }
     if (rv != 0) {
-        RKV_LOG(RKV_WARN, "meta update after split failed range=%llu "
-                          "error=%s",
+        RKV_LOG(RKV_WARN,
+                "meta update after split failed range=%llu "
+                "error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
         return;
     }
@@ -465,10 +467,10 @@ void rkv_node__split_applied(struct rkv_node__replica *r, uint64_t index,
         rv = rkv_node__replica_open(node, &state, &right);
     }
     if (rv != 0) {
-        RKV_LOG(RKV_ERROR, "creating right-hand replica failed range=%llu "
-                           "error=%s",
-                (unsigned long long)result->right.range_id,
-                rkv_strerror(rv));
+        RKV_LOG(RKV_ERROR,
+                "creating right-hand replica failed range=%llu "
+                "error=%s",
+                (unsigned long long)result->right.range_id, rkv_strerror(rv));
         return;
     }
     /* The left leader campaigns at once for the right range, so it does not

@@ -144,10 +144,8 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
         hello->node_id == 0 || hello->node_id > node->n_peers ||
         hello->node_id == node->node_id) {
         level = peer_in_reject_level(node);
-        RKV_LOG(level,
-                "rejected peer error=invalid hello version=%u peer=%llu",
-                (unsigned)hello->version,
-                (unsigned long long)hello->node_id);
+        RKV_LOG(level, "rejected peer error=invalid hello version=%u peer=%llu",
+                (unsigned)hello->version, (unsigned long long)hello->node_id);
         return RKV_EPROTO;
     }
     if (node->cluster_id != 0 && hello->cluster_id != 0 &&
@@ -233,8 +231,8 @@ static void peer_in_step(struct rkv_node__peer_in *in,
     rkv_node__replica_step(replica, msg, in->node_id);
 }
 
-static int peer_in_frame_cb(struct rkv_node__conn *conn,
-                            const uint8_t *payload, size_t payload_len)
+static int peer_in_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
+                            size_t payload_len)
 {
     struct rkv_node__peer_in *in = conn->data;
     Rkv__Peer__Frame *frame;
@@ -242,14 +240,15 @@ static int peer_in_frame_cb(struct rkv_node__conn *conn,
 
     frame = rkv__peer__frame__unpack(NULL, payload_len, payload);
     if (frame == NULL) {
-        RKV_LOG(RKV_WARN, "closing peer connection error=malformed frame "
-                          "peer=%llu bytes=%zu",
+        RKV_LOG(RKV_WARN,
+                "closing peer connection error=malformed frame "
+                "peer=%llu bytes=%zu",
                 (unsigned long long)in->node_id, payload_len);
         return RKV_EMALFORMED;
     }
     if (in->node_id == 0) {
-        rv = frame->hello != NULL ? peer_in_hello(in, frame->hello)
-                                  : RKV_EPROTO;
+        rv =
+            frame->hello != NULL ? peer_in_hello(in, frame->hello) : RKV_EPROTO;
         if (frame->hello == NULL) {
             RKV_LOG(RKV_WARN, "closing peer connection error=no hello");
         }
@@ -348,8 +347,8 @@ static void peer_schedule_dial(struct rkv_node__peer *peer)
         return;
     }
     uv_timer_start(&peer->retry_timer, peer_retry_cb, peer->backoff_ms, 0);
-    peer->backoff_ms = RKV_MIN(peer->backoff_ms * 2,
-                               (uint64_t)RKV_NODE_RECONNECT_MAX_MS);
+    peer->backoff_ms =
+        RKV_MIN(peer->backoff_ms * 2, (uint64_t)RKV_NODE_RECONNECT_MAX_MS);
 }
 
 static int peer_out_frame_cb(struct rkv_node__conn *conn,
@@ -476,9 +475,8 @@ static void peer_dial(struct rkv_node__peer *peer)
         peer_schedule_dial(peer);
         return;
     }
-    rv = rkv_node__conn_init(peer->out, &node->io, &peer_out_ops, peer,
-                             "peer", RKV_NODE_PEER_FRAME_MAX,
-                             RKV_NODE_PEER_OUT_MAX);
+    rv = rkv_node__conn_init(peer->out, &node->io, &peer_out_ops, peer, "peer",
+                             RKV_NODE_PEER_FRAME_MAX, RKV_NODE_PEER_OUT_MAX);
     if (rv != 0) {
         rkv_free(peer->out);
         peer->out = NULL;
@@ -501,8 +499,7 @@ void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg)
 
     if (msg->to == 0 || msg->to > node->n_peers || msg->to == node->node_id) {
         RKV_LOG(RKV_WARN, "dropped message to unknown node range=%llu to=%llu",
-                (unsigned long long)msg->group_id,
-                (unsigned long long)msg->to);
+                (unsigned long long)msg->group_id, (unsigned long long)msg->to);
         return;
     }
     peer = &node->peers[msg->to - 1];
@@ -535,8 +532,7 @@ int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
     return rkv_node__conn_append_field(peer->out, 3, propose);
 }
 
-void rkv_node__send_propose_result(struct rkv_node *node,
-                                   uint64_t to_node_id,
+void rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
                                    const Rkv__Peer__ProposeResult *result)
 {
     struct rkv_node__peer *peer;
@@ -613,9 +609,8 @@ int rkv_node__transport_start(struct rkv_node *node)
     int rv;
 
     node->peer_listener.data = node;
-    rv = rkv_node__listen(&node->loop, &node->peer_listener,
-                          node->listen_addr, node->advertise_addr,
-                          peer_listener_cb);
+    rv = rkv_node__listen(&node->loop, &node->peer_listener, node->listen_addr,
+                          node->advertise_addr, peer_listener_cb);
     node->peer_listener.data = node;
     if (rv != 0) {
         return rv;

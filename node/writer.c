@@ -96,8 +96,7 @@ static int writer_record_item(struct rkv_range_wtxn *wtxn,
         }
     }
     if (rd->n_entries > 0) {
-        rv = rkv_range_log_append(wtxn, range_id, item->entries,
-                                  rd->n_entries);
+        rv = rkv_range_log_append(wtxn, range_id, item->entries, rd->n_entries);
         if (rv != 0) {
             return rv;
         }
@@ -140,14 +139,12 @@ static int writer_prepare_item(struct rkv_node__witem *item)
         writer_convert_entries(rd->entries, rd->n_entries, item->entries);
     }
     if (rd->n_committed > 0) {
-        item->committed =
-            rkv_calloc(rd->n_committed, sizeof(*item->committed));
+        item->committed = rkv_calloc(rd->n_committed, sizeof(*item->committed));
         item->results = rkv_calloc(rd->n_committed, sizeof(*item->results));
         if (item->committed == NULL || item->results == NULL) {
             return -ENOMEM;
         }
-        writer_convert_entries(rd->committed, rd->n_committed,
-                               item->committed);
+        writer_convert_entries(rd->committed, rd->n_committed, item->committed);
     }
     return 0;
 }

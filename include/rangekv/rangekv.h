@@ -44,9 +44,9 @@ struct rkv_node_config {
     const char *store_dir;             /* required; created when missing */
     const char *listen_addr;           /* peer (Raft) port; "127.0.0.1:0" */
     const char *client_addr;           /* client RPC port; "127.0.0.1:0" */
-    const char *advertise_addr;        /* peer address told to others;
+    const char *advertise_addr;        /* peer address sent to others;
                                           listen_addr after binding */
-    const char *advertise_client_addr; /* client address told to clients;
+    const char *advertise_client_addr; /* client address sent to clients;
                                           client_addr after binding */
     const char *const *join;           /* peer addresses of all initial
                                           members, in the same order on

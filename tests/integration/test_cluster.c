@@ -21,8 +21,7 @@ struct fixture {
     struct rkv_test_cluster cluster;
 };
 
-static void setup_compacting(struct fixture *f, size_t n,
-                             uint64_t split_bytes,
+static void setup_compacting(struct fixture *f, size_t n, uint64_t split_bytes,
                              uint64_t log_compact_entries)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -49,8 +48,7 @@ static void teardown(struct fixture *f)
 }
 
 /* Client addresses of the nodes that run, for routing. */
-static size_t live_addrs(struct fixture *f,
-                         char addrs[][RKV_TEST_ADDR_MAX])
+static size_t live_addrs(struct fixture *f, char addrs[][RKV_TEST_ADDR_MAX])
 {
     size_t n = 0;
 
@@ -94,8 +92,8 @@ static void check_keys(struct fixture *f, const char *prefix, int from, int to)
         snprintf(key, sizeof(key), "%s%06d", prefix, i);
         snprintf(expected, sizeof(expected),
                  "value-%s-%d-padding-padding-padding", prefix, i);
-        ASSERT_INT_EQ(rkv_test_get(addrs, n, key, &found, value,
-                                   sizeof(value), REQUEST_TIMEOUT_MS),
+        ASSERT_INT_EQ(rkv_test_get(addrs, n, key, &found, value, sizeof(value),
+                                   REQUEST_TIMEOUT_MS),
                       0);
         ASSERT_TRUE(found);
         ASSERT_STR_EQ(value, expected);
@@ -214,8 +212,7 @@ TEST(cluster, writes_through_any_node)
         snprintf(one[0], RKV_TEST_ADDR_MAX, "%s", f.cluster.client_addrs[i]);
         snprintf(key, sizeof(key), "through-%zu", i);
         snprintf(value, sizeof(value), "node-%zu", i);
-        ASSERT_INT_EQ(rkv_test_put(one, 1, key, value, REQUEST_TIMEOUT_MS),
-                      0);
+        ASSERT_INT_EQ(rkv_test_put(one, 1, key, value, REQUEST_TIMEOUT_MS), 0);
         ASSERT_INT_EQ(rkv_test_get(one, 1, key, &found, got, sizeof(got),
                                    REQUEST_TIMEOUT_MS),
                       0);
@@ -423,8 +420,8 @@ TEST(cluster, catch_up_by_snapshot)
     rkv_test_cluster_kill_node(&f.cluster, 0);
     check_keys(&f, "c", 0, 700);
     check_keys(&f, "e", 0, 20);
-    ASSERT_TRUE(rkv_test_cluster_log_contains(&f.cluster, 2,
-                                              "installed snapshot"));
+    ASSERT_TRUE(
+        rkv_test_cluster_log_contains(&f.cluster, 2, "installed snapshot"));
     ASSERT_TRUE(rkv_test_cluster_log_contains(&f.cluster, 2,
                                               "created placeholder replica"));
     teardown(&f);

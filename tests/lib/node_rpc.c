@@ -62,8 +62,8 @@ int rkv_test_rpc_connect(const char *addr)
 static int rpc_io_all(int fd, uint8_t *buf, size_t len, bool is_write)
 {
     while (len > 0) {
-        ssize_t n = is_write ? send(fd, buf, len, MSG_NOSIGNAL)
-                             : read(fd, buf, len);
+        ssize_t n =
+            is_write ? send(fd, buf, len, MSG_NOSIGNAL) : read(fd, buf, len);
 
         if (n < 0 && errno == EINTR) {
             continue;
@@ -353,11 +353,10 @@ static void cluster_exec_node(struct rkv_test_cluster *cluster, size_t i)
     }
     if (cluster->log_compact_entries[0] != '\0') {
         execl(cluster_binary(), "rangekv", "start", "--store", proc->store,
-              "--listen-addr", proc->peer_addr, "--client-addr",
-              "127.0.0.1:0", "--join", join, "--node-id", node_id,
-              "--split-bytes", cluster->split_bytes, "--tick-ms", "50",
-              "--log-compact-entries", cluster->log_compact_entries,
-              (char *)NULL);
+              "--listen-addr", proc->peer_addr, "--client-addr", "127.0.0.1:0",
+              "--join", join, "--node-id", node_id, "--split-bytes",
+              cluster->split_bytes, "--tick-ms", "50", "--log-compact-entries",
+              cluster->log_compact_entries, (char *)NULL);
     }
     execl(cluster_binary(), "rangekv", "start", "--store", proc->store,
           "--listen-addr", proc->peer_addr, "--client-addr", "127.0.0.1:0",

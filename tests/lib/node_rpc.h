@@ -62,9 +62,9 @@ uint16_t rkv_test_pick_port(void);
 
 /* One `rangekv start` process of a test cluster. */
 struct rkv_test_proc {
-    pid_t pid;                          /* 0 when not running */
-    char store[512];                    /* store folder */
-    char peer_addr[RKV_TEST_ADDR_MAX];  /* fixed before start */
+    pid_t pid;                           /* 0 when not running */
+    char store[512];                     /* store folder */
+    char peer_addr[RKV_TEST_ADDR_MAX];   /* fixed before start */
     char client_addr[RKV_TEST_ADDR_MAX]; /* read from STORE/addresses */
 };
 
@@ -72,9 +72,9 @@ struct rkv_test_cluster {
     struct rkv_test_proc procs[RKV_TEST_NODES_MAX];
     size_t n_procs;
     char client_addrs[RKV_TEST_NODES_MAX][RKV_TEST_ADDR_MAX];
-    char split_bytes[32];               /* --split-bytes value */
-    char log_compact_entries[32];       /* --log-compact-entries; "": the
-                                           default */
+    char split_bytes[32];         /* --split-bytes value */
+    char log_compact_entries[32]; /* --log-compact-entries; "": the
+                                     default */
 };
 
 /* Picks n free peer ports (bind to port 0, read, close), and fills the

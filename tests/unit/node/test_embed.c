@@ -25,8 +25,8 @@ struct fixture {
     char peer_addrs[NODES_MAX][RKV_NODE_ADDR_MAX];
     const char *join[NODES_MAX];
     char client_addrs[NODES_MAX][RKV_TEST_ADDR_MAX];
-    const char *secrets[NODES_MAX]; /* per node; NULL: none */
-    uint64_t split_bytes;           /* 0: 512 MiB */
+    const char *secrets[NODES_MAX];                /* per node; NULL: none */
+    uint64_t split_bytes;                          /* 0: 512 MiB */
     char advertise_client_addr[RKV_TEST_ADDR_MAX]; /* "": the bound one */
 };
 
@@ -50,8 +50,8 @@ static void start_node(struct fixture *f, size_t i)
         config.advertise_client_addr = f->advertise_client_addr;
     }
     if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) != 0) {
-        rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
-                      i + 1, errmsg);
+        rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s", i + 1,
+                      errmsg);
     }
     rkv_node_addresses(f->nodes[i], peer, client);
     ASSERT_STR_EQ(peer, f->peer_addrs[i]);
@@ -105,8 +105,7 @@ static Rkv__Rpc__StatusResponse *status_of(struct fixture *f, size_t i,
     *response = rkv_test_rpc_call_addr(f->client_addrs[i], &request);
     ASSERT_TRUE(*response != NULL);
     ASSERT_INT_EQ((*response)->error, 0);
-    ASSERT_INT_EQ((*response)->result_case,
-                  RKV__RPC__RESPONSE__RESULT_STATUS);
+    ASSERT_INT_EQ((*response)->result_case, RKV__RPC__RESPONSE__RESULT_STATUS);
     return (*response)->status;
 }
 
@@ -174,8 +173,8 @@ TEST(embed, restart_keeps_writes)
         char key[32];
 
         snprintf(key, sizeof(key), "r%03d", i);
-        ASSERT_OK(rkv_test_put(f.client_addrs, 3, key, key,
-                               REQUEST_TIMEOUT_MS));
+        ASSERT_OK(
+            rkv_test_put(f.client_addrs, 3, key, key, REQUEST_TIMEOUT_MS));
     }
     cluster_id = status_of(&f, 2, &response)->cluster_id;
     ASSERT_UINT_NE(cluster_id, 0);
@@ -211,8 +210,8 @@ TEST(embed, group_commit_counters)
     setup(&f, 3);
     start_all(&f);
     ASSERT_OK(rkv_node_init(f.nodes[0]));
-    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "warm", "up",
-                           REQUEST_TIMEOUT_MS));
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "warm", "up", REQUEST_TIMEOUT_MS));
     leader = find_leader(&f);
     fd = rkv_test_rpc_connect(f.client_addrs[leader]);
     ASSERT_TRUE(fd >= 0);
@@ -268,8 +267,8 @@ TEST(embed, wrong_secret_is_rejected)
     f.secrets[2] = "battery staple";
     start_all(&f);
     ASSERT_OK(rkv_node_init(f.nodes[0]));
-    ASSERT_OK(rkv_test_put(f.client_addrs, 2, "secret", "kept",
-                           REQUEST_TIMEOUT_MS));
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 2, "secret", "kept", REQUEST_TIMEOUT_MS));
     usleep(300 * 1000);
     ASSERT_UINT_EQ(status_of(&f, 2, &response)->cluster_id, 0);
     rkv__rpc__response__free_unpacked(response, NULL);
@@ -323,8 +322,8 @@ TEST(embed, idle_ranges_quiesce)
     ASSERT_TRUE(all_quiesced);
 
     /* A write wakes its range. */
-    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "q0000", "woken",
-                           REQUEST_TIMEOUT_MS));
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "q0000", "woken", REQUEST_TIMEOUT_MS));
     status = status_of(&f, find_leader(&f), &response);
     ASSERT_UINT_LT(status->n_quiesced, status->n_ranges);
     rkv__rpc__response__free_unpacked(response, NULL);
@@ -539,12 +538,11 @@ TEST(embed, rpc_operations)
         split.split_key.len = 1;
         request.op_case = RKV__RPC__REQUEST__OP_SPLIT;
         request.split = &split;
-        response = rkv_test_rpc_route(f.client_addrs, 3, &request,
-                                      REQUEST_TIMEOUT_MS);
+        response =
+            rkv_test_rpc_route(f.client_addrs, 3, &request, REQUEST_TIMEOUT_MS);
         ASSERT_TRUE(response != NULL);
         ASSERT_INT_EQ(response->error, 0);
-        ASSERT_INT_EQ(response->result_case,
-                      RKV__RPC__RESPONSE__RESULT_SPLIT);
+        ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_SPLIT);
         ASSERT_MEM_EQ(response->split->left->end_key.data,
                       response->split->left->end_key.len, "e", 1);
         ASSERT_MEM_EQ(response->split->right->start_key.data,
@@ -616,8 +614,7 @@ TEST(embed, other_cluster_rejected)
     setup(&f, 3);
     start_all(&f);
     ASSERT_OK(rkv_node_init(f.nodes[0]));
-    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "1",
-                           REQUEST_TIMEOUT_MS));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "1", REQUEST_TIMEOUT_MS));
     cluster_id = status_of(&f, 1, &response)->cluster_id;
     rkv__rpc__response__free_unpacked(response, NULL);
 
@@ -627,8 +624,8 @@ TEST(embed, other_cluster_rejected)
     other.n_nodes = 2;
     snprintf(other.stores[0], sizeof(other.stores[0]), "%s/other1",
              rkv_test_tmpdir());
-    snprintf(other.peer_addrs[0], sizeof(other.peer_addrs[0]),
-             "127.0.0.1:%u", (unsigned)rkv_test_pick_port());
+    snprintf(other.peer_addrs[0], sizeof(other.peer_addrs[0]), "127.0.0.1:%u",
+             (unsigned)rkv_test_pick_port());
     snprintf(other.peer_addrs[1], sizeof(other.peer_addrs[1]), "%s",
              f.peer_addrs[1]);
     other.join[0] = other.peer_addrs[0];
@@ -645,8 +642,7 @@ TEST(embed, other_cluster_rejected)
     }
     ASSERT_UINT_EQ(status_of(&f, 1, &response)->cluster_id, cluster_id);
     rkv__rpc__response__free_unpacked(response, NULL);
-    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "2",
-                           REQUEST_TIMEOUT_MS));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "mine", "2", REQUEST_TIMEOUT_MS));
     rkv_node_stop(other.nodes[0]);
     teardown(&f);
 }

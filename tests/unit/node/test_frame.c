@@ -26,8 +26,8 @@ struct fixture {
     bool closed;
 };
 
-static int collect_frame_cb(struct rkv_node__conn *conn,
-                            const uint8_t *payload, size_t payload_len)
+static int collect_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
+                            size_t payload_len)
 {
     struct fixture *f = conn->data;
 
@@ -70,8 +70,8 @@ static void teardown(struct fixture *f)
 TEST(frame, whole_frames_in_one_read)
 {
     /* Two frames arriving in one read are delivered in order. */
-    static const uint8_t stream[] = {0, 0, 0, 3, 'a', 'b', 'c',
-                                     0, 0, 0, 1, 'z'};
+    static const uint8_t stream[] = {0,   0, 0, 3, 'a', 'b',
+                                     'c', 0, 0, 0, 1,   'z'};
     struct fixture f;
 
     setup(&f, 100);
@@ -158,8 +158,8 @@ TEST(frame, batched_fields_decode)
     ASSERT_UINT_GT(f.conn.out_len, 4);
     frame_len = rkv_get_be32(f.conn.out);
     ASSERT_UINT_EQ(frame_len + 4, f.conn.out_len);
-    decoded = rkv__rpc__ranges_response__unpack(NULL, frame_len,
-                                                f.conn.out + 4);
+    decoded =
+        rkv__rpc__ranges_response__unpack(NULL, frame_len, f.conn.out + 4);
     ASSERT_TRUE(decoded != NULL);
     ASSERT_UINT_EQ(decoded->n_nodes, 3);
     ASSERT_UINT_EQ(decoded->nodes[2]->node_id, 3);
@@ -178,8 +178,8 @@ TEST(frame, output_limit)
     memset(&f, 0, sizeof(f));
     ASSERT_OK(uv_loop_init(&f.loop));
     rkv_node__io_init(&f.io, &f.loop);
-    ASSERT_OK(rkv_node__conn_init(&f.conn, &f.io, &test_ops, &f, "test",
-                                  1024, 100));
+    ASSERT_OK(
+        rkv_node__conn_init(&f.conn, &f.io, &test_ops, &f, "test", 1024, 100));
     info.client_addr = "127.0.0.1:1";
     info.peer_addr = "127.0.0.1:2";
     for (int i = 0; i < 20 && rv == 0; i++) {
@@ -202,10 +202,9 @@ TEST(sha256, known_digests)
          {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40,
           0xde, 0x5d, 0xae, 0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17,
           0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad}},
-        {"",
-         {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
-          0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
-          0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55}},
+        {"", {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
+              0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
+              0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55}},
         {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
          {0x24, 0x8d, 0x6a, 0x61, 0xd2, 0x06, 0x38, 0xb8, 0xe5, 0xc0, 0x26,
           0x93, 0x0c, 0x3e, 0x60, 0x39, 0xa3, 0x3c, 0xe4, 0x59, 0x64, 0xff,
