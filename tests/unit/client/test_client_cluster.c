@@ -530,3 +530,49 @@ TEST(client_cluster, subcommands)
     ASSERT_TRUE(strstr(out, "--host HOST:PORT") != NULL);
     teardown(&f);
 }
+
+/* True when pid is gone or a zombie. */
+static bool pid_is_gone(int pid)
+{
+    char path[64];
+    char stat[512];
+    FILE *file;
+    size_t n;
+    const char *state;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    file = fopen(path, "r");
+    if (file == NULL) {
+        return true;
+    }
+    n = fread(stat, 1, sizeof(stat) - 1, file);
+    fclose(file);
+    stat[n] = '\0';
+    state = strrchr(stat, ')');
+    return state != NULL && (state[2] == 'Z' || state[2] == 'X');
+}
+
+/* cluster stop ends a node that ignores SIGTERM (here: a stopped process)
+ * with SIGKILL after --timeout, and removes every pid file. */
+TEST(client_cluster, stop_escalates_to_sigkill)
+{
+    struct fixture f;
+    char args[8192];
+    char path[8192];
+
+    setup_with(&f, "");
+    rkv_client_close(f.client);
+    ASSERT_INT_EQ(kill(f.pids[1], SIGSTOP), 0);
+    snprintf(args, sizeof(args), "cluster stop --dir %s --timeout 1 2>&1",
+             f.dir);
+    ASSERT_INT_EQ(run_rangekv(&f, args, NULL, 0), 0);
+    for (int i = 0; i < N_NODES; i++) {
+        uint64_t deadline_ms = rkv_monotonic_ms() + 5000;
+        while (!pid_is_gone(f.pids[i]) && rkv_monotonic_ms() < deadline_ms) {
+            usleep(10000);
+        }
+        ASSERT_TRUE(pid_is_gone(f.pids[i]));
+        snprintf(path, sizeof(path), "%s/node%d/pid", f.dir, i + 1);
+        ASSERT_INT_NE(access(path, F_OK), 0);
+    }
+}
