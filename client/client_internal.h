@@ -1,7 +1,7 @@
 /*
  * Internals shared by the files of the client library: the client object,
  * requests in flight (ops), connections, the node table and the range cache.
- * Everything here lives on the client's loop thread unless a field says
+ * Everything here lives on the client's loop thread unless its field comment states
  * otherwise.
  *
  * Files:
@@ -163,7 +163,7 @@ struct rkv_client__cache {
 };
 
 /* Compares two byte strings as the store orders keys (memcmp, then length).
- * An empty end key means "the keyspace end" only where a caller says so. */
+ * An empty end key means "the keyspace end" only where the caller treats it so. */
 int rkv_client__key_compare(const void *a, size_t a_len, const void *b,
                             size_t b_len);
 

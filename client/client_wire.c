@@ -1,7 +1,7 @@
 /*
  * Encoding of client requests into node/rpc.proto frames and decoding of
  * replies into client results. This is the only file of the client library
- * that sees the generated protobuf-c types, so a change of the protocol
+ * that uses the generated protobuf-c types, so a change of the protocol
  * stays here.
  *
  * Frames: a 4-byte big-endian payload length, then one packed Request. The

@@ -4,7 +4,7 @@
  *
  * Threads: a client owns one libuv loop thread. The blocking calls below may
  * be made from any number of threads at once; each submits its request to
- * the loop thread and waits for the answer. rkv_client_submit() is the
+ * the loop thread and waits for the reply. rkv_client_submit() is the
  * asynchronous form: its callback runs on the client's loop thread and must
  * not block.
  *
@@ -227,7 +227,7 @@ int rkv_client_node_status(struct rkv_client *client, const char *host,
 int rkv_client_init_cluster(struct rkv_client *client, const char *host,
                             uint64_t *cluster_id_out);
 
-/* Lists the client addresses of every node the cluster knows, so callers
+/* Lists the client addresses of every node the cluster lists, so callers
  * can ask each for its status. Free with rkv_client_strings_free(). */
 int rkv_client_node_addrs(struct rkv_client *client, char ***addrs_out,
                           size_t *n_addrs_out);

@@ -78,7 +78,7 @@ struct fake_cluster {
                                       rather than the named one */
     const uint8_t *bad_frame;      /* raw bytes sent in place of a reply */
     size_t bad_frame_len;
-    bool hold_all;     /* never answer keyed requests */
+    bool hold_all;     /* never reply to keyed requests */
     int reverse_batch; /* hold replies until this many, then reverse */
     struct fake_held held[FAKE_KEYS_MAX];
     int n_held;
