@@ -1,8 +1,8 @@
 /*
  * Internals shared by the files of the client library: the client object,
  * requests in flight (ops), connections, the node table and the range cache.
- * Everything here lives on the client's loop thread unless its field comment states
- * otherwise.
+ * Everything here lives on the client's loop thread unless its field
+ * comment states otherwise.
  *
  * Files:
  *   client.c        open/close, the loop thread, submit, blocking calls
@@ -163,7 +163,8 @@ struct rkv_client__cache {
 };
 
 /* Compares two byte strings as the store orders keys (memcmp, then length).
- * An empty end key means "the keyspace end" only where the caller treats it so. */
+ * An empty key sorts first; treating an empty end key as "the keyspace
+ * end" is the caller's job. */
 int rkv_client__key_compare(const void *a, size_t a_len, const void *b,
                             size_t b_len);
 
