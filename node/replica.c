@@ -9,11 +9,11 @@
  *      role changes, matches ReadIndex results to waiting reads, and adds
  *      the batch to the next writer batch.
  *   2. When the writer is idle the next batch is submitted.
- *   3. rkv_node__batch_done() runs when the writer finished: for each item,
- *      rkv_raft_ack(), then the messages that needed the batch durable (vote
- *      grants, append acknowledgments), then the apply results go to the
- *      waiting client requests and internal proposals, and reads whose
- *      index is now applied are served.
+ *   3. rkv_node__batch_done() runs when the writer finished. For each item
+ *      it calls rkv_raft_ack() and sends the messages that needed the batch
+ *      durable (vote grants, append acknowledgments). It then hands the
+ *      apply results to the waiting client requests and internal proposals
+ *      and serves the reads whose index is now applied.
  *
  * Failure modes: a proposal whose index was applied with another term was
  * dropped by a leader change (RKV_EDROPPED to the client, which retries).
@@ -431,9 +431,9 @@ static void batch_refresh_stats(struct rkv_node *node,
 
 static void batch_done_failed(struct rkv_node *node, int rv)
 {
-    /* The Raft cores already consider this work handed out; continuing
-     * could acknowledge writes that are not durable. Stop here, like etcd
-     * does on a storage failure; a restart recovers from the last commit. */
+    /* The Raft cores already consider this work handed out, so continuing
+     * could acknowledge writes that are not durable. Stop here instead; a
+     * restart recovers from the last commit. */
     RKV_LOG(RKV_ERROR, "writing raft work failed, stopping node error=%s",
             rkv_strerror(rv));
     abort();
