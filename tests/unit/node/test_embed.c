@@ -3,8 +3,12 @@
  * inside the test process, each node on its own threads, with real LMDB
  * stores in the test's folder and real TCP on 127.0.0.1.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -672,4 +676,64 @@ TEST(embed, advertised_addresses)
     fclose(file);
     ASSERT_TRUE(found);
     teardown(&f);
+}
+
+TEST(embed, start_errors)
+{
+    /* rkv_node_start() fails cleanly, with a message, on a missing join
+     * list, an invalid address, a port in use, and a store that belongs
+     * to another node id. */
+    struct rkv_node_config config = {0};
+    struct rkv_node *node = NULL;
+    struct sockaddr_in sa = {0};
+    socklen_t sa_len = sizeof(sa);
+    char store[512];
+    char busy_addr[64];
+    char errmsg[256];
+    const char *join[2];
+    int fd;
+
+    snprintf(store, sizeof(store), "%s/node", rkv_test_tmpdir());
+    config.store_dir = store;
+    ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
+                  RKV_ECONFIG);
+    ASSERT_TRUE(strstr(errmsg, "join") != NULL);
+
+    join[0] = "nonsense";
+    config.join = join;
+    config.n_join = 1;
+    config.node_id = 1;
+    ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
+                  RKV_ECONFIG);
+    ASSERT_TRUE(strstr(errmsg, "nonsense") != NULL);
+
+    /* A port held by another socket. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_TRUE(fd >= 0);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_INT_EQ(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ASSERT_INT_EQ(listen(fd, 1), 0);
+    ASSERT_INT_EQ(getsockname(fd, (struct sockaddr *)&sa, &sa_len), 0);
+    snprintf(busy_addr, sizeof(busy_addr), "127.0.0.1:%u",
+             (unsigned)ntohs(sa.sin_port));
+    join[0] = busy_addr;
+    config.listen_addr = busy_addr;
+    ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
+                  -EADDRINUSE);
+    ASSERT_TRUE(strstr(errmsg, busy_addr) != NULL);
+    close(fd);
+
+    /* A store initialized as node 1 refuses to start as node 2. */
+    config.listen_addr = NULL;
+    join[0] = "127.0.0.1:1";
+    ASSERT_OK(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)));
+    ASSERT_OK(rkv_node_init(node));
+    rkv_node_stop(node);
+    join[1] = "127.0.0.1:2";
+    config.n_join = 2;
+    config.node_id = 2;
+    ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
+                  RKV_ECLUSTERID);
+    ASSERT_TRUE(strstr(errmsg, "node 1") != NULL);
 }
