@@ -64,6 +64,10 @@
 /* Redirects (not-leader hints, fresh descriptors) followed at once before an
  * op starts backing off, so two nodes that disagree cannot spin it. */
 #define RKV_CLIENT_REDIRECTS_MAX 4
+/* A key the cache cannot place within this long after a refresh goes by
+ * key at once rather than asking for another refresh, so a meta span that
+ * lags a split costs at most one RangesRequest per interval. */
+#define RKV_CLIENT_REFRESH_INTERVAL_MS 250
 /* Connection failures after which an op for one given node (STATUS, INIT)
  * gives up with RKV_EUNAVAILABLE instead of waiting for its deadline. */
 #define RKV_CLIENT_TARGET_RETRIES_MAX 3
@@ -358,6 +362,7 @@ struct rkv_client {
     struct rkv_client__op *id_table[RKV_CLIENT_ID_BUCKETS];
     uint64_t next_id;               /* request ids start at 1 */
     struct rkv_client__op *refresh; /* cache refresh in flight */
+    uint64_t refreshed_at_ms;       /* last successful refresh, or 0 */
     struct rkv_client__cache cache;
     struct rkv_client__node **nodes; /* owned */
     size_t n_nodes;

@@ -14,7 +14,8 @@
  *     RangesRequest (the refresh op) reloads the cache from any node. When
  *     the refresh does not place the key either (the meta span lags a
  *     split), the op is routed by key: sent with range id 0 to any node,
- *     which finds the range itself;
+ *     which finds the range itself. Within RKV_CLIENT_REFRESH_INTERVAL_MS
+ *     of a refresh, a key the cache cannot place goes by key at once;
  *   - RKV_ENOTLEADER: the hinted leader is recorded and the op goes there at
  *     once; without a new hint it backs off (an election is running);
  *   - RKV_EKEYMISMATCH: the descriptors in the reply replace the cached
@@ -202,6 +203,9 @@ void rkv_client__op_complete(struct rkv_client__op *op, int rv)
     if (op->is_refresh) {
         assert(client->refresh == op);
         client->refresh = NULL;
+        if (rv == 0) {
+            client->refreshed_at_ms = rkv_monotonic_ms();
+        }
         rkv_client__op_free(op);
         op_resume_cache_waiters(client, rv);
         return;
@@ -522,6 +526,14 @@ void rkv_client__op_start(struct rkv_client__op *op)
     }
     key = op_routing_key(op, &key_len);
     range = rkv_client__cache_lookup(&client->cache, key, key_len);
+    if (range == NULL && client->refreshed_at_ms != 0 &&
+        rkv_monotonic_ms() - client->refreshed_at_ms <
+            RKV_CLIENT_REFRESH_INTERVAL_MS) {
+        /* The last refresh is recent and did not place the key either. */
+        op->is_routed_by_key = true;
+        op_route_any(op, op->preferred_node_id);
+        return;
+    }
     if (range == NULL) {
         op_wait_cache(op);
         return;
@@ -593,6 +605,9 @@ static void op_on_success(struct rkv_client__op *op,
         if (rv < 0) {
             rkv_client__op_complete(op, rv);
             return;
+        }
+        if (op->kind == RKV_CLIENT__OP_RANGES) {
+            op->client->refreshed_at_ms = rkv_monotonic_ms();
         }
     }
     rv = rkv_client__wire_take_result(op, reply, &next, &next_len, &more);
