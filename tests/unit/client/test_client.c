@@ -919,3 +919,46 @@ TEST(client, init_already_initialized)
     ASSERT_UINT_EQ(cluster_id, 7);
     teardown(&f);
 }
+
+/* Allocation failures anywhere in a request's path (submit copies, frame
+ * buffers, cache installs, results) end the request with an error or
+ * succeed, never crash or leak, and the client keeps working after. */
+TEST(client, allocation_failures_in_requests)
+{
+    struct fixture f;
+    uint8_t *value;
+    size_t value_len;
+    int n_nomem = 0;
+    int n_ok = 0;
+
+    setup_with(&f, 1, 500, 0);
+    for (long n = 0; n < 40; n++) {
+        struct rkv_client_request request = {0};
+        struct rkv_client_result result;
+        int rv;
+
+        request.op = n % 2 == 0 ? RKV_CLIENT_PUT : RKV_CLIENT_SCAN;
+        request.key = "k";
+        request.key_len = 1;
+        request.value = "v";
+        request.value_len = 1;
+        rkv_alloc_fail_after(n);
+        rv = rkv_client_do(f.client, &request, &result);
+        rkv_alloc_fail_after(-1);
+        rkv_client_result_free(&result);
+        n_nomem += rv == -ENOMEM;
+        n_ok += rv == 0;
+        if (rv != 0) {
+            ASSERT_TRUE(rv == -ENOMEM || rv == RKV_EUNKNOWN ||
+                        rv == RKV_ETIMEOUT);
+        }
+    }
+    /* Both outcomes occurred, so the injection reached the client. */
+    ASSERT_INT_GT(n_nomem, 0);
+    ASSERT_INT_GT(n_ok, 0);
+    ASSERT_OK(put_str(&f, "after", "ok"));
+    ASSERT_OK(rkv_client_get(f.client, "after", 5, &value, &value_len));
+    ASSERT_MEM_EQ(value, value_len, "ok", 2);
+    free(value);
+    teardown(&f);
+}
