@@ -362,6 +362,41 @@ err:
     return rv;
 }
 
+int rkv_node__replica_restart(struct rkv_node__replica *r)
+{
+    struct rkv_node *node = r->node;
+    struct rkv_range_state state;
+    struct rkv_raft *raft;
+    int rv;
+
+    r->restarting = false;
+    rv = rkv_range_state_load(node->store, r->range_id, &state);
+    if (rv == 0) {
+        rv = replica_new_raft(node, &state, &raft);
+    }
+    if (rv != 0) {
+        /* The old core stays; its next snapshot attempt retries. */
+        RKV_LOG(RKV_ERROR, "restarting raft group failed range=%llu error=%s",
+                (unsigned long long)r->range_id, rkv_strerror(rv));
+        return rv;
+    }
+    rkv_raft_free(r->raft);
+    r->raft = raft;
+    r->desc = state.desc;
+    r->initialized = state.initialized;
+    r->stats = state.stats;
+    r->applied_index = state.applied_index;
+    r->compacted_index = state.compacted_index;
+    r->leader_id = 0;
+    r->role = rkv_raft_role(raft);
+    r->quiesced = false;
+    node->by_key_stale = true;
+    rkv_node__replica_fail_waiting(r, RKV_EUNAVAILABLE,
+                                   "the range restarted; retry");
+    rkv_node__replica_mark(r);
+    return 0;
+}
+
 static int node_open_replicas(struct rkv_node *node)
 {
     struct rkv_range_state *states;

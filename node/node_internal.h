@@ -215,19 +215,25 @@ struct rkv_node__replica {
     struct rkv_node__replica *hash_next;
     uint64_t n_ticks_idle; /* leader: ticks idle in a row */
     bool quiesced;         /* not ticked until woken */
+    bool restarting;       /* its snapshot install was refused; the core is
+                              rebuilt after this writer batch */
 };
 
 /* ---- writer ------------------------------------------------------------- */
 
-/* One replica's ready batch inside a writer batch. */
+/* One replica's ready batch inside a writer batch, or the creation of a
+ * placeholder replica (create_range_id set, replica and rd NULL). */
 struct rkv_node__witem {
-    struct rkv_node__replica *replica;      /* borrowed */
-    struct rkv_raft_ready *rd;              /* owned */
-    struct rkv_range_entry *entries;        /* owned; rd->entries */
-    struct rkv_range_entry *committed;      /* owned; rd->committed */
-    struct rkv_range_apply_result *results; /* owned; per committed */
-    uint64_t compact_index;                 /* compact the log up to this
-                                               after the applies; 0: no */
+    struct rkv_node__replica *replica;       /* borrowed */
+    struct rkv_raft_ready *rd;               /* owned */
+    uint64_t create_range_id;                /* placeholder to create */
+    struct rkv_range_install_result install; /* last snapshot chunk */
+    bool has_install;                        /* install is filled */
+    struct rkv_range_entry *entries;         /* owned; rd->entries */
+    struct rkv_range_entry *committed;       /* owned; rd->committed */
+    struct rkv_range_apply_result *results;  /* owned; per committed */
+    uint64_t compact_index;                  /* compact the log up to this
+                                                after the applies; 0: no */
     struct rkv_node__witem *next;
 };
 
@@ -420,11 +426,22 @@ void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b);
 int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
                       size_t len, uint64_t *index, uint64_t *term);
 void rkv_node__replica_free(struct rkv_node__replica *replica);
-/* Creates a placeholder (uninitialized) replica for range_id when a
- * snapshot skipped the split that would have created it. Returns it, or
- * NULL when the message for the range should be dropped. */
-struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
-                                                        uint64_t range_id);
+/* Fails every request waiting on replica with rv and closes its snapshot
+ * readers. */
+void rkv_node__replica_fail_waiting(struct rkv_node__replica *replica, int rv,
+                                    const char *message);
+/* Schedules a placeholder (uninitialized) replica for range_id when a
+ * snapshot skipped the split that would have created it. The writer creates
+ * it in its next batch, and held messages are then replayed. */
+void rkv_node__placeholder_maybe_create(struct rkv_node *node,
+                                        uint64_t range_id);
+/* Opens a placeholder replica once the writer created it. */
+void rkv_node__placeholder_created(struct rkv_node *node, uint64_t range_id);
+/* Queues the creation of a placeholder replica in the next writer batch. */
+int rkv_node__batch_add_create(struct rkv_node *node, uint64_t range_id);
+/* Rebuilds a replica's Raft core from the store, as after a crash of that
+ * one group (a refused snapshot install). */
+int rkv_node__replica_restart(struct rkv_node__replica *replica);
 /* Resumes ticking a quiesced replica. */
 void rkv_node__replica_wake(struct rkv_node__replica *replica);
 /* Handles a Quiesce from the leader's node. */

@@ -5,7 +5,7 @@
  * replica (no span, empty configuration) that the range's leader then fills
  * with a snapshot.
  *
- * A placeholder is created only when this node's copy of the meta records
+ * A placeholder is scheduled only when this node's copy of the meta records
  * lists the range and no initialized local replica overlaps its span. An
  * overlapping replica is behind on its log and will create the range itself
  * when it applies the split, so messages then wait in the held queue.
@@ -86,48 +86,51 @@ static bool placeholder_is_due(struct rkv_node *node, uint64_t range_id)
     return due;
 }
 
-struct rkv_node__replica *rkv_node__replica_placeholder(struct rkv_node *node,
-                                                        uint64_t range_id)
+void rkv_node__placeholder_maybe_create(struct rkv_node *node,
+                                        uint64_t range_id)
 {
-    struct rkv_node__replica *r = NULL;
-    struct rkv_range_wtxn *wtxn;
-    struct rkv_range_state state;
     int rv;
 
     if (node->cluster_id == 0 ||
         placeholder_recently_tried(node, range_id, rkv_monotonic_ms()) ||
         !placeholder_is_due(node, range_id)) {
-        return NULL;
+        return;
     }
 
-    /* One small synchronous transaction on the loop thread: this happens
-     * once per range that a snapshot made this node skip. */
-    rv = rkv_range_wtxn_begin(node->store, &wtxn);
-    if (rv == 0) {
-        rv = rkv_range_create_uninit(wtxn, range_id);
-        if (rv != 0) {
-            rkv_range_wtxn_abort(wtxn);
-        } else {
-            rv = rkv_range_wtxn_commit(wtxn);
-        }
+    /* The writer thread creates it: a commit on the loop thread could wait
+     * for map growth while this thread holds a snapshot reader, which
+     * would deadlock (range.h). */
+    rv = rkv_node__batch_add_create(node, range_id);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN,
+                "creating placeholder replica failed range=%llu error=%s",
+                (unsigned long long)range_id, rkv_strerror(rv));
     }
-    if (rv == 0) {
-        rv = rkv_range_state_load(node->store, range_id, &state);
+}
+
+/* Opens the placeholder the writer created and delivers the messages held
+ * for it. */
+void rkv_node__placeholder_created(struct rkv_node *node, uint64_t range_id)
+{
+    struct rkv_node__replica *r = NULL;
+    struct rkv_range_state state;
+    int rv;
+
+    if (rkv_node__replica_find(node, range_id) != NULL) {
+        return; /* a split applied in the same batch created it */
     }
+    rv = rkv_range_state_load(node->store, range_id, &state);
     if (rv == 0) {
         rv = rkv_node__replica_open(node, &state, &r);
     }
     if (rv != 0) {
         RKV_LOG(RKV_WARN,
-                "creating placeholder replica failed range=%llu "
-                "error=%s",
+                "opening placeholder replica failed range=%llu error=%s",
                 (unsigned long long)range_id, rkv_strerror(rv));
-        return NULL;
+        return;
     }
     RKV_LOG(RKV_INFO,
-            "created placeholder replica range=%llu, waiting for "
-            "a snapshot",
+            "created placeholder replica range=%llu, waiting for a snapshot",
             (unsigned long long)range_id);
     rkv_node__replay_held(r);
-    return r;
 }

@@ -222,9 +222,7 @@ static void peer_in_step(struct rkv_node__peer_in *in,
     }
     replica = rkv_node__replica_find(node, msg->group_id);
     if (replica == NULL) {
-        replica = rkv_node__replica_placeholder(node, msg->group_id);
-    }
-    if (replica == NULL) {
+        rkv_node__placeholder_maybe_create(node, msg->group_id);
         rkv_node__hold_message(node, msg);
         return;
     }

@@ -26,6 +26,7 @@
 static void witem_free(struct rkv_node__witem *item)
 {
     if (item->results != NULL) {
+        assert(item->rd != NULL);
         for (size_t i = 0; i < item->rd->n_committed; i++) {
             rkv_range_apply_result_free(&item->results[i]);
         }
@@ -66,10 +67,14 @@ static void writer_convert_entries(RkvRaft__Entry **in, size_t n,
     }
 }
 
-/* Records one snapshot chunk, and the install when it is the last. */
-static int writer_record_chunk(struct rkv_range_wtxn *wtxn, uint64_t range_id,
+/* Records one snapshot chunk, and the install when it is the last. A
+ * refused install (install->rv at commit) skips only this range's later
+ * operations; the loop then restarts its Raft core. */
+static int writer_record_chunk(struct rkv_range_wtxn *wtxn,
+                               struct rkv_node__witem *item,
                                const struct rkv_raft_snapshot_chunk *chunk)
 {
+    uint64_t range_id = item->replica->range_id;
     int rv;
 
     rv = rkv_range_snapshot_install_chunk(wtxn, range_id, chunk->data,
@@ -77,7 +82,8 @@ static int writer_record_chunk(struct rkv_range_wtxn *wtxn, uint64_t range_id,
     if (rv != 0 || !chunk->last) {
         return rv;
     }
-    return rkv_range_snapshot_install_finish(wtxn, range_id, NULL);
+    item->has_install = true;
+    return rkv_range_snapshot_install_finish(wtxn, range_id, &item->install);
 }
 
 /* Records the operations of one item, in the order raft.h prescribes:
@@ -86,11 +92,15 @@ static int writer_record_item(struct rkv_range_wtxn *wtxn,
                               struct rkv_node__witem *item)
 {
     struct rkv_raft_ready *rd = item->rd;
-    uint64_t range_id = item->replica->range_id;
+    uint64_t range_id;
     int rv;
 
+    if (item->create_range_id != 0) {
+        return rkv_range_create_uninit(wtxn, item->create_range_id);
+    }
+    range_id = item->replica->range_id;
     for (size_t i = 0; i < rd->n_chunks; i++) {
-        rv = writer_record_chunk(wtxn, range_id, &rd->chunks[i]);
+        rv = writer_record_chunk(wtxn, item, &rd->chunks[i]);
         if (rv != 0) {
             return rv;
         }
@@ -131,6 +141,9 @@ static int writer_prepare_item(struct rkv_node__witem *item)
 {
     struct rkv_raft_ready *rd = item->rd;
 
+    if (rd == NULL) {
+        return 0;
+    }
     if (rd->n_entries > 0) {
         item->entries = rkv_calloc(rd->n_entries, sizeof(*item->entries));
         if (item->entries == NULL) {
