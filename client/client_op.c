@@ -466,59 +466,39 @@ static bool op_scan_is_finished(const struct rkv_client__op *op)
                                    op->end_key_len) >= 0;
 }
 
-void rkv_client__op_start(struct rkv_client__op *op)
+/* Sends a STATUS or INIT op to the one node it names. */
+static void op_route_target(struct rkv_client__op *op)
+{
+    struct rkv_client__node *node;
+    struct rkv_client__conn *conn = NULL;
+
+    /* One node and no alternative: a dead node should not cost the whole
+     * timeout of a status sweep. */
+    if (op->result.n_retries >= RKV_CLIENT_TARGET_RETRIES_MAX &&
+        op->last_rv == RKV_EUNAVAILABLE) {
+        op_fail(op, RKV_EUNAVAILABLE, "node at %s is unreachable",
+                op->target_addr);
+        return;
+    }
+    node = rkv_client__node_learn(op->client, 0, op->target_addr);
+    if (node != NULL) {
+        conn = rkv_client__node_conn(node, rkv_monotonic_ms());
+    }
+    if (conn == NULL) {
+        op_retry_later(op, node != NULL ? RKV_EUNAVAILABLE : -ENOMEM);
+        return;
+    }
+    op_send(op, conn, 0, 0);
+}
+
+/* Sends a keyed op to its range as the cache places it, by key when the
+ * cache cannot, or waits for a cache refresh. */
+static void op_route_key(struct rkv_client__op *op)
 {
     struct rkv_client *client = op->client;
     struct rkv_client__range *range;
     const uint8_t *key;
     size_t key_len;
-
-    op->state = RKV_CLIENT_OP_ROUTING;
-    if (client->is_stopping) {
-        rkv_client__op_complete(op, RKV_ESHUTDOWN);
-        return;
-    }
-    if (rkv_monotonic_ms() >= op->deadline_ms) {
-        op_fail(op, RKV_ETIMEOUT, "timed out after %u ms; last error: %s",
-                client->timeout_ms, rkv_strerror(op->last_rv));
-        return;
-    }
-
-    switch (op->kind) {
-    case RKV_CLIENT__OP_STATUS:
-    case RKV_CLIENT__OP_INIT: {
-        /* One node and no alternative: a dead node should not cost the
-         * whole timeout of a status sweep. */
-        if (op->result.n_retries >= RKV_CLIENT_TARGET_RETRIES_MAX &&
-            op->last_rv == RKV_EUNAVAILABLE) {
-            op_fail(op, RKV_EUNAVAILABLE, "node at %s is unreachable",
-                    op->target_addr);
-            return;
-        }
-        struct rkv_client__node *node =
-            rkv_client__node_learn(client, 0, op->target_addr);
-        struct rkv_client__conn *conn =
-            node != NULL ? rkv_client__node_conn(node, rkv_monotonic_ms())
-                         : NULL;
-        if (conn == NULL) {
-            op_retry_later(op, node != NULL ? RKV_EUNAVAILABLE : -ENOMEM);
-            return;
-        }
-        op_send(op, conn, 0, 0);
-        return;
-    }
-    case RKV_CLIENT__OP_RANGES:
-        op_route_any(op, op->preferred_node_id);
-        return;
-    case RKV_CLIENT_SCAN:
-        if (op_scan_is_finished(op)) {
-            rkv_client__op_complete(op, 0);
-            return;
-        }
-        break;
-    default:
-        break;
-    }
 
     if (op->is_routed_by_key) {
         op_route_any(op, op->preferred_node_id);
@@ -546,6 +526,42 @@ void rkv_client__op_start(struct rkv_client__op *op)
         return;
     }
     op_route_range(op, range);
+}
+
+void rkv_client__op_start(struct rkv_client__op *op)
+{
+    struct rkv_client *client = op->client;
+
+    op->state = RKV_CLIENT_OP_ROUTING;
+    if (client->is_stopping) {
+        rkv_client__op_complete(op, RKV_ESHUTDOWN);
+        return;
+    }
+    if (rkv_monotonic_ms() >= op->deadline_ms) {
+        op_fail(op, RKV_ETIMEOUT, "timed out after %u ms; last error: %s",
+                client->timeout_ms, rkv_strerror(op->last_rv));
+        return;
+    }
+
+    switch (op->kind) {
+    case RKV_CLIENT__OP_STATUS:
+    case RKV_CLIENT__OP_INIT:
+        op_route_target(op);
+        return;
+    case RKV_CLIENT__OP_RANGES:
+        op_route_any(op, op->preferred_node_id);
+        return;
+    case RKV_CLIENT_SCAN:
+        if (op_scan_is_finished(op)) {
+            rkv_client__op_complete(op, 0);
+            return;
+        }
+        op_route_key(op);
+        return;
+    default:
+        op_route_key(op);
+        return;
+    }
 }
 
 /* ---- replies ------------------------------------------------------------ */
