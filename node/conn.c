@@ -178,18 +178,31 @@ static size_t conn_feed_header(struct rkv_node__conn *conn, const uint8_t *buf,
     return n;
 }
 
+enum rkv_log_level rkv_node__io_malformed_level(struct rkv_node__io *io)
+{
+    return io->n_malformed++ % RKV_NODE_MALFORMED_WARN_EVERY == 0 ? RKV_WARN
+                                                                  : RKV_DEBUG;
+}
+
 static int conn_check_length(struct rkv_node__conn *conn, uint32_t length)
 {
+    enum rkv_log_level level;
+
     if (length == 0) {
-        RKV_LOG(RKV_WARN, "closing connection kind=%s error=frame of length 0",
-                conn->kind);
+        level = rkv_node__io_malformed_level(conn->io);
+        RKV_LOG(level,
+                "closing connection kind=%s error=frame of length 0 "
+                "malformed=%llu",
+                conn->kind, (unsigned long long)conn->io->n_malformed);
         return RKV_EMALFORMED;
     }
     if (length > conn->frame_max) {
-        RKV_LOG(RKV_WARN,
+        level = rkv_node__io_malformed_level(conn->io);
+        RKV_LOG(level,
                 "closing connection kind=%s error=frame of %u bytes is over "
-                "the limit of %u bytes",
-                conn->kind, length, conn->frame_max);
+                "the limit of %u bytes malformed=%llu",
+                conn->kind, length, conn->frame_max,
+                (unsigned long long)conn->io->n_malformed);
         return RKV_ETOOLARGE;
     }
     return 0;

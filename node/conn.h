@@ -56,6 +56,7 @@ struct rkv_node__io {
     bool read_buf_in_use;      /* libuv hands it to one read at once */
     uint64_t n_bytes_sent;     /* bytes written by every connection */
     uint64_t n_bytes_received; /* bytes read by every connection */
+    uint64_t n_malformed;      /* connections closed for bad input */
 };
 
 struct rkv_node__conn_ops {
@@ -100,6 +101,13 @@ struct rkv_node__conn {
 
 /* Sets up io on loop. */
 void rkv_node__io_init(struct rkv_node__io *io, uv_loop_t *loop);
+/* Counts one connection closed for bad input and returns the level to log
+ * it at: RKV_WARN the first time and every RKV_NODE_MALFORMED_WARN_EVERY-th
+ * time, RKV_DEBUG otherwise, so that a flood of bad frames cannot flood the
+ * log. */
+enum rkv_log_level rkv_node__io_malformed_level(struct rkv_node__io *io);
+#define RKV_NODE_MALFORMED_WARN_EVERY 100
+
 /* Writes out the pending output of every dirty connection. */
 void rkv_node__io_flush(struct rkv_node__io *io);
 

@@ -864,10 +864,12 @@ static int client_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
 
     msg = rkv__rpc__request__unpack(NULL, payload_len, payload);
     if (msg == NULL) {
-        RKV_LOG(RKV_WARN,
-                "closing client connection error=malformed "
-                "request bytes=%zu",
-                payload_len);
+        enum rkv_log_level level = rkv_node__io_malformed_level(conn->io);
+
+        RKV_LOG(level,
+                "closing client connection error=malformed request "
+                "bytes=%zu malformed=%llu",
+                payload_len, (unsigned long long)conn->io->n_malformed);
         return RKV_EMALFORMED;
     }
     req = rkv_calloc(1, sizeof(*req));

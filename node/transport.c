@@ -238,17 +238,26 @@ static int peer_in_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
 
     frame = rkv__peer__frame__unpack(NULL, payload_len, payload);
     if (frame == NULL) {
-        RKV_LOG(RKV_WARN,
-                "closing peer connection error=malformed frame "
-                "peer=%llu bytes=%zu",
-                (unsigned long long)in->node_id, payload_len);
+        enum rkv_log_level level = rkv_node__io_malformed_level(in->conn.io);
+
+        RKV_LOG(level,
+                "closing peer connection error=malformed frame peer=%llu "
+                "bytes=%zu malformed=%llu",
+                (unsigned long long)in->node_id, payload_len,
+                (unsigned long long)in->conn.io->n_malformed);
         return RKV_EMALFORMED;
     }
     if (in->node_id == 0) {
         rv =
             frame->hello != NULL ? peer_in_hello(in, frame->hello) : RKV_EPROTO;
         if (frame->hello == NULL) {
-            RKV_LOG(RKV_WARN, "closing peer connection error=no hello");
+            enum rkv_log_level level =
+                rkv_node__io_malformed_level(in->conn.io);
+
+            RKV_LOG(level,
+                    "closing peer connection error=no hello "
+                    "malformed=%llu",
+                    (unsigned long long)in->conn.io->n_malformed);
         }
         rkv__peer__frame__free_unpacked(frame, NULL);
         return rv;

@@ -7,11 +7,13 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/common.h"
+#include "node/peer.pb-c.h"
 #include "rangekv/rangekv.h"
 #include "tests/lib/node_rpc.h"
 #include "tests/lib/test.h"
@@ -736,4 +738,114 @@ TEST(embed, start_errors)
     ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
                   RKV_ECLUSTERID);
     ASSERT_TRUE(strstr(errmsg, "node 1") != NULL);
+}
+
+/* xorshift64: the mutation test's reproducible random numbers. */
+static uint64_t fuzz_next(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* Sends a 4-byte length and payload, flipping a few random bytes of the
+ * payload first, then closes the connection. */
+static void fuzz_send(const char *addr, uint8_t *payload, size_t len,
+                      uint64_t *state, bool with_hello)
+{
+    uint8_t header[4];
+    int fd = rkv_test_rpc_connect(addr);
+    size_t n_flips = 1 + fuzz_next(state) % 4;
+
+    if (fd < 0) {
+        return;
+    }
+    if (with_hello) {
+        /* A valid Hello from node 3 of this cluster (no secret is set). */
+        Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
+        Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+        uint8_t buf[256];
+        size_t hello_len;
+
+        hello.version = 1;
+        hello.node_id = 3;
+        hello.peer_addr = "127.0.0.1:1";
+        hello.client_addr = "127.0.0.1:2";
+        frame.hello = &hello;
+        hello_len = rkv__peer__frame__pack(&frame, buf + 4);
+        rkv_put_be32(buf, (uint32_t)hello_len);
+        send(fd, buf, 4 + hello_len, MSG_NOSIGNAL);
+    }
+    for (size_t i = 0; i < n_flips && len > 0; i++) {
+        payload[fuzz_next(state) % len] ^=
+            (uint8_t)(1 + fuzz_next(state) % 255);
+    }
+    rkv_put_be32(header, (uint32_t)len);
+    send(fd, header, 4, MSG_NOSIGNAL);
+    send(fd, payload, len, MSG_NOSIGNAL);
+    usleep(2 * 1000);
+    close(fd);
+}
+
+TEST(embed, mutated_frames_keep_nodes_up)
+{
+    /* Valid client requests and peer frames (after a valid Hello) with
+     * random bytes flipped reach every port of a running cluster: each
+     * is rejected or handled, no node stops, and the cluster still
+     * serves. The seed is printed so that a failure replays. */
+    struct fixture f;
+    const char *seed_env = getenv("RKV_TEST_SEED");
+    uint64_t seed = seed_env != NULL ? strtoull(seed_env, NULL, 10)
+                                     : rkv_monotonic_ms() | 1;
+    uint64_t state = seed;
+
+    fprintf(stderr,
+            "mutated_frames seed=%llu (replay: RKV_TEST_SEED=%llu "
+            "test_node_embed mutated_frames)\n",
+            (unsigned long long)seed, (unsigned long long)seed);
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "before", "1", REQUEST_TIMEOUT_MS));
+    for (int round = 0; round < 300; round++) {
+        size_t target = fuzz_next(&state) % 3;
+        uint8_t buf[512];
+        size_t len;
+
+        if (round % 2 == 0) {
+            Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+            Rkv__Rpc__PutRequest put = RKV__RPC__PUT_REQUEST__INIT;
+
+            put.key.data = (uint8_t *)"fuzzed";
+            put.key.len = 6;
+            put.value.data = (uint8_t *)"value";
+            put.value.len = 5;
+            request.id = (uint64_t)round;
+            request.op_case = RKV__RPC__REQUEST__OP_PUT;
+            request.put = &put;
+            len = rkv__rpc__request__pack(&request, buf);
+            fuzz_send(f.client_addrs[target], buf, len, &state, false);
+        } else {
+            Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+            RkvRaft__Message msg = RKV_RAFT__MESSAGE__INIT;
+            RkvRaft__Message *msgs[1] = {&msg};
+
+            msg.group_id = 1;
+            msg.type = (RkvRaft__MessageType)(fuzz_next(&state) % 12);
+            msg.from = 3;
+            msg.to = target + 1;
+            msg.term = fuzz_next(&state) % 4;
+            msg.index = fuzz_next(&state) % 20;
+            msg.commit = fuzz_next(&state) % 20;
+            frame.n_messages = 1;
+            frame.messages = msgs;
+            len = rkv__peer__frame__pack(&frame, buf);
+            fuzz_send(f.peer_addrs[target], buf, len, &state, true);
+        }
+    }
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "after", "2", REQUEST_TIMEOUT_MS));
+    teardown(&f);
 }
