@@ -18,6 +18,9 @@
 #define CLUSTER_STOP_TIMEOUT_DEFAULT_S 10
 #define CLUSTER_POLL_MS 50
 #define CLUSTER_PROBE_KEY "rangekv-cluster-probe"
+/* Fresh starts tried with new OS-chosen ports when a node finds one of its
+ * ports taken by another process between the pick and its bind. */
+#define CLUSTER_PORT_ATTEMPTS 3
 
 /* Everything known about one node of the cluster. */
 struct rkv_client__cluster_node {
@@ -93,5 +96,16 @@ void rkv_client__cluster_signal_all(struct rkv_client__cluster_node *nodes,
 /* Waits until no node of nodes is alive; returns true when none is. */
 bool rkv_client__cluster_wait_exit(struct rkv_client__cluster_node *nodes,
                                    int n_nodes, uint64_t deadline_ms);
+
+/* True when node's log (its last 64 KiB) contains text. */
+bool rkv_client__cluster_log_contains(
+    const struct rkv_client__cluster_node *node, const char *text);
+
+/* Undoes a fresh start that failed: kills every spawned node (SIGKILL,
+ * reaped here since this process spawned it) and removes each node's pid,
+ * args, addresses and store files, so the next attempt picks new ports
+ * and starts empty. Only for a cluster that was never initialized. */
+void rkv_client__cluster_discard(struct rkv_client__cluster_node *nodes,
+                                 int n_nodes);
 
 #endif /* RKV_CLIENT_CLUSTER_INTERNAL_H */

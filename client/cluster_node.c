@@ -556,3 +556,50 @@ bool rkv_client__cluster_wait_exit(struct rkv_client__cluster_node *nodes,
         rkv_client__cluster_sleep_ms(CLUSTER_POLL_MS);
     }
 }
+
+bool rkv_client__cluster_log_contains(
+    const struct rkv_client__cluster_node *node, const char *text)
+{
+    char path[PATH_MAX + 16];
+    static char buf[1 << 16];
+    FILE *f;
+    size_t n;
+
+    rkv_client__cluster_node_path(node, "node.log", path, sizeof(path));
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    /* The last 64 KiB hold this start's messages. */
+    fseek(f, 0, SEEK_END);
+    if (ftell(f) > (long)sizeof(buf) - 1) {
+        fseek(f, -((long)sizeof(buf) - 1), SEEK_END);
+    } else {
+        fseek(f, 0, SEEK_SET);
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+void rkv_client__cluster_discard(struct rkv_client__cluster_node *nodes,
+                                 int n_nodes)
+{
+    static const char *const files[] = {"pid", "args", "addresses", "data.mdb",
+                                        "lock.mdb"};
+
+    rkv_client__cluster_signal_all(nodes, n_nodes, SIGKILL);
+    for (int i = 0; i < n_nodes; i++) {
+        if (nodes[i].pid != 0) {
+            waitpid(nodes[i].pid, NULL, 0);
+            nodes[i].pid = 0;
+        }
+        for (size_t k = 0; k < sizeof(files) / sizeof(files[0]); k++) {
+            char path[PATH_MAX + 16];
+            rkv_client__cluster_node_path(&nodes[i], files[k], path,
+                                          sizeof(path));
+            unlink(path);
+        }
+    }
+}
