@@ -43,6 +43,8 @@ static const char *bug_name(enum rkv_sim_bug bug)
         return "early-ack";
     case RKV_SIM_BUG_DROP_ON_TRUNCATE:
         return "drop-on-truncate";
+    case RKV_SIM_BUG_ACK_BEFORE_PERSIST:
+        return "ack-before-persist";
     }
     return "none";
 }
@@ -65,7 +67,7 @@ static void usage(FILE *out)
             "  --compact        compact Raft logs; lagging replicas catch up "
             "by snapshot\n"
             "  --bug NAME       inject a glue bug: stale-read, early-ack,\n"
-            "                   drop-on-truncate\n"
+            "                   drop-on-truncate, ack-before-persist\n"
             "  -v               print the fault schedule and failing "
             "histories\n",
             RKV_SIM_NODES_MAX, RKV_SIM_CLIENTS_MAX, RKV_SIM_KEYS_MAX);
@@ -86,6 +88,8 @@ static int parse_bug(const char *text, enum rkv_sim_bug *bug)
         *bug = RKV_SIM_BUG_STALE_READ;
     } else if (strcmp(text, "early-ack") == 0) {
         *bug = RKV_SIM_BUG_EARLY_ACK;
+    } else if (strcmp(text, "ack-before-persist") == 0) {
+        *bug = RKV_SIM_BUG_ACK_BEFORE_PERSIST;
     } else if (strcmp(text, "drop-on-truncate") == 0) {
         *bug = RKV_SIM_BUG_DROP_ON_TRUNCATE;
     } else if (strcmp(text, "none") == 0) {

@@ -159,6 +159,10 @@ enum rkv_sim_bug {
      * one fails the pending one as dropped at once, as node/rpc.c does,
      * instead of waiting for its index to apply. */
     RKV_SIM_BUG_DROP_ON_TRUNCATE = 3,
+    /* Each node acknowledges a Raft batch (rkv_raft_ack(), and sends its
+     * vote grants and append acknowledgments) before the batch is on
+     * disk, so a crash loses writes a quorum counted. */
+    RKV_SIM_BUG_ACK_BEFORE_PERSIST = 4,
 };
 
 /* Maximum nodes in one run. */

@@ -522,7 +522,7 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
     }
     job = node->disk_head;
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
-        if (job->replica->needs_restart) {
+        if (job->replica->needs_restart || job->acked_early) {
             continue;
         }
         rv = rkv_raft_ack(job->replica->raft, job->rd->seq);
@@ -673,6 +673,18 @@ static void collect_one(struct rkv_sim_world *w, struct sim_node *node,
         return;
     }
     disk_enqueue(w, node, r, rd);
+    if (w->options.bug == RKV_SIM_BUG_ACK_BEFORE_PERSIST) {
+        /* The injected bug: votes and append acknowledgments go out, and
+         * the core counts the batch durable, before the disk write. */
+        node->disk_tail->acked_early = true;
+        rv = rkv_raft_ack(r->raft, rd->seq);
+        if (rv != 0) {
+            sim_fatal("acknowledging a raft batch", rv);
+        }
+        for (size_t i = 0; i < rd->n_messages_after_persist; i++) {
+            send_raft(w, node, rd->messages_after_persist[i]);
+        }
+    }
 }
 
 static void collect_ready(struct rkv_sim_world *w, struct sim_node *node)

@@ -95,6 +95,7 @@ struct sim_disk_job {
     struct rkv_range_entry *committed;           /* owned */
     struct rkv_range_apply_result *results;      /* owned */
     bool installed;                   /* the last snapshot chunk is here */
+    bool acked_early;                 /* RKV_SIM_BUG_ACK_BEFORE_PERSIST */
     struct rkv_range_install_result install;     /* filled at commit */
     struct sim_disk_job *next;
 };
