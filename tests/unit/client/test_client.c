@@ -189,6 +189,8 @@ TEST(client, stale_meta_routes_by_key)
 {
     struct fixture f;
     struct rkv_client_range *ranges;
+    struct rkv_client_request request = {0};
+    struct rkv_client_result result;
     size_t n_ranges;
 
     setup(&f, 1);
@@ -214,6 +216,14 @@ TEST(client, stale_meta_routes_by_key)
         ASSERT_UINT_EQ(n_ranges, 1);
         rkv_client_ranges_free(ranges, n_ranges);
     }
+
+    /* A scan crosses from the cached range into the one only nodes know. */
+    request.op = RKV_CLIENT_SCAN;
+    ASSERT_OK(rkv_client_do(f.client, &request, &result));
+    ASSERT_UINT_EQ(result.n_pairs, 2);
+    ASSERT_MEM_EQ(result.pairs[0].key, result.pairs[0].key_len, "a", 1);
+    ASSERT_MEM_EQ(result.pairs[1].key, result.pairs[1].key_len, "x", 1);
+    rkv_client_result_free(&result);
     teardown(&f);
 }
 
