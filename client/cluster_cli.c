@@ -11,13 +11,13 @@
  *   DIR/nodeK/addresses  written by the node once it listens
  *   DIR/initialized      present once `init` succeeded
  *
- * start: picks 2N ports (OS-chosen by binding port 0, or from --base-port),
- * spawns every node with setsid (so it outlives this command and a Ctrl-C
- * of the terminal), waits until each listens, bootstraps the cluster with an
- * InitRequest to node 1 (skipped when DIR/initialized exists), then waits
- * until a put, get and delete of a probe key succeed, and prints one line
- * per node. A later `start` on the same DIR reuses each node's ports, since
- * the members know one another by those addresses.
+ * start: picks 2N ports, OS-chosen by binding port 0 or from --base-port.
+ * It spawns every node with setsid, so the node outlives this command and a
+ * Ctrl-C of the terminal, and waits until each listens. It bootstraps the
+ * cluster with an InitRequest to node 1 unless DIR/initialized exists. It
+ * then waits until a put, get and delete of a probe key succeed, and prints
+ * one line per node. A later `start` on the same DIR reuses each node's
+ * ports, because the members know one another by those addresses.
  *
  * stop: SIGTERM to every pid, SIGKILL after --timeout, pid files removed. A
  * pid is signalled only when /proc/PID/cmdline shows `rangekv start` with
