@@ -224,7 +224,7 @@ void rkv_sim_options_init(struct rkv_sim_options *options, uint64_t seed,
 /*
  * Runs one simulation. options is borrowed for the call; options->dir must
  * exist, and the run creates and removes a folder per node inside it.
- * Returns 0 when the run finished (report->verdict tells whether it passed),
+ * Returns 0 when the run finished (report->verdict is the outcome),
  * or a negative code when the harness itself failed (-ENOMEM, a store that
  * would not open), with report->detail naming the step.
  */

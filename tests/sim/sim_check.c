@@ -482,8 +482,8 @@ int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
         step_budget = RKV_SIM_CHECK_STEPS_DEFAULT;
     }
 
-    /* Pruning is sound in one direction only: an unknown write nobody saw
-     * can always be linearized last, where it changes nothing observed, so
+    /* Pruning is sound in one direction only: an unknown write that no
+     * operation saw can always be linearized last, where it changes nothing observed, so
      * a linearization without it extends to one with it. Without it, a
      * failed CAS might match a state the write would have hidden, so a
      * violation is confirmed on the whole history. */

@@ -172,8 +172,8 @@ static int propose_request(struct rkv_sim_world *w, struct sim_node *node,
 
     /* Keep the list sorted by index. A pending proposal at this index or
      * later lost its entry from this log, but it is completed only when its
-     * index applies: an entry from an older term that this leader's log
-     * lacks may still commit if another node holding it is elected before
+     * index applies. An entry from an older term that this leader's log
+     * lacks may still commit, if another node holding it is elected before
      * this term commits anything (figure 8 of Ongaro and Ousterhout's "In
      * Search of an Understandable Consensus Algorithm"). node/rpc.c fails
      * such proposals at once (RKV_SIM_BUG_DROP_ON_TRUNCATE mimics it). */

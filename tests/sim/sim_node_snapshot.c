@@ -10,8 +10,8 @@
  *
  * Leader side: at chunk 0 of a transfer, every chunk of an
  * rkv_range_snapshot_reader (one LMDB read transaction at the applied
- * index) is read into memory and the reader closed at once, because an
- * open reader would block a map growth in this single thread. Each
+ * index) is read into memory, and the reader is closed at once. An open
+ * reader would block a map growth in this single thread. Each
  * request is then served from memory with rkv_raft_snapshot_chunk(). The
  * chunks are freed after the last one, when the core rejects one, or when
  * the replica stops leading.

@@ -1,8 +1,8 @@
 /*
  * Simulation runs: many seeds on 3- and 5-node clusters must pass every
- * check, a seed must replay exactly, and each injected glue bug must be
- * caught by the linearizability check within the first few seeds, and the
- * in-run safety checks flag conflicting facts.
+ * check, and a seed must replay exactly. Each injected glue bug must be
+ * caught within the first few seeds, and the in-run safety checks must
+ * flag conflicting facts.
  *
  * RKV_SIM_SEEDS sets the seeds per cluster size and mode (default 250).
  */

@@ -362,7 +362,7 @@ TEST(sim_prng, replays_and_bounds)
     ASSERT_UINT_NE(rkv_sim_prng_next(&a), rkv_sim_prng_next(&b));
 }
 
-/* Many concurrent unknown writes that nobody read are pruned, so the check
+/* Many concurrent unknown writes that no operation read are pruned, so the check
  * passes within a budget that the unpruned search would exceed. Pruning
  * never hides a violation: the whole history is searched again. */
 TEST(sim_check, unobserved_unknowns_pruned)
@@ -384,7 +384,7 @@ TEST(sim_check, unobserved_unknowns_pruned)
 
     /* After v7 was read, reading a again needs a second write of a. With
      * 40 unknown writes in the way, the budget may run out first, but the
-     * answer is never "linearizable". */
+     * result is never "linearizable". */
     get(&f, 104, 105, "a");
     ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, &result, NULL));
     ASSERT_INT_NE(result, RKV_SIM_CHECK_OK);
