@@ -29,8 +29,15 @@ void rkv_raft__reset_election_timer(struct rkv_raft *r)
     r->election_timeout = base + (unsigned)(rkv_raft__random(r) % base);
 }
 
-/* Thesis 4.2.3: a replica that heard from a leader less than one election
- * timeout ago keeps that leader and ignores vote requests. */
+/*
+ * Thesis 4.2.3: a replica that heard from a leader less than one election
+ * timeout ago keeps that leader and ignores vote requests. On a follower
+ * with leader_id set, election_elapsed counts the ticks since that leader
+ * was last heard. Every other reset of the timer either clears leader_id
+ * (a campaign, a step-down) or grants a repeated vote to that same leader,
+ * and a replica that may not campaign never restarts its expired timer
+ * (rkv_raft__tick_election).
+ */
 bool rkv_raft__in_lease(const struct rkv_raft *r)
 {
     if (!r->config.check_quorum || r->leader_id == 0) {
@@ -227,12 +234,20 @@ int rkv_raft__campaign(struct rkv_raft *r, bool pre_vote, bool transfer)
 
 int rkv_raft__tick_election(struct rkv_raft *r)
 {
-    r->election_elapsed++;
+    /* The count stops at the timeout, so it cannot wrap on a replica that
+     * stays passive for years. */
+    if (r->election_elapsed < r->election_timeout) {
+        r->election_elapsed++;
+    }
     if (r->election_elapsed < r->election_timeout) {
         return 0;
     }
+    /* A replica that may not campaign (a learner, or an empty placeholder
+     * configuration) leaves its timer expired instead of restarting it,
+     * as tickElection in etcd raft (raft.go) does. Restarting it would
+     * renew its lease on a leader it no longer hears, and it would then
+     * ignore the votes of the replicas that must replace that leader. */
     if (!rkv_raft__may_campaign(r)) {
-        r->election_elapsed = 0;
         return 0;
     }
     return rkv_raft__campaign(r, r->config.pre_vote, false);

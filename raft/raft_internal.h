@@ -118,7 +118,7 @@ struct rkv_raft {
     enum rkv_raft_role role;
     uint64_t leader_id;
     bool role_changed;
-    unsigned election_elapsed;  /* ticks since reset */
+    unsigned election_elapsed;  /* ticks since reset, at most the timeout */
     unsigned election_timeout;  /* randomized in [T, 2T), T election_ticks */
     unsigned heartbeat_elapsed; /* leader: ticks since heartbeat */
     unsigned n_votes_granted;   /* candidate: grants received */

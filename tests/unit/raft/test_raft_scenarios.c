@@ -640,6 +640,117 @@ TEST(raft, learner_promote_remove_leader)
     teardown(&fx);
 }
 
+/* ---- replicas that may not campaign ------------------------------------ */
+
+/* A replica that the leader's appends and snapshot chunks do not reach. */
+struct log_cut {
+    uint64_t to; /* replica id whose log stays behind; 0 while no cut */
+};
+
+static bool drop_log_to_cut(struct rkv_raft_fixture *cluster,
+                            const RkvRaft__Message *msg, void *arg)
+{
+    const struct log_cut *cut = arg;
+
+    return msg->to == cut->to &&
+           (msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_APPEND ||
+            msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_SNAPSHOT);
+}
+
+/* Ticks every live replica n times, delivering what the cut lets pass. */
+static void run_with_cut(struct rkv_raft_fixture *cluster,
+                         struct log_cut *cut, unsigned n_ticks)
+{
+    for (unsigned t = 0; t < n_ticks; t++) {
+        rkv_raft_fixture_tick_all(cluster);
+        rkv_raft_fixture_flush(cluster, 0);
+        deliver_filtered(cluster, drop_log_to_cut, cut, 100000);
+    }
+}
+
+/*
+ * Builds a group whose voters are replicas 1, 2 and 3 in the leader's
+ * configuration, while replica 3 cannot campaign. With as_learner false it
+ * stays an empty placeholder because the log never reaches it. With
+ * as_learner true it catches up as a learner and never receives its
+ * promotion. Replica 3 hears the leader's heartbeats throughout.
+ */
+static void build_group_with_passive_voter(struct rkv_raft_fixture *cluster,
+                                           struct log_cut *cut,
+                                           bool as_learner)
+{
+    struct rkv_raft *passive;
+    struct rkv_raft_conf conf;
+
+    rkv_raft_fixture_start(cluster, 0);
+    rkv_raft_fixture_start(cluster, 1);
+    rkv_raft_fixture_elect(cluster, 0);
+    rkv_raft_fixture_start(cluster, 2);
+    cut->to = as_learner ? 0 : 3;
+
+    change_ok(cluster, 0, RKV_RAFT_ADD_LEARNER, 3);
+    run_with_cut(cluster, cut, 5);
+    cut->to = 3;
+    change_ok(cluster, 0, RKV_RAFT_PROMOTE, 3);
+    run_with_cut(cluster, cut, 5);
+
+    ASSERT_TRUE(conf_has(rkv_raft_fixture_raft(cluster, 0), 3, false));
+    ASSERT_TRUE(conf_has(rkv_raft_fixture_raft(cluster, 1), 3, false));
+    passive = rkv_raft_fixture_raft(cluster, 2);
+    rkv_raft_conf_get(passive, &conf);
+    if (as_learner) {
+        ASSERT_TRUE(conf_has(passive, 3, true));
+    } else {
+        ASSERT_UINT_EQ(conf.n_servers, 0);
+    }
+    ASSERT_UINT_EQ(rkv_raft_leader(passive), 1);
+    ASSERT_INT_EQ(rkv_raft_campaign(passive), -EINVAL);
+}
+
+/*
+ * A voter wins its first election after the leader dies, even when the
+ * only other live voter is a replica that may not campaign. That replica's
+ * lease on the dead leader must run out one election timeout T after the
+ * last heartbeat, not be renewed by its own expired timer. The voter's
+ * first campaign starts at most 2T - 1 ticks after the crash (the largest
+ * randomized timeout), so it leads within 2T ticks.
+ */
+TEST(raft, passive_voter_grants_after_lease)
+{
+    static const bool as_learner_cases[] = {false, true};
+
+    for (size_t c = 0; c < 2; c++) {
+        for (uint64_t seed = 1; seed <= 16; seed++) {
+            struct rkv_raft_fixture *cluster;
+            struct log_cut cut = {0};
+            unsigned election_ticks;
+            unsigned ticks = 0;
+
+            rkv_raft_fixture_new(3, 2, seed, &cluster);
+            election_ticks =
+                rkv_raft_fixture_config(cluster, 0)->election_ticks;
+            build_group_with_passive_voter(cluster, &cut,
+                                           as_learner_cases[c]);
+
+            rkv_raft_fixture_crash(cluster, 0);
+            while (rkv_raft_role(rkv_raft_fixture_raft(cluster, 1)) !=
+                       RKV_RAFT_LEADER &&
+                   ticks < 10 * election_ticks) {
+                run_with_cut(cluster, &cut, 1);
+                ticks++;
+            }
+            if (ticks >= 2 * election_ticks) {
+                printf("as_learner=%d seed=%llu: leader after %u ticks\n",
+                       (int)as_learner_cases[c], (unsigned long long)seed,
+                       ticks);
+            }
+            ASSERT_UINT_LT(ticks, 2 * election_ticks);
+            ASSERT_INT_EQ(rkv_raft_fixture_leader(cluster), 1);
+            rkv_raft_fixture_free(cluster);
+        }
+    }
+}
+
 /* A leader new in its term refuses a membership change until it has
  * committed an entry of that term, the rule that makes single-server
  * changes safe across leader changes. */
