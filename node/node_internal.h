@@ -208,6 +208,10 @@ struct rkv_node__replica {
     struct rkv_range_snapshot_reader *snap_readers[RKV_NODE_JOIN_MAX];
     /* leader: one per peer, owned */
     uint64_t snap_indexes[RKV_NODE_JOIN_MAX];   /* index of each reader */
+    uint64_t meta_check_after_ms;  /* earliest next check of this range's
+                                      meta record in range 1 */
+    bool meta_repair_pending;      /* a meta update failed: keep checking
+                                      on ticks until the record is fresh */
     uint32_t snap_next_seqs[RKV_NODE_JOIN_MAX]; /* next chunk expected */
 
     bool on_work_list; /* has Raft work to collect */
@@ -560,3 +564,8 @@ void rkv_node__iprops_expire(struct rkv_node *node, uint64_t now_ms);
 void rkv_node__iprops_free(struct rkv_node *node);
 
 #endif /* RKV_NODE_INTERNAL_H */
+/* Checks, when a failed meta update left it pending and this replica leads,
+ * whether range 1's record of this range is stale and proposes it again.
+ * Called from the tick loop, also for quiesced replicas. */
+void rkv_node__split_meta_tick(struct rkv_node__replica *r);
+

@@ -763,6 +763,9 @@ void rkv_node__tick_replicas(struct rkv_node *node)
             if (!r->quiesced) {
                 replica_tick(r);
             }
+            if (r->meta_repair_pending) {
+                rkv_node__split_meta_tick(r);
+            }
         }
     }
 }

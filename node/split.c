@@ -16,6 +16,15 @@
  * range id allocated by an abandoned attempt is never used, which is
  * harmless.
  *
+ * Meta repair: a meta update can fail after its split applied (range 1
+ * busy, its leader changed, the proposing leader crashed), and no later
+ * step would rewrite that record. So after applying entries, a leader
+ * checks its own record in this node's copy of range 1, at most every
+ * RKV_NODE_META_CHECK_MS, and proposes it again when it is missing or
+ * older than the descriptor (IDLE -> META -> IDLE, split_meta_repair()).
+ * Duplicates are harmless: range 1 applies a record only over a lower
+ * generation.
+ *
  * Every replica, leader or not, creates the right-hand range's replica when
  * it applies the split entry (rkv_node__split_applied()); Raft messages for
  * it that arrive earlier are dropped by the transport and resent.
@@ -29,10 +38,35 @@
 #include "node/node_internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Wait after a failed or skipped split before checking again. */
 #define RKV_NODE_SPLIT_RETRY_MS 1000
+/* Wait between two checks of one range's meta record by its leader. */
+#define RKV_NODE_META_CHECK_MS 2000
+
+/* Returns true for the first N meta updates after a split when the
+ * environment sets RKV_TEST_FAIL_META_UPDATES=N, so that tests can show
+ * the repair path; the count is per process. */
+static bool split_meta_fault(void)
+{
+    static long remaining = -1;
+
+    if (remaining < 0) {
+        const char *env = getenv("RKV_TEST_FAIL_META_UPDATES");
+
+        remaining = env != NULL ? strtol(env, NULL, 10) : 0;
+        if (remaining < 0) {
+            remaining = 0;
+        }
+    }
+    if (remaining == 0) {
+        return false;
+    }
+    remaining--;
+    return true;
+}
 
 /* ---- internal proposals ------------------------------------------------- */
 
@@ -266,11 +300,12 @@ static void split_meta_cb(void *data, int rv,
          * a RKV_EKEYMISMATCH round trip, and the next split of either side
          * writes fresh records. */
         RKV_LOG(RKV_WARN,
-                "meta update after split failed range=%llu "
-                "error=%s",
+                "meta update failed, will retry range=%llu error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
     }
     r->split_state = RKV_NODE_SPLIT_IDLE;
+    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    r->meta_repair_pending = rv != 0;
 }
 
 static void split_apply_cb(void *data, int rv,
@@ -300,6 +335,10 @@ static void split_apply_cb(void *data, int rv,
     if (r->range_id == RKV_RANGE_ID_FIRST) {
         return;
     }
+    if (split_meta_fault()) {
+        rv = RKV_EUNAVAILABLE;
+        goto meta_failed;
+    }
     rv = rkv_range_encode_meta_update(&result->desc, &result->right, &cmd,
                                       &cmd_len);
     if (rv == 0) {
@@ -307,14 +346,16 @@ static void split_apply_cb(void *data, int rv,
                                     split_meta_cb, r);
         rkv_free(cmd);
     }
-    if (rv != 0) {
-        RKV_LOG(RKV_WARN,
-                "meta update after split failed range=%llu "
-                "error=%s",
-                (unsigned long long)r->range_id, rkv_strerror(rv));
+    if (rv == 0) {
+        r->split_state = RKV_NODE_SPLIT_META;
         return;
     }
-    r->split_state = RKV_NODE_SPLIT_META;
+
+meta_failed:
+    RKV_LOG(RKV_WARN, "meta update failed, will retry range=%llu error=%s",
+            (unsigned long long)r->range_id, rkv_strerror(rv));
+    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    r->meta_repair_pending = true;
 }
 
 static void split_alloc_cb(void *data, int rv,
@@ -385,6 +426,58 @@ static int split_begin(struct rkv_node__replica *r, const uint8_t *key,
     return 0;
 }
 
+/* Proposes this range's meta record again when this node's copy of range 1
+ * lacks it or holds an older generation (see "Meta repair" above). */
+static void split_meta_repair(struct rkv_node__replica *r)
+{
+    struct rkv_range_rtxn *rtxn;
+    bool stale = false;
+    uint8_t *cmd;
+    size_t cmd_len;
+    int rv;
+
+    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    rv = rkv_range_rtxn_begin(r->node->store, &rtxn);
+    if (rv != 0) {
+        return;
+    }
+    rv = rkv_range_meta_check(rtxn, &r->desc, &stale);
+    rkv_range_rtxn_end(rtxn);
+    if (rv != 0) {
+        return;
+    }
+    if (!stale) {
+        r->meta_repair_pending = false;
+        return;
+    }
+
+    rv = rkv_range_encode_meta_update(&r->desc, NULL, &cmd, &cmd_len);
+    if (rv == 0) {
+        rv = rkv_node__iprop_submit(r->node, RKV_RANGE_ID_FIRST, cmd, cmd_len,
+                                    split_meta_cb, r);
+        rkv_free(cmd);
+    }
+    if (rv != 0) {
+        RKV_LOG(RKV_DEBUG, "meta repair not proposed range=%llu error=%s",
+                (unsigned long long)r->range_id, rkv_strerror(rv));
+        return;
+    }
+    RKV_LOG(RKV_INFO, "meta record stale, proposing it again range=%llu "
+            "generation=%llu",
+            (unsigned long long)r->range_id,
+            (unsigned long long)r->desc.generation);
+    r->split_state = RKV_NODE_SPLIT_META;
+}
+
+void rkv_node__split_meta_tick(struct rkv_node__replica *r)
+{
+    if (r->meta_repair_pending && r->role == RKV_RAFT_LEADER &&
+        r->initialized && r->split_state == RKV_NODE_SPLIT_IDLE &&
+        rkv_monotonic_ms() >= r->meta_check_after_ms) {
+        split_meta_repair(r);
+    }
+}
+
 void rkv_node__split_maybe(struct rkv_node__replica *r)
 {
     struct rkv_node *node = r->node;
@@ -393,6 +486,12 @@ void rkv_node__split_maybe(struct rkv_node__replica *r)
     struct rkv_range_rtxn *rtxn;
     int rv;
 
+    if (r->role == RKV_RAFT_LEADER && r->initialized &&
+        r->split_state == RKV_NODE_SPLIT_IDLE &&
+        r->range_id != RKV_RANGE_ID_FIRST &&
+        rkv_monotonic_ms() >= r->meta_check_after_ms) {
+        split_meta_repair(r);
+    }
     if (r->role != RKV_RAFT_LEADER || !r->initialized ||
         r->split_state != RKV_NODE_SPLIT_IDLE ||
         rkv_monotonic_ms() < r->split_check_after_ms ||

@@ -6,6 +6,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -424,5 +425,64 @@ TEST(cluster, catch_up_by_snapshot)
         rkv_test_cluster_log_contains(&f.cluster, 2, "installed snapshot"));
     ASSERT_TRUE(rkv_test_cluster_log_contains(&f.cluster, 2,
                                               "created placeholder replica"));
+    teardown(&f);
+}
+
+/* Asks node i for its status; returns how many replicas it holds. */
+static uint64_t count_replicas(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    uint64_t n;
+
+    request.id = 11;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    response = rkv_test_rpc_call_addr(f->cluster.client_addrs[i], &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_STATUS);
+    n = response->status->n_ranges;
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return n;
+}
+
+TEST(cluster, meta_records_repaired_after_failures)
+{
+    /* The first five meta updates after splits fail (a fault switch in the
+     * node), and range 1 also loses its leader while splits go on. Leaders
+     * propose their records again, so every node's meta listing ends up
+     * with one record per range it holds. */
+    struct fixture f;
+    uint64_t deadline;
+    bool converged = false;
+    size_t leader;
+
+    setenv("RKV_TEST_FAIL_META_UPDATES", "5", 1);
+    setup(&f, 3, 4096);
+    put_keys(&f, "m", 0, 200);
+    leader = find_leader_of_first_range(&f);
+    rkv_test_cluster_kill_node(&f.cluster, leader);
+    put_keys(&f, "m", 200, 400);
+    rkv_test_cluster_start_node(&f.cluster, leader);
+    check_keys(&f, "m", 0, 400);
+
+    deadline = rkv_monotonic_ms() + 30000;
+    while (!converged) {
+        converged = true;
+        for (size_t i = 0; i < f.cluster.n_procs; i++) {
+            uint64_t n_replicas = count_replicas(&f, i);
+            uint64_t n_records = count_ranges(&f, i);
+
+            if (n_records != n_replicas) {
+                converged = false;
+            }
+        }
+        if (!converged) {
+            ASSERT_UINT_LT(rkv_monotonic_ms(), deadline);
+            usleep(200 * 1000);
+        }
+    }
     teardown(&f);
 }
