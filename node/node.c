@@ -573,6 +573,7 @@ static void node_tick_cb(uv_timer_t *timer)
     rkv_node__requests_expire(node, now_ms);
     rkv_node__iprops_expire(node, now_ms);
     rkv_node__held_expire(node, now_ms);
+    rkv_node__space_check(node, false);
     if (now_ms >= node->spread_after_ms) {
         node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
         rkv_node__spread_leadership(node);
@@ -603,6 +604,7 @@ static void node_writer_async_cb(uv_async_t *async)
     }
     w->busy = false;
     rkv_node__batch_done(node, b);
+    rkv_node__space_check(node, true);
     if (node->stopping) {
         node_finish_stop(node);
     }
@@ -621,6 +623,7 @@ static void node_stop_async_cb(uv_async_t *async)
      * of it was acknowledged. */
     rkv_node__wbatch_free(node->next_batch);
     node->next_batch = NULL;
+    rkv_node__writer_give_up(&node->writer);
     if (!node->writer.busy) {
         node_finish_stop(node);
     }
@@ -703,6 +706,15 @@ static int node_configure(struct rkv_node *node,
                                     ? config->log_compact_entries
                                     : RKV_NODE_LOG_COMPACT_ENTRIES_DEFAULT;
     node->no_sync = config->no_sync;
+    if (config->map_size_max != 0 &&
+        config->map_size_max < RKV_NODE_MAP_SIZE_MAX_MIN) {
+        snprintf(errmsg, errmsg_len,
+                 "invalid map_size_max %llu: expected 0 or at least %u bytes",
+                 (unsigned long long)config->map_size_max,
+                 (unsigned)RKV_NODE_MAP_SIZE_MAX_MIN);
+        return RKV_ECONFIG;
+    }
+    node->map_size_max = config->map_size_max;
     if (config->cluster_secret != NULL && config->cluster_secret[0] != '\0') {
         node->cluster_secret = strdup(config->cluster_secret);
         if (node->cluster_secret == NULL) {
@@ -748,6 +760,7 @@ static int node_open_store(struct rkv_node *node, char *errmsg,
     }
     options.path = node->store_dir;
     options.no_sync = node->no_sync;
+    options.map_size_max = node->map_size_max;
     options.split_bytes = node->split_bytes;
     rv = rkv_range_store_open(&options, &node->store, store_errmsg);
     if (rv != 0) {

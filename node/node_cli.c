@@ -61,7 +61,10 @@ static void start_usage(FILE *out)
         "                               keeps for lagging followers; older\n"
         "                               ones are compacted (default 20000)\n"
         "  --no-sync                    skip fsync (tests only: a crash\n"
-        "                               loses acknowledged writes)\n\n"
+        "                               loses acknowledged writes)\n"
+        "  --map-size-max BYTES         largest size the store's LMDB map\n"
+        "                               may grow to; past it writes fail\n"
+        "                               with RKV_EMAPFULL (default 1 TiB)\n\n"
         "Once both listeners are bound the node writes DIR/addresses:\n"
         "\"peer HOST:PORT\" and \"client HOST:PORT\".\n");
 }
@@ -121,6 +124,7 @@ enum start_option {
     OPT_TICK_MS,
     OPT_NO_SYNC,
     OPT_LOG_COMPACT,
+    OPT_MAP_SIZE_MAX,
     OPT_HELP,
 };
 
@@ -138,6 +142,7 @@ static const struct option start_options[] = {
     {"tick-ms", required_argument, NULL, OPT_TICK_MS},
     {"no-sync", no_argument, NULL, OPT_NO_SYNC},
     {"log-compact-entries", required_argument, NULL, OPT_LOG_COMPACT},
+    {"map-size-max", required_argument, NULL, OPT_MAP_SIZE_MAX},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -231,6 +236,16 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
             return RKV_ECONFIG;
         }
         cfg->log_compact_entries = value;
+        return 0;
+    case OPT_MAP_SIZE_MAX:
+        if (parse_u64(arg, &value) != 0 || value < RKV_NODE_MAP_SIZE_MAX_MIN) {
+            fprintf(stderr,
+                    "rangekv start: invalid --map-size-max '%s': "
+                    "expected at least %u bytes\n",
+                    arg, (unsigned)RKV_NODE_MAP_SIZE_MAX_MIN);
+            return RKV_ECONFIG;
+        }
+        cfg->map_size_max = value;
         return 0;
     default:
         return RKV_ECONFIG;

@@ -23,6 +23,7 @@
 #define RKV_NODE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -92,6 +93,21 @@
 /* Quiescence: a leader idle for this many ticks stops ticking the range
  * and sends its followers a Quiesce so that they stop too. */
 #define RKV_NODE_QUIESCE_TICKS 5
+/* A writer commit that fails for lack of space (a full disk, or the map at
+ * its limit) is retried with a backoff doubling between these bounds, and
+ * its warning repeats at most once per RKV_NODE_STALL_WARN_MS. */
+#define RKV_NODE_STALL_RETRY_MIN_MS 50
+#define RKV_NODE_STALL_RETRY_MAX_MS 1000
+#define RKV_NODE_STALL_WARN_MS 10000
+/* Space reserve: new writes are rejected (RKV_ENOSPACE, RKV_EMAPFULL) once
+ * the store's file system has less than a RKV_NODE_SPACE_RESERVE_DIVISOR-th
+ * of its size free, or the map is that close to its limit (capped at
+ * RKV_NODE_SPACE_RESERVE_MAX bytes), so that the writes already accepted
+ * still commit and apply and reads keep being served. Checked after every
+ * writer batch and at least every RKV_NODE_SPACE_CHECK_MS. */
+#define RKV_NODE_SPACE_RESERVE_DIVISOR 16
+#define RKV_NODE_SPACE_RESERVE_MAX (256ull * 1024 * 1024)
+#define RKV_NODE_SPACE_CHECK_MS 100
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -201,6 +217,10 @@ struct rkv_node__replica {
     size_t split_key_len;
     struct rkv_node__request_list split_waiters; /* SplitRequests */
     uint64_t split_check_after_ms; /* earliest next automatic check */
+    uint64_t meta_check_after_ms;  /* earliest next check of this range's
+                                      meta record in range 1 */
+    bool meta_repair_pending;      /* a meta update failed: keep checking
+                                      on ticks until the record is fresh */
 
     /* Log compaction and snapshots. */
     uint64_t compacted_index; /* log starts after this index */
@@ -208,10 +228,6 @@ struct rkv_node__replica {
     struct rkv_range_snapshot_reader *snap_readers[RKV_NODE_JOIN_MAX];
     /* leader: one per peer, owned */
     uint64_t snap_indexes[RKV_NODE_JOIN_MAX];   /* index of each reader */
-    uint64_t meta_check_after_ms;  /* earliest next check of this range's
-                                      meta record in range 1 */
-    bool meta_repair_pending;      /* a meta update failed: keep checking
-                                      on ticks until the record is fresh */
     uint32_t snap_next_seqs[RKV_NODE_JOIN_MAX]; /* next chunk expected */
 
     bool on_work_list; /* has Raft work to collect */
@@ -238,6 +254,7 @@ struct rkv_node__witem {
     struct rkv_range_apply_result *results;  /* owned; per committed */
     uint64_t compact_index;                  /* compact the log up to this
                                                 after the applies; 0: no */
+    bool prepared;                           /* the arrays above are made */
     struct rkv_node__witem *next;
 };
 
@@ -256,9 +273,15 @@ struct rkv_node__writer {
     struct rkv_node__wbatch *submitted; /* given to the thread; NULL idle */
     struct rkv_node__wbatch *done;      /* finished, not yet taken */
     bool stop;                          /* the thread exits when idle */
+    bool give_up;                       /* stop retrying a stalled batch */
     bool busy;                          /* a batch is submitted or done */
     uv_async_t async;                   /* wakes the loop on completion */
     struct rkv_range_store *store;      /* borrowed */
+    const char *store_dir;              /* borrowed; for messages */
+    /* While a commit keeps failing for lack of space: -ENOSPC or
+     * RKV_EMAPFULL, and the writer retries the same batch; 0 otherwise.
+     * Written by the writer, read by the loop to reject new writes. */
+    _Atomic int stalled_rv;
 };
 
 /* ---- peers -------------------------------------------------------------- */
@@ -322,6 +345,7 @@ struct rkv_node {
     uint32_t tick_ms;
     uint64_t log_compact_entries; /* compaction threshold, entries */
     bool no_sync;
+    uint64_t map_size_max; /* LMDB map growth limit in bytes; 0: 1 TiB */
 
     uint64_t node_id;
     uint64_t cluster_id; /* 0 until initialized */
@@ -379,6 +403,9 @@ struct rkv_node {
     uint64_t spread_after_ms;    /* next leadership spread check */
     uint64_t spread_next_target; /* round-robin transfer target */
     uint64_t n_ticks;            /* ticks since start */
+    int space_low_rv;            /* RKV_ENOSPACE or RKV_EMAPFULL while the
+                                    space reserve is reached; 0 otherwise */
+    uint64_t space_check_after_ms; /* next periodic space check */
     bool stopping;
 
     /* Init handshake with the calling thread of rkv_node_init(). */
@@ -472,6 +499,20 @@ void rkv_node__writer_submit(struct rkv_node__writer *w,
                              struct rkv_node__wbatch *b);
 /* Stops and joins the writer thread (after the last batch finished). */
 void rkv_node__writer_stop(struct rkv_node__writer *w);
+/* Asks a writer that retries a batch for lack of space to give up: the
+ * batch then completes with its error, unacknowledged (used at stop). */
+void rkv_node__writer_give_up(struct rkv_node__writer *w);
+/* Returns RKV_ENOSPACE or RKV_EMAPFULL while the writer cannot commit for
+ * lack of space, 0 otherwise (loop thread). */
+int rkv_node__writer_stalled(struct rkv_node__writer *w);
+/* Returns whether rv is a lack of space the writer waits out. */
+bool rkv_node__is_space_error(int rv);
+/* Compares the store's free space with its reserve (loop thread); force
+ * skips the RKV_NODE_SPACE_CHECK_MS rate limit. */
+void rkv_node__space_check(struct rkv_node *node, bool force);
+/* Returns RKV_ENOSPACE or RKV_EMAPFULL while new writes must be rejected for
+ * lack of space, 0 when they may go on (loop thread). */
+int rkv_node__writes_blocked(struct rkv_node *node);
 void rkv_node__wbatch_free(struct rkv_node__wbatch *b);
 
 /* ---- transport.c -------------------------------------------------------- */
@@ -546,6 +587,11 @@ void rkv_node__split_applied(struct rkv_node__replica *replica, uint64_t index,
 /* Proposes command to range_id on its leader, local or remote. On success
  * cb runs once, later, unless the node stops first (stop frees waiting
  * proposals without calling them). */
+/* Checks, when a failed meta update left it pending and this replica leads,
+ * whether range 1's record of this range is stale and proposes it again.
+ * Called from the tick loop, also for quiesced replicas. */
+void rkv_node__split_meta_tick(struct rkv_node__replica *r);
+
 int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,
                            const uint8_t *command, size_t command_len,
                            rkv_node__propose_cb cb, void *data);
@@ -564,8 +610,3 @@ void rkv_node__iprops_expire(struct rkv_node *node, uint64_t now_ms);
 void rkv_node__iprops_free(struct rkv_node *node);
 
 #endif /* RKV_NODE_INTERNAL_H */
-/* Checks, when a failed meta update left it pending and this replica leads,
- * whether range 1's record of this range is stale and proposes it again.
- * Called from the tick loop, also for quiesced replicas. */
-void rkv_node__split_meta_tick(struct rkv_node__replica *r);
-

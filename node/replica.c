@@ -18,14 +18,18 @@
  * Failure modes: a proposal whose index was applied with another term was
  * dropped by a leader change (RKV_EDROPPED to the client, which retries).
  * A replica that stops leading fails its waiting reads with RKV_ENOTLEADER.
- * A writer commit failure stops the node (see batch_done_failed()).
+ * A writer commit that fails for lack of space is retried by the writer
+ * (node/writer.c); any other commit failure stops the node (see
+ * batch_done_failed()).
  */
 #define RKV_LOG_SUBSYS "node"
 #include "node/node_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *role_name(enum rkv_raft_role role)
 {
@@ -110,6 +114,28 @@ static void serve_reads(struct rkv_node__replica *replica)
     }
 }
 
+/* Fails the reads that wait for committed entries the writer cannot apply
+ * for lack of space: they would wait until space is freed, which is
+ * usually past their deadline. */
+static void fail_reads_stalled(struct rkv_node__replica *replica)
+{
+    struct rkv_node__request *req = replica->reads.head;
+    int rv = rkv_node__writer_stalled(&replica->node->writer);
+
+    while (rv != 0 && req != NULL) {
+        struct rkv_node__request *next = req->next;
+
+        if (req->index != 0) {
+            rkv_node__request_list_remove(&replica->reads, req);
+            rkv_node__request_fail(req, rv,
+                                   "the read waits for committed writes "
+                                   "that cannot be applied until space is "
+                                   "freed on the store");
+        }
+        req = next;
+    }
+}
+
 static void replica_take_reads(struct rkv_node__replica *replica,
                                const struct rkv_raft_ready *rd)
 {
@@ -122,6 +148,7 @@ static void replica_take_reads(struct rkv_node__replica *replica,
         }
     }
     serve_reads(replica);
+    fail_reads_stalled(replica);
 }
 
 static size_t peer_slot(uint64_t node_id)
@@ -305,7 +332,26 @@ static void collect_one(struct rkv_node *node, struct rkv_node__replica *r)
     }
 }
 
-void rkv_node__collect_ready(struct rkv_node *node)
+/* Returns whether a batch carries anything to write. A follower's response
+ * to a heartbeat (the ReadIndex confirmation of read-only workloads) only
+ * waits for the earlier batches of its replica, and needs no commit. */
+static bool batch_needs_commit(const struct rkv_node__wbatch *b)
+{
+    for (const struct rkv_node__witem *item = b->head; item != NULL;
+         item = item->next) {
+        const struct rkv_raft_ready *rd = item->rd;
+
+        if (item->create_range_id != 0 || item->compact_index != 0 ||
+            rd->has_hard_state || rd->n_entries > 0 || rd->n_chunks > 0 ||
+            rd->n_committed > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Takes the ready batch of every replica on the work list. */
+static void collect_marked(struct rkv_node *node)
 {
     while (node->work_head != NULL) {
         struct rkv_node__replica *r = node->work_head;
@@ -317,12 +363,28 @@ void rkv_node__collect_ready(struct rkv_node *node)
             collect_one(node, r);
         }
     }
-    if (!node->writer.busy && node->next_batch != NULL) {
-        struct rkv_node__wbatch *b = node->next_batch;
+}
 
+void rkv_node__collect_ready(struct rkv_node *node)
+{
+    /* A batch with nothing to write completes at once, in order, since no
+     * earlier batch is in flight while the writer is idle. Its replicas may
+     * have new work then, hence one more pass. */
+    for (int pass = 0; pass < 2; pass++) {
+        struct rkv_node__wbatch *b;
+
+        collect_marked(node);
+        if (node->writer.busy || node->next_batch == NULL) {
+            return;
+        }
+        b = node->next_batch;
         node->next_batch = NULL;
-        node->counters.n_batches++;
-        rkv_node__writer_submit(&node->writer, b);
+        if (batch_needs_commit(b)) {
+            node->counters.n_batches++;
+            rkv_node__writer_submit(&node->writer, b);
+            return;
+        }
+        rkv_node__batch_done(node, b);
     }
 }
 
@@ -459,14 +521,25 @@ static void batch_refresh_stats(struct rkv_node *node,
     rkv_range_rtxn_end(rtxn);
 }
 
-static void batch_done_failed(struct rkv_node *node, int rv)
+/* Handles a batch that was not written. Its work was never acknowledged to
+ * Raft. At stop (the writer gave up waiting for space) it is dropped, as a
+ * crash would drop it. Otherwise the store failed in a way a retry does not
+ * cure (-EIO, RKV_ECORRUPT, -ENOMEM), and the Raft cores, which consider the
+ * work handed out, cannot go on: the process exits, and a restart recovers
+ * from the last commit. */
+static void batch_done_failed(struct rkv_node *node,
+                              struct rkv_node__wbatch *b)
 {
-    /* The Raft cores already consider this work handed out, so continuing
-     * could acknowledge writes that are not durable. Stop here instead; a
-     * restart recovers from the last commit. */
-    RKV_LOG(RKV_ERROR, "writing raft work failed, stopping node error=%s",
-            rkv_strerror(rv));
-    abort();
+    if (node->stopping && rkv_node__is_space_error(b->rv)) {
+        rkv_node__wbatch_free(b);
+        return;
+    }
+    RKV_LOG(RKV_ERROR,
+            "writing raft work to store %s failed, stopping the node; a "
+            "restart recovers from the last commit error=%s",
+            node->store_dir, rkv_strerror(b->rv));
+    fflush(NULL);
+    _exit(EXIT_FAILURE);
 }
 
 /* Marks the replicas whose snapshot install the store refused. Their
@@ -507,7 +580,8 @@ static void batch_finish_replicas(struct rkv_node *node,
 void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b)
 {
     if (b->rv != 0) {
-        batch_done_failed(node, b->rv);
+        batch_done_failed(node, b);
+        return;
     }
     batch_mark_refused(b);
     for (struct rkv_node__witem *item = b->head; item != NULL;

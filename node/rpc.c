@@ -311,6 +311,21 @@ static int request_encode_batch(struct rkv_node *node,
     return rv;
 }
 
+/* Rejects a write while the writer cannot commit for lack of space. */
+static void write_reject_stalled(struct rkv_node__request *req, int rv)
+{
+    char message[768];
+
+    snprintf(message, sizeof(message),
+             "%s: store %s cannot take more data; writes are stopped until "
+             "space is freed, reads still work",
+             rv == RKV_EMAPFULL
+                 ? "the LMDB map is at its size limit (--map-size-max)"
+                 : "the disk is full",
+             req->node->store_dir);
+    rkv_node__request_fail(req, rv, message);
+}
+
 static void handle_write(struct rkv_node__request *req,
                          struct rkv_node__replica *r)
 {
@@ -321,6 +336,11 @@ static void handle_write(struct rkv_node__request *req,
     uint64_t term;
     int rv;
 
+    rv = rkv_node__writes_blocked(req->node);
+    if (rv != 0) {
+        write_reject_stalled(req, rv);
+        return;
+    }
     if (req->msg->op_case == RKV__RPC__REQUEST__OP_BATCH) {
         rv = request_encode_batch(req->node, req->msg->batch, &buf, &len,
                                   errmsg);

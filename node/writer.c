@@ -10,10 +10,22 @@
  * next batch, so under load every fsync carries the work of many requests
  * and many ranges.
  *
- * Failure: a failed commit leaves nothing committed. Raft has already handed
- * out the batch and cannot take it back. The loop therefore logs the error
- * and aborts the process (see rkv_node__batch_done()), and a restart
- * recovers from the last commit.
+ * Failure: a failed commit leaves nothing committed, and Raft has already
+ * handed out the batch, so the batch is never acknowledged until a commit
+ * of it succeeds:
+ *   - lack of space: -ENOSPC from a full disk, -EIO from a short write
+ *     while the disk is within its reserve, or RKV_EMAPFULL from the map at
+ *     its limit. The writer records the same batch again and retries it,
+ *     with a backoff from RKV_NODE_STALL_RETRY_MIN_MS doubling to
+ *     RKV_NODE_STALL_RETRY_MAX_MS. It publishes the error in stalled_rv, so
+ *     the loop rejects new writes (RKV_ENOSPACE or RKV_EMAPFULL) and keeps
+ *     serving reads. It warns once, then at most every
+ *     RKV_NODE_STALL_WARN_MS. Once space is freed the retry commits and the
+ *     node goes on by itself. At stop the writer gives up, and the batch is
+ *     dropped unacknowledged, as a crash would drop it.
+ *   - any other error (-EIO, RKV_ECORRUPT, -ENOMEM): the loop logs why and
+ *     exits the process (see rkv_node__batch_done()); a restart recovers
+ *     from the last commit.
  *
  * Invariant: at most one batch is between submit and completion.
  */
@@ -21,7 +33,10 @@
 #include "node/node_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
 
 static void witem_free(struct rkv_node__witem *item)
 {
@@ -141,7 +156,7 @@ static int writer_prepare_item(struct rkv_node__witem *item)
 {
     struct rkv_raft_ready *rd = item->rd;
 
-    if (rd == NULL) {
+    if (rd == NULL || item->prepared) {
         return 0;
     }
     if (rd->n_entries > 0) {
@@ -159,6 +174,7 @@ static int writer_prepare_item(struct rkv_node__witem *item)
         }
         writer_convert_entries(rd->committed, rd->n_committed, item->committed);
     }
+    item->prepared = true;
     return 0;
 }
 
@@ -192,6 +208,200 @@ err:
     return rv;
 }
 
+bool rkv_node__is_space_error(int rv)
+{
+    return rv == -ENOSPC || rv == -EDQUOT || rv == RKV_EMAPFULL;
+}
+
+static uint64_t writer_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits delay_ms before the next attempt (mutex held). Returns false when
+ * the node asked the writer to give up. */
+static bool writer_backoff(struct rkv_node__writer *w, uint64_t delay_ms)
+{
+    uint64_t until_ms = writer_now_ms() + delay_ms;
+    struct timespec ts = {
+        .tv_sec = (time_t)(until_ms / 1000),
+        .tv_nsec = (long)(until_ms % 1000) * 1000000,
+    };
+
+    while (!w->give_up && writer_now_ms() < until_ms) {
+        pthread_cond_timedwait(&w->cond, &w->mutex, &ts);
+    }
+    return !w->give_up;
+}
+
+static const char *writer_space_reason(int rv)
+{
+    return rv == RKV_EMAPFULL ? "the LMDB map reached its size limit "
+                                "(--map-size-max)"
+                              : "the disk is full";
+}
+
+/* Returns the reserve kept free out of total bytes. */
+static uint64_t space_reserve(uint64_t total)
+{
+    return RKV_MIN(total / RKV_NODE_SPACE_RESERVE_DIVISOR,
+                   RKV_NODE_SPACE_RESERVE_MAX);
+}
+
+/* LMDB reports a short write, which is how a full file system often shows,
+ * as EIO. An EIO while the store's file system is within its reserve is
+ * taken for that and becomes -ENOSPC. */
+static int writer_space_cause(struct rkv_node__writer *w, int rv)
+{
+    struct statvfs fs;
+
+    if (rv != -EIO || statvfs(w->store_dir, &fs) != 0) {
+        return rv;
+    }
+    if ((uint64_t)fs.f_bavail * fs.f_frsize <
+        space_reserve((uint64_t)fs.f_blocks * fs.f_frsize)) {
+        return -ENOSPC;
+    }
+    return rv;
+}
+
+/* Commits b, retrying for as long as the commit fails for lack of space
+ * (mutex not held). Returns the commit's final status. */
+static int writer_commit_retrying(struct rkv_node__writer *w,
+                                  struct rkv_node__wbatch *b)
+{
+    uint64_t delay_ms = RKV_NODE_STALL_RETRY_MIN_MS;
+    uint64_t warned_ms = 0;
+    uint64_t n_attempts = 1;
+    int rv;
+
+    rv = writer_space_cause(w, writer_commit_batch(w->store, b));
+    while (rkv_node__is_space_error(rv)) {
+        uint64_t now_ms = writer_now_ms();
+        bool go_on;
+
+        if (n_attempts == 1) {
+            atomic_store(&w->stalled_rv, rv);
+        }
+        if (warned_ms == 0 || now_ms - warned_ms >= RKV_NODE_STALL_WARN_MS) {
+            RKV_LOG(RKV_WARN,
+                    "writes stopped: %s, store %s: retrying the pending "
+                    "raft work until space is freed attempts=%llu "
+                    "error=%s",
+                    writer_space_reason(rv), w->store_dir,
+                    (unsigned long long)n_attempts, rkv_strerror(rv));
+            warned_ms = now_ms;
+        }
+        pthread_mutex_lock(&w->mutex);
+        go_on = writer_backoff(w, delay_ms);
+        pthread_mutex_unlock(&w->mutex);
+        if (!go_on) {
+            RKV_LOG(RKV_WARN,
+                    "stopping with unwritten raft work, none of it was "
+                    "acknowledged store=%s error=%s",
+                    w->store_dir, rkv_strerror(rv));
+            return rv;
+        }
+        delay_ms = RKV_MIN(delay_ms * 2, RKV_NODE_STALL_RETRY_MAX_MS);
+        n_attempts++;
+        rv = writer_space_cause(w, writer_commit_batch(w->store, b));
+    }
+    if (n_attempts > 1) {
+        atomic_store(&w->stalled_rv, 0);
+        if (rv == 0) {
+            RKV_LOG(RKV_INFO, "writes resumed store=%s attempts=%llu",
+                    w->store_dir, (unsigned long long)n_attempts);
+        }
+    }
+    return rv;
+}
+
+int rkv_node__writer_stalled(struct rkv_node__writer *w)
+{
+    int rv = atomic_load(&w->stalled_rv);
+
+    if (rv == 0) {
+        return 0;
+    }
+    return rv == RKV_EMAPFULL ? RKV_EMAPFULL : RKV_ENOSPACE;
+}
+
+/* Returns RKV_ENOSPACE or RKV_EMAPFULL when the store is within its
+ * reserve, 0 otherwise; fills a description for the log. */
+static int space_measure(struct rkv_node *node, char *what, size_t what_len)
+{
+    struct rkv_range_store_space space;
+    struct statvfs fs;
+
+    if (statvfs(node->store_dir, &fs) == 0) {
+        uint64_t total = (uint64_t)fs.f_blocks * fs.f_frsize;
+        uint64_t avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+
+        if (avail < space_reserve(total)) {
+            snprintf(what, what_len, "free=%llu reserve=%llu",
+                     (unsigned long long)avail,
+                     (unsigned long long)space_reserve(total));
+            return RKV_ENOSPACE;
+        }
+    }
+    rkv_range_store_space(node->store, &space);
+    if (space.used_bytes + space_reserve(space.map_size_max) >
+        space.map_size_max) {
+        snprintf(what, what_len, "map_used=%llu map_size_max=%llu",
+                 (unsigned long long)space.used_bytes,
+                 (unsigned long long)space.map_size_max);
+        return RKV_EMAPFULL;
+    }
+    return 0;
+}
+
+void rkv_node__space_check(struct rkv_node *node, bool force)
+{
+    uint64_t now_ms = rkv_monotonic_ms();
+    char what[128] = "";
+    int rv;
+
+    if (!force && now_ms < node->space_check_after_ms) {
+        return;
+    }
+    node->space_check_after_ms = now_ms + RKV_NODE_SPACE_CHECK_MS;
+    rv = space_measure(node, what, sizeof(what));
+    if (rv == node->space_low_rv) {
+        return;
+    }
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN,
+                "writes stopped: %s, store %s: new writes are rejected until "
+                "space is freed %s",
+                rv == RKV_EMAPFULL
+                    ? "the LMDB map is near its size limit (--map-size-max)"
+                    : "the disk is nearly full",
+                node->store_dir, what);
+    } else {
+        RKV_LOG(RKV_INFO, "writes resumed, space is available store=%s",
+                node->store_dir);
+    }
+    node->space_low_rv = rv;
+}
+
+int rkv_node__writes_blocked(struct rkv_node *node)
+{
+    int rv = rkv_node__writer_stalled(&node->writer);
+
+    return rv != 0 ? rv : node->space_low_rv;
+}
+
+void rkv_node__writer_give_up(struct rkv_node__writer *w)
+{
+    pthread_mutex_lock(&w->mutex);
+    w->give_up = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mutex);
+}
+
 static void *writer_main(void *arg)
 {
     struct rkv_node *node = arg;
@@ -212,7 +422,7 @@ static void *writer_main(void *arg)
         w->submitted = NULL;
         pthread_mutex_unlock(&w->mutex);
 
-        b->rv = writer_commit_batch(w->store, b);
+        b->rv = writer_commit_retrying(w, b);
 
         pthread_mutex_lock(&w->mutex);
         w->done = b;
@@ -225,11 +435,17 @@ static void *writer_main(void *arg)
 int rkv_node__writer_start(struct rkv_node *node)
 {
     struct rkv_node__writer *w = &node->writer;
+    pthread_condattr_t attr;
     int rv;
 
     w->store = node->store;
+    w->store_dir = node->store_dir;
+    atomic_store(&w->stalled_rv, 0);
     pthread_mutex_init(&w->mutex, NULL);
-    pthread_cond_init(&w->cond, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
     rv = pthread_create(&w->thread, NULL, writer_main, node);
     if (rv != 0) {
         pthread_cond_destroy(&w->cond);

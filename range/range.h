@@ -182,6 +182,16 @@ struct rkv_range_store_counters {
 void rkv_range_store_counters(const struct rkv_range_store *store,
                               struct rkv_range_store_counters *out);
 
+/* How full the map is; thread-safe. used_bytes counts every page up to the
+ * highest one written, including free pages LMDB will reuse, so it never
+ * understates the use. */
+struct rkv_range_store_space {
+    uint64_t used_bytes;   /* bytes of the map in use */
+    uint64_t map_size_max; /* growth limit in bytes */
+};
+void rkv_range_store_space(struct rkv_range_store *store,
+                           struct rkv_range_store_space *out);
+
 /* The node identity record. */
 struct rkv_range_ident {
     uint64_t node_id;    /* non-zero */

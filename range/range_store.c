@@ -420,6 +420,20 @@ void rkv_range_store_counters(const struct rkv_range_store *store,
     out->map_size = atomic_load(&s->map_size);
 }
 
+void rkv_range_store_space(struct rkv_range_store *store,
+                           struct rkv_range_store_space *out)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+
+    pthread_rwlock_rdlock(&store->map_lock);
+    mdb_env_info(store->env, &info);
+    mdb_env_stat(store->env, &stat);
+    pthread_rwlock_unlock(&store->map_lock);
+    out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * stat.ms_psize;
+    out->map_size_max = store->map_size_max;
+}
+
 /* ---- read transactions -------------------------------------------------- */
 
 int rkv_range_rtxn_begin(struct rkv_range_store *store,

@@ -513,7 +513,8 @@ static int wtxn_grow_map(struct rkv_range_store *store)
     int rv;
 
     if (size >= store->map_size_max) {
-        RKV_LOG(RKV_ERROR, "map full size=%llu limit=%llu",
+        /* The caller reports it: the node's writer retries and warns. */
+        RKV_LOG(RKV_DEBUG, "map full size=%llu limit=%llu",
                 (unsigned long long)size,
                 (unsigned long long)store->map_size_max);
         return RKV_EMAPFULL;

@@ -36,6 +36,8 @@ struct rkv_node;
 #define RKV_NODE_JOIN_MAX 16
 /* Default split threshold: 512 MiB, CockroachDB's range_max_bytes. */
 #define RKV_NODE_SPLIT_BYTES_DEFAULT (512ull * 1024 * 1024)
+/* Smallest map_size_max a node accepts: 1 MiB. */
+#define RKV_NODE_MAP_SIZE_MAX_MIN (1u << 20)
 
 /* Settings of one node; mirrors the flags of `rangekv start`. Strings are
  * borrowed for the duration of rkv_node_start() only (the node copies
@@ -62,6 +64,10 @@ struct rkv_node_config {
                                           followers; 20000 */
     bool no_sync;                      /* skip fsync (tests only: a crash
                                           then loses acknowledged writes) */
+    uint64_t map_size_max;             /* largest size in bytes the store's
+                                          LMDB map may grow to; past it
+                                          writes fail with RKV_EMAPFULL;
+                                          0: 1 TiB */
 };
 
 /* Starts a node: opens or creates the store, binds both listeners, starts
