@@ -22,16 +22,22 @@
  *      batch seq and every earlier one are durable.
  *   2. ready->messages may be sent at once, before the batch is durable.
  *      They are a leader's appends, heartbeats, snapshot chunks and
- *      TimeoutNow, which depend on nothing the batch contains. A leader
- *      sends its entries to followers while writing them itself (thesis
- *      10.2.1), and counts itself toward a commit only once rkv_raft_ack()
- *      covers them.
+ *      TimeoutNow, and a follower's heartbeat responses, all sent only once
+ *      the term they carry is durable and depending on nothing the batch
+ *      contains. A leader sends its entries to followers while writing them
+ *      itself (thesis 10.2.1), and counts itself toward a commit only once
+ *      rkv_raft_ack() covers them.
  *   3. ready->messages_after_persist are sent only after that batch is
  *      durable: vote requests and grants depend on the persisted term and
  *      vote, and append and snapshot acknowledgments on persisted entries
  *      (thesis 3.8: a server persists its state before responding).
  *   4. ready->committed may be applied at once: the core only hands out
  *      committed entries that are already durable locally.
+ *   5. A batch with has_hard_state false, no entries and no chunks has
+ *      nothing to persist, so the caller writes and syncs nothing for it.
+ *      It is durable once every earlier batch is: only then may its
+ *      messages_after_persist (pre-votes, for example) leave. Acking it is
+ *      optional, since a later ack covers it.
  * A caller that persists synchronously does: ready, persist, ack, send both
  * message lists, apply, ready_free. A caller with a writer thread may take
  * further batches while earlier ones are being written.
@@ -230,7 +236,10 @@ struct rkv_raft_ready {
     enum rkv_raft_role role;
     uint64_t leader_id; /* 0 when unknown */
 
-    bool has_hard_state; /* hard_state changed and must be persisted */
+    /* Whether hard_state changed since the previous batch and must be
+     * persisted. A heartbeat that repeats the commit index leaves it
+     * false. */
+    bool has_hard_state;
     struct rkv_raft_hard_state hard_state;
 
     /* Follower snapshot chunks to stage, in order. */

@@ -180,6 +180,111 @@ TEST(raft_core, single_voter_commits_after_ack)
     rkv_raft_free(r);
 }
 
+/* Steps a heartbeat of term 2 from leader 1 into replica 2. */
+static void step_heartbeat(struct rkv_raft *r, uint64_t commit,
+                           uint64_t read_seq)
+{
+    RkvRaft__Message msg = RKV_RAFT__MESSAGE__INIT;
+
+    msg.type = RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT;
+    msg.from = 1;
+    msg.to = 2;
+    msg.term = 2;
+    msg.commit = commit;
+    msg.read_seq = read_seq;
+    ASSERT_OK(rkv_raft_step(r, &msg));
+}
+
+/* Asserts that msg is replica 2's heartbeat response for round read_seq. */
+static void assert_heartbeat_resp(const RkvRaft__Message *msg,
+                                  uint64_t read_seq)
+{
+    ASSERT_INT_EQ(msg->type, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT_RESP);
+    ASSERT_UINT_EQ(msg->from, 2);
+    ASSERT_UINT_EQ(msg->to, 1);
+    ASSERT_UINT_EQ(msg->term, 2);
+    ASSERT_UINT_EQ(msg->read_seq, read_seq);
+}
+
+/* Asserts that rd gives the caller nothing to write or sync. */
+static void assert_nothing_to_persist(const struct rkv_raft_ready *rd)
+{
+    ASSERT_FALSE(rd->has_hard_state);
+    ASSERT_UINT_EQ(rd->n_entries, 0);
+    ASSERT_UINT_EQ(rd->n_chunks, 0);
+}
+
+/* A follower's heartbeats with an unchanged commit index (ReadIndex rounds
+ * of a read-only load) yield batches with nothing to persist. Their
+ * responses wait while the term is not durable, and leave at once after. */
+TEST(raft_core, heartbeat_batches_persist_nothing)
+{
+    struct fixture fx;
+    struct rkv_raft *r;
+    struct rkv_raft_ready *first;
+    struct rkv_raft_ready *rd;
+
+    setup(&fx, 1);
+    fx.config.id = 2;
+    ASSERT_OK(rkv_raft_new(&fx.config, &fx.boot, &r));
+
+    /* The first heartbeat of term 2 changes the term: persist it. */
+    step_heartbeat(r, 11, 0);
+    ASSERT_OK(rkv_raft_ready(r, &first));
+    ASSERT_TRUE(first->has_hard_state);
+    ASSERT_UINT_EQ(first->hard_state.term, 2);
+    ASSERT_UINT_EQ(first->hard_state.vote, 0);
+    ASSERT_UINT_EQ(first->hard_state.commit, 11);
+    ASSERT_UINT_EQ(first->leader_id, 1);
+    ASSERT_UINT_EQ(first->n_messages, 0);
+    ASSERT_UINT_EQ(first->n_messages_after_persist, 1);
+    assert_heartbeat_resp(first->messages_after_persist[0], 0);
+
+    /* While term 2 is being written, the next response waits for it. */
+    step_heartbeat(r, 11, 1);
+    ASSERT_OK(rkv_raft_ready(r, &rd));
+    assert_nothing_to_persist(rd);
+    ASSERT_UINT_EQ(rd->n_committed, 0);
+    ASSERT_UINT_EQ(rd->n_messages, 0);
+    ASSERT_UINT_EQ(rd->n_messages_after_persist, 1);
+    assert_heartbeat_resp(rd->messages_after_persist[0], 1);
+    ASSERT_OK(rkv_raft_ack(r, rd->seq));
+    rkv_raft_ready_free(rd);
+    rkv_raft_ready_free(first);
+    ASSERT_FALSE(rkv_raft_has_ready(r));
+
+    /* Read rounds with a durable term: nothing to persist, and each
+     * response may leave before any write. */
+    for (uint64_t read_seq = 2; read_seq <= 4; read_seq++) {
+        step_heartbeat(r, 11, read_seq);
+        ASSERT_TRUE(rkv_raft_has_ready(r));
+        ASSERT_OK(rkv_raft_ready(r, &rd));
+        assert_nothing_to_persist(rd);
+        ASSERT_FALSE(rd->role_changed);
+        ASSERT_UINT_EQ(rd->n_committed, 0);
+        ASSERT_UINT_EQ(rd->n_messages_after_persist, 0);
+        ASSERT_UINT_EQ(rd->n_messages, 1);
+        assert_heartbeat_resp(rd->messages[0], read_seq);
+        rkv_raft_ready_free(rd);
+    }
+
+    /* A heartbeat that advances the commit index changes the hard state. */
+    step_heartbeat(r, 12, 5);
+    ASSERT_OK(rkv_raft_ready(r, &rd));
+    ASSERT_TRUE(rd->has_hard_state);
+    ASSERT_UINT_EQ(rd->hard_state.term, 2);
+    ASSERT_UINT_EQ(rd->hard_state.commit, 12);
+    ASSERT_UINT_EQ(rd->n_entries, 0);
+    ASSERT_UINT_EQ(rd->n_committed, 1);
+    ASSERT_UINT_EQ(rd->committed[0]->index, 12);
+    ASSERT_UINT_EQ(rd->n_messages, 1);
+    assert_heartbeat_resp(rd->messages[0], 5);
+    ASSERT_OK(rkv_raft_ack(r, rd->seq));
+    rkv_raft_ready_free(rd);
+    ASSERT_FALSE(rkv_raft_has_ready(r));
+    rkv_raft_free(r);
+}
+
 /* Runs one election, proposal and two ready/ack rounds; every call either
  * succeeds or reports -ENOMEM. Returns whether the whole run succeeded. */
 static bool alloc_run(struct fixture *fx)
