@@ -516,8 +516,8 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
     int rv;
 
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
-        if (job->installed && sim_snapshot_installed(w, node, job) != 0) {
-            job->replica->needs_restart = true;
+        if (job->installed && job->install.rv != 0) {
+            sim_snapshot_refused(w, node, job);
         }
     }
     job = node->disk_head;
@@ -535,10 +535,16 @@ static void disk_finish(struct rkv_sim_world *w, struct sim_node *node,
     }
     jobs_refresh_stats(node, node->disk_head, n_jobs);
     job = node->disk_head;
+    /* In queue order: a batch that applies entries may come before or
+     * after the batch that installs a snapshot. */
     for (size_t i = 0; i < n_jobs; i++, job = job->next) {
-        if (!job->replica->needs_restart) {
-            job_applied(w, node, job);
+        if (job->replica->needs_restart) {
+            continue;
         }
+        if (job->installed) {
+            sim_snapshot_installed(w, node, job);
+        }
+        job_applied(w, node, job);
     }
     for (size_t i = 0; i < n_jobs; i++) {
         job = node->disk_head;

@@ -149,11 +149,13 @@ void sim_snapshot_serve(struct rkv_sim_world *w, struct sim_node *node,
 void sim_snapshot_close_all(struct sim_replica *r);
 /* Records the snapshot chunks of a ready batch into wtxn. */
 int sim_snapshot_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job);
-/* Updates the job's replica after its snapshot install committed.
- * Returns RKV_EBUSY or another install failure when the store refused the
- * snapshot; the caller then restarts the node. */
-int sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
-                           struct sim_disk_job *job);
+/* Updates the job's replica after its snapshot install committed. */
+void sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
+                            struct sim_disk_job *job);
+/* Marks the job's replica for a restart from the store, because the store
+ * refused its snapshot (job->install.rv). */
+void sim_snapshot_refused(struct rkv_sim_world *w, struct sim_node *node,
+                          struct sim_disk_job *job);
 /* Compacts r's log when it has grown past the simulator's limit. */
 void sim_compact_maybe(struct rkv_sim_world *w, struct sim_node *node,
                        struct sim_replica *r);

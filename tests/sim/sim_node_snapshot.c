@@ -182,19 +182,24 @@ int sim_snapshot_record(struct rkv_range_wtxn *wtxn, struct sim_disk_job *job)
     return 0;
 }
 
-int sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
-                           struct sim_disk_job *job)
+void sim_snapshot_refused(struct rkv_sim_world *w, struct sim_node *node,
+                          struct sim_disk_job *job)
+{
+    assert(job->install.rv != 0);
+    sim_trace(w, "snapshot refused node=%llu range=%llu error=%s",
+              (unsigned long long)node->id,
+              (unsigned long long)job->replica->range_id,
+              rkv_strerror(job->install.rv));
+    job->replica->needs_restart = true;
+}
+
+void sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
+                            struct sim_disk_job *job)
 {
     struct sim_replica *r = job->replica;
     const struct rkv_range_snapshot_meta *meta = &job->install.meta;
 
-    if (job->install.rv != 0) {
-        sim_trace(w, "snapshot refused node=%llu range=%llu error=%s",
-                  (unsigned long long)node->id,
-                  (unsigned long long)r->range_id,
-                  rkv_strerror(job->install.rv));
-        return job->install.rv;
-    }
+    assert(job->install.rv == 0);
     r->applied_index = meta->index;
     r->compacted_index = meta->index;
     r->desc = meta->desc;
@@ -213,7 +218,6 @@ int sim_snapshot_installed(struct rkv_sim_world *w, struct sim_node *node,
         r->proposals = p->next;
         rkv_free(p);
     }
-    return 0;
 }
 
 void sim_compact_maybe(struct rkv_sim_world *w, struct sim_node *node,
