@@ -259,6 +259,56 @@ TEST(embed, group_commit_counters)
     teardown(&f);
 }
 
+/* Returns the LMDB commits node i has made since it started. */
+static uint64_t commits_of(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Response *response;
+    uint64_t n_commits = status_of(f, i, &response)->n_commits;
+
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return n_commits;
+}
+
+TEST(embed, reads_skip_follower_commits)
+{
+    /* Linearizable reads confirm leadership with a heartbeat round each.
+     * A follower's heartbeat response has nothing to persist, so a
+     * read-only workload makes no LMDB commit on the followers. */
+    struct fixture f;
+    char leader_addr[1][RKV_TEST_ADDR_MAX];
+    uint64_t before[NODES_MAX];
+    size_t leader;
+
+    setup(&f, 3);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "read", "me", REQUEST_TIMEOUT_MS));
+    leader = find_leader(&f);
+    snprintf(leader_addr[0], RKV_TEST_ADDR_MAX, "%s", f.client_addrs[leader]);
+    /* Let the followers learn and apply the commit of the put. */
+    usleep(500 * 1000);
+    for (size_t i = 0; i < 3; i++) {
+        before[i] = commits_of(&f, i);
+    }
+
+    for (int i = 0; i < 300; i++) {
+        char value[16];
+        bool found = false;
+
+        ASSERT_OK(rkv_test_get(leader_addr, 1, "read", &found, value,
+                               sizeof(value), REQUEST_TIMEOUT_MS));
+        ASSERT_TRUE(found);
+        ASSERT_STR_EQ(value, "me");
+    }
+    ASSERT_UINT_EQ(find_leader(&f), leader);
+    for (size_t i = 0; i < 3; i++) {
+        if (i != leader) {
+            ASSERT_UINT_EQ(commits_of(&f, i), before[i]);
+        }
+    }
+    teardown(&f);
+}
+
 TEST(embed, wrong_secret_is_rejected)
 {
     /* A node whose cluster secret differs is rejected at the handshake: the
