@@ -400,11 +400,11 @@ struct rkv_node {
     uint64_t next_iprop_id;
 
     struct rkv_node__counters counters;
-    uint64_t spread_after_ms;    /* next leadership spread check */
-    uint64_t spread_next_target; /* round-robin transfer target */
-    uint64_t n_ticks;            /* ticks since start */
-    int space_low_rv;            /* RKV_ENOSPACE or RKV_EMAPFULL while the
-                                    space reserve is reached; 0 otherwise */
+    uint64_t spread_after_ms;      /* next leadership spread check */
+    uint64_t spread_next_target;   /* round-robin transfer target */
+    uint64_t n_ticks;              /* ticks since start */
+    int space_low_rv;              /* RKV_ENOSPACE or RKV_EMAPFULL while the
+                                      space reserve is reached; 0 otherwise */
     uint64_t space_check_after_ms; /* next periodic space check */
     bool stopping;
 

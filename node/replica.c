@@ -527,8 +527,7 @@ static void batch_refresh_stats(struct rkv_node *node,
  * cure (-EIO, RKV_ECORRUPT, -ENOMEM), and the Raft cores, which consider the
  * work handed out, cannot go on: the process exits, and a restart recovers
  * from the last commit. */
-static void batch_done_failed(struct rkv_node *node,
-                              struct rkv_node__wbatch *b)
+static void batch_done_failed(struct rkv_node *node, struct rkv_node__wbatch *b)
 {
     if (node->stopping && rkv_node__is_space_error(b->rv)) {
         rkv_node__wbatch_free(b);

@@ -68,8 +68,8 @@ struct fixture {
     char client_addrs[1][RKV_TEST_ADDR_MAX];
     struct rkv_node *node;
     uint64_t map_size_max;
-    char *value;          /* VALUE_BYTES of one character, NUL-terminated */
-    size_t n_acked;       /* keys 0 .. n_acked-1 were acknowledged */
+    char *value;    /* VALUE_BYTES of one character, NUL-terminated */
+    size_t n_acked; /* keys 0 .. n_acked-1 were acknowledged */
     bool acked[FILL_WRITES_MAX];
 };
 
@@ -119,8 +119,8 @@ static int put_once(struct fixture *f, const char *key, char *message,
     request.id = 1;
     request.op_case = RKV__RPC__REQUEST__OP_PUT;
     request.put = &put;
-    response = rkv_test_rpc_route(f->client_addrs, 1, &request,
-                                  REQUEST_TIMEOUT_MS);
+    response =
+        rkv_test_rpc_route(f->client_addrs, 1, &request, REQUEST_TIMEOUT_MS);
     if (response == NULL) {
         snprintf(message, message_cap, "timed out");
         return RKV_ETIMEOUT;
@@ -320,8 +320,8 @@ static int put_big(struct fixture *f, const char *key, const char *value)
     request.deadline_ms = 1000;
     request.op_case = RKV__RPC__REQUEST__OP_PUT;
     request.put = &put;
-    response = rkv_test_rpc_route(f->client_addrs, 1, &request,
-                                  REQUEST_TIMEOUT_MS);
+    response =
+        rkv_test_rpc_route(f->client_addrs, 1, &request, REQUEST_TIMEOUT_MS);
     if (response == NULL) {
         return RKV_ETIMEOUT;
     }

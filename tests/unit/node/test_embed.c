@@ -282,7 +282,8 @@ TEST(embed, reads_skip_follower_commits)
     setup(&f, 3);
     start_all(&f);
     ASSERT_OK(rkv_node_init(f.nodes[0]));
-    ASSERT_OK(rkv_test_put(f.client_addrs, 3, "read", "me", REQUEST_TIMEOUT_MS));
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "read", "me", REQUEST_TIMEOUT_MS));
     leader = find_leader(&f);
     snprintf(leader_addr[0], RKV_TEST_ADDR_MAX, "%s", f.client_addrs[leader]);
     /* Let the followers learn and apply the commit of the put. */
