@@ -487,9 +487,9 @@ static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
 {
     *n_ids = sim_node_range_ids(w, 0, ids, SIM_RANGES_MAX);
     for (unsigned i = 0; i < w->options.n_nodes; i++) {
-        /* Queued disk work may remain (heartbeat acknowledgments go
-         * through the disk queue); the applied indexes below are what
-         * must have settled. */
+        /* Queued disk work may remain, because every heartbeat that
+         * carries a newer commit index makes a hard-state write. The
+         * applied indexes below are what must have settled. */
         if (!w->up[i]) {
             return false;
         }
