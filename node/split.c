@@ -48,7 +48,7 @@
 
 /* Returns true for the first N meta updates after a split when the
  * environment sets RKV_TEST_FAIL_META_UPDATES=N, so that tests can show
- * the repair path; the count is per process. */
+ * the repair path. The count is per process. */
 static bool split_meta_fault(void)
 {
     static long remaining = -1;
@@ -296,9 +296,9 @@ static void split_meta_cb(void *data, int rv,
         rv = result->rv;
     }
     if (rv != 0) {
-        /* The split itself is done. A stale meta record only costs clients
-         * a RKV_EKEYMISMATCH round trip, and the next split of either side
-         * writes fresh records. */
+        /* The split itself is done. Until the repair on a later tick
+         * rewrites the record, a stale one costs clients a
+         * RKV_EKEYMISMATCH round trip. */
         RKV_LOG(RKV_WARN,
                 "meta update failed, will retry range=%llu error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
@@ -427,7 +427,7 @@ static int split_begin(struct rkv_node__replica *r, const uint8_t *key,
 }
 
 /* Proposes this range's meta record again when this node's copy of range 1
- * lacks it or holds an older generation (see "Meta repair" above). */
+ * lacks it or has an older generation (see "Meta repair" above). */
 static void split_meta_repair(struct rkv_node__replica *r)
 {
     struct rkv_range_rtxn *rtxn;
