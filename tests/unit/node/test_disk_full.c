@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,20 +44,43 @@ __attribute__((constructor)) static void require_tmpfs(void)
 
     if (getuid() != 0) {
         printf("skipped: mounting a tmpfs needs root\n");
+        fflush(stdout);
+        _exit(77);
+    }
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        printf("skipped: creating a private mount namespace failed: %s\n",
+               strerror(errno));
+        fflush(stdout);
         _exit(77);
     }
     if (mkdtemp(dir) == NULL) {
         printf("skipped: creating %s failed: %s\n", dir, strerror(errno));
+        fflush(stdout);
         _exit(77);
     }
     if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) {
         printf("skipped: mounting a tmpfs on %s failed: %s\n", dir,
                strerror(errno));
         rmdir(dir);
+        fflush(stdout);
         _exit(77);
     }
     umount(dir);
     rmdir(dir);
+}
+
+/* Mounts a tmpfs of the given size on dir inside a mount namespace of this
+ * test's process, so that the mount goes away with the process even when
+ * an assertion ends it early. */
+static void mount_tmpfs(const char *dir, const char *size)
+{
+    char options[64];
+
+    ASSERT_INT_EQ(unshare(CLONE_NEWNS), 0);
+    ASSERT_INT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    snprintf(options, sizeof(options), "size=%s", size);
+    ASSERT_INT_EQ(mount("tmpfs", dir, "tmpfs", 0, options), 0);
 }
 
 struct fixture {
@@ -244,7 +268,7 @@ TEST(disk_full, writes_stop_then_resume)
 
     ASSERT_TRUE(f != NULL);
     setup(f);
-    ASSERT_INT_EQ(mount("tmpfs", f->mnt, "tmpfs", 0, "size=" TMPFS_SIZE), 0);
+    mount_tmpfs(f->mnt, TMPFS_SIZE);
     write_filler(f, FILLER_BYTES);
     start_node(f);
     ASSERT_INT_EQ(rkv_node_init(f->node), 0);
@@ -351,7 +375,7 @@ TEST(disk_full, failed_commit_is_retried)
     memset(big, 'b', big_len);
     big[big_len] = '\0';
     setup(f);
-    ASSERT_INT_EQ(mount("tmpfs", f->mnt, "tmpfs", 0, "size=" TMPFS_SIZE), 0);
+    mount_tmpfs(f->mnt, TMPFS_SIZE);
     start_node(f);
     ASSERT_INT_EQ(rkv_node_init(f->node), 0);
     for (size_t i = 0; i < 20; i++) {
@@ -397,4 +421,146 @@ TEST(disk_full, failed_commit_is_retried)
     free(big);
     free(f->value);
     free(f);
+}
+
+/* ---- a follower whose disk fills ---------------------------------------- */
+
+/* Size of the tmpfs of the follower in the three-node test. */
+#define FOLLOWER_TMPFS_SIZE "16m"
+/* Puts of VALUE_BYTES in the three-node test: about 19 MiB of values, more
+ * than the follower's tmpfs can contain once the log doubles them. */
+#define FOLLOWER_WRITES 1200
+
+struct cluster {
+    struct rkv_node *nodes[3];
+    char stores[3][600];
+    char peer_addrs[3][RKV_NODE_ADDR_MAX];
+    const char *join[3];
+    char client_addrs[3][RKV_TEST_ADDR_MAX];
+};
+
+static void cluster_start_node(struct cluster *c, size_t i)
+{
+    struct rkv_node_config config = {0};
+    char peer[RKV_NODE_ADDR_MAX];
+    char errmsg[256];
+
+    config.store_dir = c->stores[i];
+    config.listen_addr = c->peer_addrs[i];
+    config.join = c->join;
+    config.n_join = 3;
+    config.node_id = i + 1;
+    config.tick_ms = 20;
+    if (rkv_node_start(&config, &c->nodes[i], errmsg, sizeof(errmsg)) != 0) {
+        rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s", i + 1,
+                      errmsg);
+    }
+    rkv_node_addresses(c->nodes[i], peer, c->client_addrs[i]);
+}
+
+/* Returns node i's status counter of applied entries, and whether it
+ * leads a range. */
+static uint64_t applied_of(struct cluster *c, size_t i, bool *leads)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    uint64_t applied;
+
+    request.id = 1;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    response = rkv_test_rpc_call_addr(c->client_addrs[i], &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_STATUS);
+    applied = response->status->n_entries_applied;
+    if (leads != NULL) {
+        *leads = response->status->n_leaders > 0;
+    }
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return applied;
+}
+
+/* A follower whose disk fills stalls without stopping, the other two go
+ * on taking writes, and once its file system grows the follower catches
+ * up and can form a quorum again. */
+TEST(disk_full, follower_stalls_then_catches_up)
+{
+    struct cluster *c = calloc(1, sizeof(*c));
+    char mnt[512];
+    char *value = malloc(VALUE_BYTES + 1);
+    uint64_t deadline_ms;
+    bool leads = false;
+
+    ASSERT_TRUE(c != NULL);
+    ASSERT_TRUE(value != NULL);
+    memset(value, 'f', VALUE_BYTES);
+    value[VALUE_BYTES] = '\0';
+    snprintf(mnt, sizeof(mnt), "%s/mnt", rkv_test_tmpdir());
+    ASSERT_INT_EQ(mkdir(mnt, 0755), 0);
+    mount_tmpfs(mnt, FOLLOWER_TMPFS_SIZE);
+    for (size_t i = 0; i < 3; i++) {
+        if (i == 2) {
+            snprintf(c->stores[i], sizeof(c->stores[i]), "%s/node3", mnt);
+        } else {
+            snprintf(c->stores[i], sizeof(c->stores[i]), "%s/node%zu",
+                     rkv_test_tmpdir(), i + 1);
+        }
+        snprintf(c->peer_addrs[i], sizeof(c->peer_addrs[i]), "127.0.0.1:%u",
+                 (unsigned)rkv_test_pick_port());
+        c->join[i] = c->peer_addrs[i];
+    }
+    /* Node 3 starts once nodes 1 and 2 elected a leader, so it follows. */
+    cluster_start_node(c, 0);
+    cluster_start_node(c, 1);
+    ASSERT_OK(rkv_node_init(c->nodes[0]));
+    ASSERT_OK(
+        rkv_test_put(c->client_addrs, 2, "first", "1", REQUEST_TIMEOUT_MS));
+    cluster_start_node(c, 2);
+
+    for (size_t i = 0; i < FOLLOWER_WRITES; i++) {
+        char key[32];
+
+        key_of(i, key);
+        ASSERT_OK(
+            rkv_test_put(c->client_addrs, 2, key, value, REQUEST_TIMEOUT_MS));
+    }
+    applied_of(c, 2, &leads);
+    ASSERT_FALSE(leads);
+    /* The follower could not keep up: it is behind, and alive. */
+    ASSERT_UINT_LT(applied_of(c, 2, NULL), applied_of(c, 0, NULL));
+
+    ASSERT_INT_EQ(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=256m"), 0);
+    deadline_ms = rkv_monotonic_ms() + RESUME_TIMEOUT_MS;
+    while (applied_of(c, 2, NULL) < FOLLOWER_WRITES &&
+           rkv_monotonic_ms() < deadline_ms) {
+        usleep(100 * 1000);
+    }
+    ASSERT_UINT_GE(applied_of(c, 2, NULL), FOLLOWER_WRITES);
+
+    /* Nodes 2 and 3 alone still serve every write made while node 3 was
+     * full. */
+    rkv_node_stop(c->nodes[0]);
+    c->nodes[0] = NULL;
+    for (size_t i = 0; i < FOLLOWER_WRITES; i += 97) {
+        char key[32];
+        char *got = malloc(VALUE_BYTES + 1);
+        bool found = false;
+
+        ASSERT_TRUE(got != NULL);
+        key_of(i, key);
+        ASSERT_OK(rkv_test_get(&c->client_addrs[1], 2, key, &found, got,
+                               VALUE_BYTES + 1, REQUEST_TIMEOUT_MS));
+        ASSERT_TRUE(found);
+        ASSERT_STR_EQ(got, value);
+        free(got);
+    }
+    ASSERT_OK(
+        rkv_test_put(&c->client_addrs[1], 2, "after", "2", REQUEST_TIMEOUT_MS));
+    rkv_node_stop(c->nodes[1]);
+    rkv_node_stop(c->nodes[2]);
+    ASSERT_INT_EQ(umount(mnt), 0);
+    free(value);
+    free(c);
 }
