@@ -354,26 +354,17 @@ static int put_big(struct fixture *f, const char *key, const char *value)
     return rv;
 }
 
-/* A write bigger than the space left passes the reserve check and makes
- * the commit itself fail with ENOSPC: the writer keeps the batch, new writes
- * are refused, reads go on, and the batch commits once space is freed. */
-TEST(disk_full, failed_commit_is_retried)
+/* Starts a node on a tmpfs, acknowledges 20 small puts, leaves 512 KiB
+ * above the reserve with the filler file, and sends a put of big_len bytes
+ * that the reserve check admits but whose log entry alone needs more than
+ * the space left, so that the commit itself fails with ENOSPC. */
+static void stall_writer(struct fixture *f, const char *big)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    size_t big_len = 3u * 1024 * 1024;
-    char *big = malloc(big_len + 1);
-    char *got = malloc(big_len + 1);
     char message[1024];
     struct statvfs fs;
     uint64_t avail;
     uint64_t reserve;
-    bool found = false;
 
-    ASSERT_TRUE(f != NULL);
-    ASSERT_TRUE(big != NULL);
-    ASSERT_TRUE(got != NULL);
-    memset(big, 'b', big_len);
-    big[big_len] = '\0';
     setup(f);
     mount_tmpfs(f->mnt, TMPFS_SIZE);
     start_node(f);
@@ -387,8 +378,6 @@ TEST(disk_full, failed_commit_is_retried)
         f->n_acked = i + 1;
     }
 
-    /* Leave 512 KiB above the reserve: the put is admitted, but its log
-     * entry alone needs more than the space left. */
     ASSERT_INT_EQ(statvfs(f->mnt, &fs), 0);
     avail = (uint64_t)fs.f_bavail * fs.f_frsize;
     reserve = (uint64_t)fs.f_blocks * fs.f_frsize / 16;
@@ -400,6 +389,24 @@ TEST(disk_full, failed_commit_is_retried)
     ASSERT_INT_EQ(put_once(f, "refused", message, sizeof(message)),
                   RKV_ENOSPACE);
     ASSERT_TRUE(strstr(message, f->store) != NULL);
+}
+
+/* The writer keeps the failed batch, new writes are refused, reads go on,
+ * and the batch commits once space is freed. */
+TEST(disk_full, failed_commit_is_retried)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    size_t big_len = 3u * 1024 * 1024;
+    char *big = malloc(big_len + 1);
+    char *got = malloc(big_len + 1);
+    bool found = false;
+
+    ASSERT_TRUE(f != NULL);
+    ASSERT_TRUE(big != NULL);
+    ASSERT_TRUE(got != NULL);
+    memset(big, 'b', big_len);
+    big[big_len] = '\0';
+    stall_writer(f, big);
     check_acked(f);
 
     ASSERT_INT_EQ(unlink(f->filler), 0);
@@ -418,6 +425,33 @@ TEST(disk_full, failed_commit_is_retried)
     stop_node(f);
     ASSERT_INT_EQ(umount(f->mnt), 0);
     free(got);
+    free(big);
+    free(f->value);
+    free(f);
+}
+
+/* Stopping a node whose writer retries returns, drops only the
+ * unacknowledged batch, and a restart once space is freed has every
+ * acknowledged write. */
+TEST(disk_full, stop_while_stalled)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    size_t big_len = 3u * 1024 * 1024;
+    char *big = malloc(big_len + 1);
+
+    ASSERT_TRUE(f != NULL);
+    ASSERT_TRUE(big != NULL);
+    memset(big, 'b', big_len);
+    big[big_len] = '\0';
+    stall_writer(f, big);
+
+    stop_node(f);
+    ASSERT_INT_EQ(unlink(f->filler), 0);
+    start_node(f);
+    check_acked(f);
+    wait_writes_resume(f, "after-restart");
+    stop_node(f);
+    ASSERT_INT_EQ(umount(f->mnt), 0);
     free(big);
     free(f->value);
     free(f);

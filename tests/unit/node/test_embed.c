@@ -760,6 +760,14 @@ TEST(embed, start_errors)
                   RKV_ECONFIG);
     ASSERT_TRUE(strstr(errmsg, "nonsense") != NULL);
 
+    /* A map limit under RKV_NODE_MAP_SIZE_MAX_MIN. */
+    join[0] = "127.0.0.1:1";
+    config.map_size_max = 4096;
+    ASSERT_INT_EQ(rkv_node_start(&config, &node, errmsg, sizeof(errmsg)),
+                  RKV_ECONFIG);
+    ASSERT_TRUE(strstr(errmsg, "map_size_max") != NULL);
+    config.map_size_max = 0;
+
     /* A port held by another socket. */
     fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_TRUE(fd >= 0);
