@@ -219,8 +219,6 @@ struct rkv_node__replica {
     uint64_t split_check_after_ms; /* earliest next automatic check */
     uint64_t meta_check_after_ms;  /* earliest next check of this range's
                                       meta record in range 1 */
-    bool meta_repair_pending;      /* a meta update failed: keep checking
-                                      on ticks until the record is fresh */
 
     /* Log compaction and snapshots. */
     uint64_t compacted_index; /* log starts after this index */
@@ -587,9 +585,9 @@ void rkv_node__split_applied(struct rkv_node__replica *replica, uint64_t index,
 /* Proposes command to range_id on its leader, local or remote. On success
  * cb runs once, later, unless the node stops first (stop frees waiting
  * proposals without calling them). */
-/* Checks, when a failed meta update left it pending and this replica leads,
- * whether range 1's record of this range is stale and proposes it again.
- * Called from the tick loop, also for quiesced replicas. */
+/* Checks, when this replica leads and a check is due, whether range 1's
+ * record of this range is stale and proposes it again. Called from the
+ * tick loop, also for quiesced replicas. */
 void rkv_node__split_meta_tick(struct rkv_node__replica *r);
 
 int rkv_node__iprop_submit(struct rkv_node *node, uint64_t range_id,

@@ -836,7 +836,7 @@ void rkv_node__tick_replicas(struct rkv_node *node)
             if (!r->quiesced) {
                 replica_tick(r);
             }
-            if (r->meta_repair_pending) {
+            if (r->role == RKV_RAFT_LEADER) {
                 rkv_node__split_meta_tick(r);
             }
         }

@@ -18,12 +18,13 @@
  *
  * Meta repair: a meta update can fail after its split applied (range 1
  * busy, its leader changed, the proposing leader crashed), and no later
- * step would rewrite that record. So after applying entries, a leader
- * checks its own record in this node's copy of range 1, at most every
- * RKV_NODE_META_CHECK_MS, and proposes it again when it is missing or
- * older than the descriptor (IDLE -> META -> IDLE, split_meta_repair()).
- * Duplicates are harmless: range 1 applies a record only over a lower
- * generation.
+ * step would rewrite that record. So every leader checks its own record in
+ * this node's copy of range 1 from the tick loop: soon after it takes
+ * office, every RKV_NODE_META_AUDIT_MS after that, and every
+ * RKV_NODE_META_CHECK_MS while a failed update is pending. A missing or
+ * older record is proposed again (IDLE -> META -> IDLE,
+ * split_meta_repair()). Duplicates are harmless: range 1 applies a record
+ * only over a lower generation.
  *
  * Every replica, leader or not, creates the right-hand range's replica when
  * it applies the split entry (rkv_node__split_applied()); Raft messages for
@@ -43,8 +44,10 @@
 
 /* Wait after a failed or skipped split before checking again. */
 #define RKV_NODE_SPLIT_RETRY_MS 1000
-/* Wait between two checks of one range's meta record by its leader. */
+/* Wait between two checks of one range's meta record by its leader while
+ * an update is pending, and between two routine checks. */
 #define RKV_NODE_META_CHECK_MS 2000
+#define RKV_NODE_META_AUDIT_MS 10000
 
 /* Returns true for the first N meta updates after a split when the
  * environment sets RKV_TEST_FAIL_META_UPDATES=N, so that tests can show
@@ -305,7 +308,6 @@ static void split_meta_cb(void *data, int rv,
     }
     r->split_state = RKV_NODE_SPLIT_IDLE;
     r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
-    r->meta_repair_pending = rv != 0;
 }
 
 static void split_apply_cb(void *data, int rv,
@@ -355,7 +357,6 @@ meta_failed:
     RKV_LOG(RKV_WARN, "meta update failed, will retry range=%llu error=%s",
             (unsigned long long)r->range_id, rkv_strerror(rv));
     r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
-    r->meta_repair_pending = true;
 }
 
 static void split_alloc_cb(void *data, int rv,
@@ -436,6 +437,7 @@ static void split_meta_repair(struct rkv_node__replica *r)
     size_t cmd_len;
     int rv;
 
+    /* Until a check shows the record fresh, retry soon. */
     r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
     rv = rkv_range_rtxn_begin(r->node->store, &rtxn);
     if (rv != 0) {
@@ -447,7 +449,7 @@ static void split_meta_repair(struct rkv_node__replica *r)
         return;
     }
     if (!stale) {
-        r->meta_repair_pending = false;
+        r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_AUDIT_MS;
         return;
     }
 
@@ -471,8 +473,9 @@ static void split_meta_repair(struct rkv_node__replica *r)
 
 void rkv_node__split_meta_tick(struct rkv_node__replica *r)
 {
-    if (r->meta_repair_pending && r->role == RKV_RAFT_LEADER &&
-        r->initialized && r->split_state == RKV_NODE_SPLIT_IDLE &&
+    if (r->role == RKV_RAFT_LEADER && r->initialized &&
+        r->split_state == RKV_NODE_SPLIT_IDLE &&
+        r->range_id != RKV_RANGE_ID_FIRST &&
         rkv_monotonic_ms() >= r->meta_check_after_ms) {
         split_meta_repair(r);
     }
@@ -486,12 +489,6 @@ void rkv_node__split_maybe(struct rkv_node__replica *r)
     struct rkv_range_rtxn *rtxn;
     int rv;
 
-    if (r->role == RKV_RAFT_LEADER && r->initialized &&
-        r->split_state == RKV_NODE_SPLIT_IDLE &&
-        r->range_id != RKV_RANGE_ID_FIRST &&
-        rkv_monotonic_ms() >= r->meta_check_after_ms) {
-        split_meta_repair(r);
-    }
     if (r->role != RKV_RAFT_LEADER || !r->initialized ||
         r->split_state != RKV_NODE_SPLIT_IDLE ||
         rkv_monotonic_ms() < r->split_check_after_ms ||

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -378,6 +379,8 @@ void rkv_test_cluster_start_node(struct rkv_test_cluster *cluster, size_t i)
     pid = fork();
     ASSERT_TRUE(pid >= 0);
     if (pid == 0) {
+        /* A test that fails exits at once; its nodes must not outlive it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         cluster_exec_node(cluster, i);
     }
     proc->pid = pid;
