@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -485,4 +486,114 @@ TEST(cluster, meta_records_repaired_after_failures)
         }
     }
     teardown(&f);
+}
+
+/* ---- the map limit of `rangekv start` ----------------------------------- */
+
+/* --map-size-max of the map limit test: 4 MiB. */
+#define MAP_LIMIT_BYTES "4194304"
+/* Value size and upper bound on the puts of the map limit test. */
+#define MAP_LIMIT_VALUE_BYTES 16384
+#define MAP_LIMIT_PUTS_MAX 2000
+
+/* Starts `rangekv start --map-size-max MAP_LIMIT_BYTES` as the single node
+ * of cluster (set up for one node) and waits for its addresses. */
+static void start_map_limited(struct rkv_test_cluster *cluster)
+{
+    struct rkv_test_proc *proc = &cluster->procs[0];
+    char path[600];
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/node.log", proc->store);
+    mkdir(proc->store, 0755);
+    pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        char binary[600];
+        FILE *log = fopen(path, "a");
+
+        if (log != NULL) {
+            dup2(fileno(log), STDERR_FILENO);
+        }
+        snprintf(binary, sizeof(binary), "%s/cmd/rangekv",
+                 getenv("RKV_BUILD_DIR") != NULL ? getenv("RKV_BUILD_DIR")
+                                                 : ".");
+        execl(binary, "rangekv", "start", "--store", proc->store,
+              "--listen-addr", proc->peer_addr, "--client-addr", "127.0.0.1:0",
+              "--join", proc->peer_addr, "--tick-ms", "50", "--map-size-max",
+              MAP_LIMIT_BYTES, (char *)NULL);
+        _exit(127);
+    }
+    proc->pid = pid;
+    snprintf(path, sizeof(path), "%s/addresses", proc->store);
+    for (int tries = 0; tries < 1000; tries++) {
+        FILE *addresses = fopen(path, "r");
+        char peer[RKV_TEST_ADDR_MAX];
+        char client[RKV_TEST_ADDR_MAX];
+        int n = 0;
+
+        if (addresses != NULL) {
+            n = fscanf(addresses, "peer %63s client %63s", peer, client);
+            fclose(addresses);
+        }
+        if (n == 2) {
+            snprintf(proc->client_addr, RKV_TEST_ADDR_MAX, "%s", client);
+            snprintf(cluster->client_addrs[0], RKV_TEST_ADDR_MAX, "%s", client);
+            return;
+        }
+        ASSERT_TRUE(rkv_test_cluster_node_alive(cluster, 0));
+        usleep(10 * 1000);
+    }
+    rkv_test_fail(__FILE__, __LINE__, "the node wrote no addresses in 10 s");
+}
+
+TEST(cluster, map_limit_rejects_writes)
+{
+    /* A node started with a small --map-size-max rejects writes with
+     * RKV_EMAPFULL once its map is nearly full, keeps running and serving
+     * reads, and says so in its log. */
+    struct fixture f;
+    char *value = malloc(MAP_LIMIT_VALUE_BYTES + 1);
+    char *got = malloc(MAP_LIMIT_VALUE_BYTES + 1);
+    int n_acked = 0;
+    int rv = 0;
+
+    ASSERT_TRUE(value != NULL);
+    ASSERT_TRUE(got != NULL);
+    memset(value, 'm', MAP_LIMIT_VALUE_BYTES);
+    value[MAP_LIMIT_VALUE_BYTES] = '\0';
+    signal(SIGPIPE, SIG_IGN);
+    rkv_test_cluster_setup(&f.cluster, 1, rkv_test_tmpdir(), 0);
+    start_map_limited(&f.cluster);
+    rkv_test_cluster_init(&f.cluster, 0);
+
+    for (int i = 0; i < MAP_LIMIT_PUTS_MAX; i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "m%05d", i);
+        rv = rkv_test_put(f.cluster.client_addrs, 1, key, value,
+                          REQUEST_TIMEOUT_MS);
+        if (rv != 0) {
+            break;
+        }
+        n_acked = i + 1;
+    }
+    ASSERT_INT_EQ(rv, RKV_EMAPFULL);
+    ASSERT_INT_GT(n_acked, 10);
+    ASSERT_TRUE(rkv_test_cluster_node_alive(&f.cluster, 0));
+    ASSERT_TRUE(
+        rkv_test_cluster_log_contains(&f.cluster, 0, "near its size limit"));
+    for (int i = 0; i < n_acked; i++) {
+        char key[32];
+        bool found = false;
+
+        snprintf(key, sizeof(key), "m%05d", i);
+        ASSERT_OK(rkv_test_get(f.cluster.client_addrs, 1, key, &found, got,
+                               MAP_LIMIT_VALUE_BYTES + 1, REQUEST_TIMEOUT_MS));
+        ASSERT_TRUE(found);
+        ASSERT_STR_EQ(got, value);
+    }
+    teardown(&f);
+    free(got);
+    free(value);
 }
