@@ -310,6 +310,8 @@ struct rkv_node__peer {
     uint64_t connected_ms;  /* when out last connected */
     unsigned n_failures;    /* consecutive dial failures */
     uint64_t n_dropped;     /* messages dropped while down */
+    bool writes_blocked;    /* its last heartbeat said it rejects writes
+                               for lack of space */
 };
 
 /* A Raft message held for a range not created yet; owns its bytes. */

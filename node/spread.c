@@ -1,12 +1,15 @@
 /*
  * Leadership spread: every node that leads more than its share of the
  * ranges transfers some leaderships to other voters (see
- * rkv_node__spread_leadership()).
+ * rkv_node__spread_leadership()). A node that rejects writes for lack of
+ * space has a share of zero, and no leadership goes to it, so that its
+ * ranges keep taking writes on the nodes that have space.
  */
 #define RKV_LOG_SUBSYS "node"
 #include "node/node_internal.h"
 
-/* Returns whether node_id is a connected voter of r's range. */
+/* Returns whether node_id is a connected voter of r's range with space for
+ * writes. */
 static bool spread_target_ok(struct rkv_node *node,
                              const struct rkv_node__replica *r,
                              uint64_t node_id)
@@ -15,7 +18,8 @@ static bool spread_target_ok(struct rkv_node *node,
         const struct rkv_range_replica *rep = &r->desc.replicas[i];
 
         if (rep->node_id == node_id && !rep->learner) {
-            return node->peers[node_id - 1].connected;
+            return node->peers[node_id - 1].connected &&
+                   !node->peers[node_id - 1].writes_blocked;
         }
     }
     return false;
@@ -43,6 +47,9 @@ void rkv_node__spread_leadership(struct rkv_node *node)
     /* Every member has a replica of every range, so each one's fair share
      * is the range count over the member count, rounded up. */
     share = (node->n_replicas + node->n_peers - 1) / node->n_peers;
+    if (rkv_node__writes_blocked(node) != 0) {
+        share = 0;
+    }
     if (n_leaders <= share) {
         return;
     }

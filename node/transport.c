@@ -263,6 +263,10 @@ static int peer_in_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
         return rv;
     }
     in->node->peers[in->node_id - 1].last_heard_ms = rkv_monotonic_ms();
+    for (size_t i = 0; i < frame->n_heartbeats; i++) {
+        in->node->peers[in->node_id - 1].writes_blocked =
+            frame->heartbeats[i]->writes_blocked;
+    }
     for (size_t i = 0; i < frame->n_messages; i++) {
         peer_in_step(in, frame->messages[i]);
     }
@@ -575,6 +579,8 @@ void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick)
     Rkv__Peer__Heartbeat heartbeat = RKV__PEER__HEARTBEAT__INIT;
 
     heartbeat.tick = tick;
+    heartbeat.has_writes_blocked = true;
+    heartbeat.writes_blocked = rkv_node__writes_blocked(node) != 0;
     for (size_t i = 0; i < node->n_peers; i++) {
         struct rkv_node__peer *peer = &node->peers[i];
 

@@ -471,6 +471,7 @@ struct cluster {
     char peer_addrs[3][RKV_NODE_ADDR_MAX];
     const char *join[3];
     char client_addrs[3][RKV_TEST_ADDR_MAX];
+    uint64_t map_size_max[3]; /* per node; 0: the default */
 };
 
 static void cluster_start_node(struct cluster *c, size_t i)
@@ -485,6 +486,7 @@ static void cluster_start_node(struct cluster *c, size_t i)
     config.n_join = 3;
     config.node_id = i + 1;
     config.tick_ms = 20;
+    config.map_size_max = c->map_size_max[i];
     if (rkv_node_start(&config, &c->nodes[i], errmsg, sizeof(errmsg)) != 0) {
         rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s", i + 1,
                       errmsg);
@@ -595,6 +597,97 @@ TEST(disk_full, follower_stalls_then_catches_up)
     rkv_node_stop(c->nodes[1]);
     rkv_node_stop(c->nodes[2]);
     ASSERT_INT_EQ(umount(mnt), 0);
+    free(value);
+    free(c);
+}
+
+/* Returns whether node i leads a range. */
+static bool leads_of(struct cluster *c, size_t i)
+{
+    bool leads = false;
+
+    applied_of(c, i, &leads);
+    return leads;
+}
+
+/* Waits until one node leads the range; returns it. */
+static size_t cluster_leader(struct cluster *c)
+{
+    for (int attempt = 0; attempt < 500; attempt++) {
+        for (size_t i = 0; i < 3; i++) {
+            if (c->nodes[i] != NULL && leads_of(c, i)) {
+                return i;
+            }
+        }
+        usleep(20 * 1000);
+    }
+    rkv_test_fail(__FILE__, __LINE__, "no leader was elected");
+}
+
+/* A leader whose map fills gives its leadership to a node with space, so
+ * the range goes on taking writes. */
+TEST(disk_full, full_leader_hands_over)
+{
+    struct cluster *c = calloc(1, sizeof(*c));
+    char *value = malloc(VALUE_BYTES + 1);
+    bool saw_full = false;
+    size_t leader;
+
+    ASSERT_TRUE(c != NULL);
+    ASSERT_TRUE(value != NULL);
+    memset(value, 'h', VALUE_BYTES);
+    value[VALUE_BYTES] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(c->stores[i], sizeof(c->stores[i]), "%s/node%zu",
+                 rkv_test_tmpdir(), i + 1);
+        snprintf(c->peer_addrs[i], sizeof(c->peer_addrs[i]), "127.0.0.1:%u",
+                 (unsigned)rkv_test_pick_port());
+        c->join[i] = c->peer_addrs[i];
+    }
+    c->map_size_max[0] = 4u * 1024 * 1024;
+    for (size_t i = 0; i < 3; i++) {
+        cluster_start_node(c, i);
+    }
+    ASSERT_OK(rkv_node_init(c->nodes[0]));
+    ASSERT_OK(
+        rkv_test_put(c->client_addrs, 3, "first", "1", REQUEST_TIMEOUT_MS));
+    /* Restart other leaders until node 1, the one with a small map,
+     * leads. */
+    for (int round = 0; round < 30; round++) {
+        leader = cluster_leader(c);
+        if (leader == 0) {
+            break;
+        }
+        rkv_node_stop(c->nodes[leader]);
+        c->nodes[leader] = NULL;
+        cluster_leader(c);
+        cluster_start_node(c, leader);
+    }
+    ASSERT_TRUE(leads_of(c, 0));
+
+    /* About 12 MiB of values through the cluster: more than node 1's map
+     * can take. A put that node 1 rejects is retried until the range has
+     * a leader with space. */
+    for (size_t i = 0; i < 800; i++) {
+        char key[32];
+        int rv = RKV_EMAPFULL;
+
+        key_of(i, key);
+        for (int attempt = 0; attempt < 50 && rv == RKV_EMAPFULL; attempt++) {
+            rv = rkv_test_put(c->client_addrs, 3, key, value,
+                              REQUEST_TIMEOUT_MS);
+            if (rv == RKV_EMAPFULL) {
+                saw_full = true;
+                usleep(100 * 1000);
+            }
+        }
+        ASSERT_OK(rv);
+    }
+    ASSERT_TRUE(saw_full);
+    ASSERT_FALSE(leads_of(c, 0));
+    for (size_t i = 0; i < 3; i++) {
+        rkv_node_stop(c->nodes[i]);
+    }
     free(value);
     free(c);
 }
