@@ -299,6 +299,20 @@ static int request_encode_batch(struct rkv_node *node,
     for (size_t i = 0; i < batch->n_ops; i++) {
         const Rkv__Rpc__BatchOp *op = batch->ops[i];
 
+        /* protobuf-c does not check proto2 enum values. */
+        if (op->kind != RKV__RPC__BATCH_OP__KIND__PUT &&
+            op->kind != RKV__RPC__BATCH_OP__KIND__DELETE) {
+            snprintf(errmsg, RKV_RANGE_ERRMSG_SIZE,
+                     "invalid batch op %zu: unknown kind %d", i, (int)op->kind);
+            rkv_free(ops);
+            return -EINVAL;
+        }
+        if (op->kind == RKV__RPC__BATCH_OP__KIND__PUT && !op->has_value) {
+            snprintf(errmsg, RKV_RANGE_ERRMSG_SIZE,
+                     "invalid batch op %zu: put without a value", i);
+            rkv_free(ops);
+            return -EINVAL;
+        }
         ops[i].is_delete = op->kind == RKV__RPC__BATCH_OP__KIND__DELETE;
         ops[i].key = op->key.data;
         ops[i].key_len = op->key.len;

@@ -559,6 +559,47 @@ TEST(embed, rpc_operations)
         rkv__rpc__response__free_unpacked(response, NULL);
     }
 
+    /* Batch ops with an undefined kind or a put without a value are
+     * rejected, naming the op, and store nothing. */
+    {
+        Rkv__Rpc__BatchRequest batch = RKV__RPC__BATCH_REQUEST__INIT;
+        Rkv__Rpc__GetRequest get = RKV__RPC__GET_REQUEST__INIT;
+        Rkv__Rpc__BatchOp op;
+        Rkv__Rpc__BatchOp *op_ptrs[1] = {&op};
+
+        rkv__rpc__batch_op__init(&op);
+        op.kind = (Rkv__Rpc__BatchOp__Kind)77;
+        op.key.data = (uint8_t *)"h";
+        op.key.len = 1;
+        op.has_value = true;
+        op.value.data = (uint8_t *)"H";
+        op.value.len = 1;
+        batch.n_ops = 1;
+        batch.ops = op_ptrs;
+        request.op_case = RKV__RPC__REQUEST__OP_BATCH;
+        request.batch = &batch;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, -EINVAL);
+        ASSERT_TRUE(strstr(response->error_message, "unknown kind 77") != NULL);
+        rkv__rpc__response__free_unpacked(response, NULL);
+
+        op.kind = RKV__RPC__BATCH_OP__KIND__PUT;
+        op.has_value = false;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, -EINVAL);
+        ASSERT_TRUE(strstr(response->error_message, "without a value") != NULL);
+        rkv__rpc__response__free_unpacked(response, NULL);
+
+        get.key.data = (uint8_t *)"h";
+        get.key.len = 1;
+        request.op_case = RKV__RPC__REQUEST__OP_GET;
+        request.get = &get;
+        response = call(&f, leader, &request);
+        ASSERT_INT_EQ(response->error, 0);
+        ASSERT_FALSE(response->get->found);
+        rkv__rpc__response__free_unpacked(response, NULL);
+    }
+
     /* Scan with a limit: a, c, e, f, g remain; the first three come back
      * with more_after set and a resume key. */
     {
