@@ -475,6 +475,12 @@ int rkv_node__batch_add_create(struct rkv_node *node, uint64_t range_id);
 int rkv_node__replica_restart(struct rkv_node__replica *replica);
 /* Resumes ticking a quiesced replica. */
 void rkv_node__replica_wake(struct rkv_node__replica *replica);
+/* Wakes, when peer_id (re)connects, the quiesced ranges this node leads
+ * that have a replica there, and the quiesced followers whose leader is
+ * there. A restarted node learns a leader only from its heartbeats, and a
+ * restarted leader has lost its leadership, which its quiesced followers
+ * notice only by ticking. */
+void rkv_node__wake_ranges_of(struct rkv_node *node, uint64_t peer_id);
 /* Handles a Quiesce from the leader's node. */
 void rkv_node__quiesce_recv(struct rkv_node *node, uint64_t from_node_id,
                             const Rkv__Peer__Quiesce *quiesce);

@@ -767,6 +767,34 @@ static void replica_quiesce(struct rkv_node__replica *r)
     r->quiesced = true;
 }
 
+/* Returns whether one of r's replicas is on node_id. */
+static bool replica_has_node(const struct rkv_node__replica *r,
+                             uint64_t node_id)
+{
+    for (size_t i = 0; i < r->desc.n_replicas; i++) {
+        if (r->desc.replicas[i].node_id == node_id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void rkv_node__wake_ranges_of(struct rkv_node *node, uint64_t peer_id)
+{
+    for (size_t i = 0; i < node->n_buckets; i++) {
+        for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
+             r = r->hash_next) {
+            if (!r->quiesced) {
+                continue;
+            }
+            if (r->role == RKV_RAFT_LEADER ? replica_has_node(r, peer_id)
+                                           : r->leader_id == peer_id) {
+                rkv_node__replica_wake(r);
+            }
+        }
+    }
+}
+
 void rkv_node__quiesce_recv(struct rkv_node *node, uint64_t from_node_id,
                             const Rkv__Peer__Quiesce *quiesce)
 {

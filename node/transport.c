@@ -194,6 +194,7 @@ static int peer_in_hello(struct rkv_node__peer_in *in,
     RKV_LOG(RKV_DEBUG, "accepted peer peer=%llu cluster=%llu",
             (unsigned long long)hello->node_id,
             (unsigned long long)hello->cluster_id);
+    rkv_node__wake_ranges_of(node, hello->node_id);
 
     if (node->cluster_id == 0 && hello->cluster_id != 0) {
         RKV_LOG(RKV_INFO, "joining cluster cluster=%llu from peer=%llu",
@@ -465,6 +466,7 @@ static void peer_connect_cb(uv_connect_t *req, int status)
             (unsigned long long)peer->node_id, peer->peer_addr,
             peer->n_failures);
     peer->n_failures = 0;
+    rkv_node__wake_ranges_of(peer->node, peer->node_id);
 }
 
 static void peer_dial(struct rkv_node__peer *peer)

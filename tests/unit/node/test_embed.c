@@ -443,6 +443,77 @@ static Rkv__Rpc__Response *call_put(struct fixture *f, size_t i,
     return call(f, i, &request);
 }
 
+/* Returns how many ranges node i lists without a known leader; *n_ranges
+ * gets how many it lists. */
+static size_t leaderless_ranges(struct fixture *f, size_t i, size_t *n_ranges)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__RangesRequest ranges = RKV__RPC__RANGES_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    size_t n_leaderless = 0;
+
+    request.id = 1;
+    request.op_case = RKV__RPC__REQUEST__OP_RANGES;
+    request.ranges = &ranges;
+    response = rkv_test_rpc_call_addr(f->client_addrs[i], &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_RANGES);
+    *n_ranges = response->ranges->n_ranges;
+    for (size_t j = 0; j < response->ranges->n_ranges; j++) {
+        n_leaderless += response->ranges->ranges[j]->leader_node_id == 0;
+    }
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return n_leaderless;
+}
+
+TEST(embed, restart_learns_quiesced_leaders)
+{
+    /* A node restarted while the ranges it follows are quiesced learns
+     * their leaders: the leaders wake when they reconnect to it. Before,
+     * it listed no leader for them until a write woke each range. */
+    static const char value[] = "a value long enough to split ranges often";
+    struct fixture f;
+    Rkv__Rpc__Response *response;
+    Rkv__Rpc__StatusResponse *status;
+    bool all_quiesced = false;
+    size_t n_leaderless = 0;
+    size_t n_ranges = 0;
+    size_t restarted;
+
+    setup(&f, 3);
+    f.split_bytes = 2048;
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    put_many(&f, 200, value);
+    for (int attempt = 0; attempt < 300 && !all_quiesced; attempt++) {
+        usleep(20 * 1000);
+        all_quiesced = true;
+        for (size_t i = 0; i < 3; i++) {
+            status = status_of(&f, i, &response);
+            all_quiesced = all_quiesced && status->n_ranges >= 5 &&
+                           status->n_quiesced == status->n_ranges;
+            rkv__rpc__response__free_unpacked(response, NULL);
+        }
+    }
+    ASSERT_TRUE(all_quiesced);
+
+    restarted = (find_leader(&f) + 1) % 3;
+    rkv_node_stop(f.nodes[restarted]);
+    f.nodes[restarted] = NULL;
+    start_node(&f, restarted);
+    for (int attempt = 0; attempt < 250; attempt++) {
+        n_leaderless = leaderless_ranges(&f, restarted, &n_ranges);
+        if (n_ranges >= 5 && n_leaderless == 0) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    ASSERT_UINT_GE(n_ranges, 5);
+    ASSERT_UINT_EQ(n_leaderless, 0);
+    teardown(&f);
+}
+
 TEST(embed, rpc_operations)
 {
     /* Delete, compare-and-swap, scan with a limit, an atomic batch and a
