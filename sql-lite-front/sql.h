@@ -89,11 +89,20 @@ int rkv_sql_session_exec(struct rkv_sql_session *session, const char *sql,
 
 struct rkv_sql_server;
 
+/* Milliseconds a connection may take from accept to ReadyForQuery. */
+#define RKV_SQL_PG_STARTUP_TIMEOUT_MS_DEFAULT 10000
+
 struct rkv_sql_server_options {
-    const char *listen_addr;  /* "host:port"; port 0 lets the OS choose */
-    const char *password;     /* NULL: trust; else cleartext password auth */
-    uint32_t connections_max; /* 0: 64; past it new connections get
-                                 SQLSTATE 53300 and are closed */
+    const char *listen_addr;     /* "host:port"; port 0 lets the OS choose */
+    const char *password;        /* NULL: trust; else cleartext password auth */
+    uint32_t connections_max;    /* sessions; 0: 64. A startup past it gets
+                                    SQLSTATE 53300 and a close */
+    uint32_t pending_max;        /* connections not yet past startup and
+                                    authentication; 0: connections_max. A
+                                    new connection past it gets 53300 */
+    uint32_t startup_timeout_ms; /* 0: the default above. A connection
+                                    not ready for queries this long after
+                                    its accept gets 08P01 and a close */
 };
 
 /* Starts a listener on its own libuv loop thread; every connection gets a

@@ -55,7 +55,13 @@ static void print_usage(FILE *out)
             "  --password TEXT      require this cleartext password "
             "(default: trust,\n"
             "                       or $RANGEKV_SQL_PASSWORD)\n"
-            "  --connections-max N  concurrent clients (default 64)\n"
+            "  --connections-max N  concurrent sessions (default 64); as many "
+            "more\n"
+            "                       connections may wait in startup, and one "
+            "that has\n"
+            "                       not finished startup and authentication "
+            "after %d s\n"
+            "                       is closed\n"
             "  -e, --execute SQL    run SQL, print the results, exit\n"
             "  -f, --file PATH      run the statements in PATH, exit\n"
             "  --load-iso-codes DIR load countries, subdivisions and "
@@ -63,7 +69,8 @@ static void print_usage(FILE *out)
             "                       iso-codes JSON (/usr/share/iso-codes/"
             "json)\n"
             "Without --listen, -e, -f or --load-iso-codes it reads "
-            "statements from stdin.\n");
+            "statements from stdin.\n",
+            RKV_SQL_PG_STARTUP_TIMEOUT_MS_DEFAULT / 1000);
 }
 
 static int parse_options(int argc, char **argv, struct cli_options *options)

@@ -20,10 +20,17 @@
  *             as PostgreSQL recovers from an error in that protocol.
  *   CLOSING   the handle is closing; the connection is freed when both
  *             the handle is closed and no statement is running.
+ * A connection in STARTUP or PASSWORD is pending; in READY it is a
+ * session. Pending connections and sessions have separate limits, so
+ * connections that never finish startup cannot lock sessions out.
+ *
  * Failure modes: a message longer than RKV_SQL_PG_MESSAGE_MAX or of an
  * unknown type gets 08P01 and a close; a result longer than
- * RKV_SQL_PG_RESULT_MAX is cut with 54000; a connection past
- * connections_max gets 53300 and a close; read and write errors close.
+ * RKV_SQL_PG_RESULT_MAX is cut with 54000; a connection past pending_max
+ * pending ones, or a startup past connections_max sessions, gets 53300
+ * and a close; a connection still pending startup_timeout_ms after it was
+ * accepted gets 08P01 and a close (startup_sweep_cb); read and write
+ * errors close.
  */
 #include "sql-lite-front/sql.h"
 
@@ -44,6 +51,8 @@
 /* Bytes of one query's response; past it the rest becomes an error. */
 #define RKV_SQL_PG_RESULT_MAX (64 * 1024 * 1024)
 #define RKV_SQL_PG_CONNECTIONS_DEFAULT 64
+/* Milliseconds between 53300 warnings in the log; the rest are counted. */
+#define RKV_SQL_PG_REJECT_LOG_INTERVAL_MS 1000
 
 #define PG_PROTOCOL_3_0 196608
 #define PG_SSL_REQUEST 80877103
@@ -63,6 +72,8 @@ struct conn {
     struct conn *prev;
     struct conn *next;
     enum conn_state state;
+    uint64_t accepted_ms;   /* loop time of the accept, for the timeout */
+    bool is_session;        /* counted in n_sessions, else in n_pending */
     struct rkv_sql_buf in;  /* received, not yet processed bytes */
     struct rkv_sql_buf out; /* the running query's response */
     struct rkv_sql_session *session;
@@ -80,10 +91,16 @@ struct rkv_sql_server {
     uv_tcp_t listener;
     uv_async_t stop_async;
     uv_thread_t thread;
-    struct rkv_sql_kv *kv; /* borrowed */
-    char *password;        /* owned, NULL: trust */
-    uint32_t connections_max;
-    size_t n_connections;
+    struct rkv_sql_kv *kv;    /* borrowed */
+    char *password;           /* owned, NULL: trust */
+    uv_timer_t startup_timer; /* closes pending connections past timeout */
+    uint32_t connections_max; /* sessions (READY connections) */
+    uint32_t pending_max;     /* connections in STARTUP or PASSWORD */
+    uint32_t startup_timeout_ms;
+    size_t n_sessions;
+    size_t n_pending;
+    uint64_t n_rejected;    /* 53300 replies since the last warning */
+    uint64_t reject_log_ms; /* loop time of the last 53300 warning */
     struct conn *connections;
     char address[64];
     uint32_t next_backend_pid;
@@ -275,7 +292,11 @@ static void conn_free(struct conn *conn)
     if (conn->next != NULL) {
         conn->next->prev = conn->prev;
     }
-    server->n_connections--;
+    if (conn->is_session) {
+        server->n_sessions--;
+    } else {
+        server->n_pending--;
+    }
     rkv_sql_session_close(conn->session);
     rkv_sql__buf_free(&conn->in);
     rkv_sql__buf_free(&conn->out);
@@ -359,6 +380,30 @@ static void conn_fail(struct conn *conn, const char *sqlstate,
     }
     rkv_sql__buf_free(&out);
     conn_close(conn);
+}
+
+/* Rejects a connection with 53300 for a full limit. The warning is logged
+ * at most once per RKV_SQL_PG_REJECT_LOG_INTERVAL_MS with the number of
+ * rejections since the last one, so a flood of connections cannot flood
+ * the log. */
+static void conn_reject_over_limit(struct conn *conn, const char *limit,
+                                   const char *message)
+{
+    struct rkv_sql_server *server = conn->server;
+    uint64_t now_ms = uv_now(&server->loop);
+
+    server->n_rejected++;
+    if (server->reject_log_ms == 0 ||
+        now_ms - server->reject_log_ms >= RKV_SQL_PG_REJECT_LOG_INTERVAL_MS) {
+        RKV_LOG(RKV_WARN,
+                "pg connection rejected: too many connections limit=%s "
+                "sessions=%zu pending=%zu rejected=%llu",
+                limit, server->n_sessions, server->n_pending,
+                (unsigned long long)server->n_rejected);
+        server->reject_log_ms = now_ms;
+        server->n_rejected = 0;
+    }
+    conn_fail(conn, "53300", message);
 }
 
 /* ---- running queries ----------------------------------------------------- */
@@ -461,9 +506,17 @@ static int put_startup_done(struct conn *conn, struct rkv_sql_buf *out)
 /* Opens the session and sends ReadyForQuery after the startup reply. */
 static void conn_become_ready(struct conn *conn)
 {
+    struct rkv_sql_server *server = conn->server;
     struct rkv_sql_buf out = {0};
     int rv;
 
+    assert(!conn->is_session);
+
+    if (server->n_sessions >= server->connections_max) {
+        conn_reject_over_limit(conn, "connections_max",
+                               "sorry, too many clients already");
+        return;
+    }
     rv = rkv_sql_session_open(conn->server->kv, &conn->session);
     if (rv != 0) {
         conn_fail(conn, "53000", "opening an SQL session failed");
@@ -476,6 +529,9 @@ static void conn_become_ready(struct conn *conn)
         return;
     }
     conn->state = CONN_READY;
+    conn->is_session = true;
+    server->n_pending--;
+    server->n_sessions++;
     RKV_LOG(RKV_DEBUG, "pg session started user=%s", conn->user);
     conn_send(conn, &out);
 }
@@ -725,14 +781,17 @@ static void connection_cb(uv_stream_t *listener, int status)
         conn->next->prev = conn;
     }
     server->connections = conn;
-    server->n_connections++;
+    server->n_pending++;
+    conn->accepted_ms = uv_now(&server->loop);
     snprintf(conn->user, sizeof(conn->user), "%s", "?");
     if (uv_accept(listener, (uv_stream_t *)&conn->handle) != 0) {
         conn_close(conn);
         return;
     }
-    if (server->n_connections > server->connections_max) {
-        conn_fail(conn, "53300", "sorry, too many clients already");
+    if (server->n_pending > server->pending_max) {
+        conn_reject_over_limit(conn, "pending_max",
+                               "sorry, too many connections are starting; "
+                               "retry later");
         return;
     }
     if (uv_read_start((uv_stream_t *)&conn->handle, alloc_cb, read_cb) != 0) {
@@ -742,12 +801,44 @@ static void connection_cb(uv_stream_t *listener, int status)
 
 /* ---- the server ---------------------------------------------------------- */
 
+/* Closes every connection that is still pending startup_timeout_ms after
+ * its accept, and logs how many it closed. */
+static void startup_sweep_cb(uv_timer_t *timer)
+{
+    struct rkv_sql_server *server = timer->data;
+    uint64_t now_ms = uv_now(&server->loop);
+    char message[128];
+    size_t n_closed = 0;
+
+    snprintf(message, sizeof(message),
+             "startup not completed within %u ms; closing the connection",
+             server->startup_timeout_ms);
+    for (struct conn *conn = server->connections; conn != NULL;
+         conn = conn->next) {
+        bool pending =
+            conn->state == CONN_STARTUP || conn->state == CONN_PASSWORD;
+
+        if (pending &&
+            now_ms - conn->accepted_ms >= server->startup_timeout_ms) {
+            conn_fail(conn, "08P01", message);
+            n_closed++;
+        }
+    }
+    if (n_closed > 0) {
+        RKV_LOG(RKV_WARN,
+                "pg startup timed out: closed connections=%zu "
+                "timeout_ms=%u pending=%zu",
+                n_closed, server->startup_timeout_ms, server->n_pending);
+    }
+}
+
 static void stop_async_cb(uv_async_t *async)
 {
     struct rkv_sql_server *server = async->data;
 
     uv_close((uv_handle_t *)&server->listener, NULL);
     uv_close((uv_handle_t *)&server->stop_async, NULL);
+    uv_close((uv_handle_t *)&server->startup_timer, NULL);
     for (struct conn *conn = server->connections; conn != NULL;
          conn = conn->next) {
         conn_close(conn);
@@ -834,6 +925,30 @@ static int server_listen(struct rkv_sql_server *server, const char *address)
     return 0;
 }
 
+/* Starts the timer that runs startup_sweep_cb every quarter of the
+ * timeout (10 ms to 1 s), so a pending connection is closed at most one
+ * such interval after its timeout. */
+static int server_start_sweep(struct rkv_sql_server *server)
+{
+    uint64_t interval_ms = server->startup_timeout_ms / 4;
+    int rv;
+
+    interval_ms = RKV_MAX(interval_ms, (uint64_t)10);
+    interval_ms = RKV_MIN(interval_ms, (uint64_t)1000);
+    rv = uv_timer_init(&server->loop, &server->startup_timer);
+    if (rv != 0) {
+        return rv;
+    }
+    server->startup_timer.data = server;
+    rv = uv_timer_start(&server->startup_timer, startup_sweep_cb, interval_ms,
+                        interval_ms);
+    if (rv != 0) {
+        /* UNTESTED: uv_timer_start fails only without a callback. */
+        uv_close((uv_handle_t *)&server->startup_timer, NULL);
+    }
+    return rv;
+}
+
 int rkv_sql_server_start(const struct rkv_sql_server_options *options,
                          struct rkv_sql_kv *kv, struct rkv_sql_server **out)
 {
@@ -854,6 +969,11 @@ int rkv_sql_server_start(const struct rkv_sql_server_options *options,
     server->connections_max = options->connections_max != 0
                                   ? options->connections_max
                                   : RKV_SQL_PG_CONNECTIONS_DEFAULT;
+    server->pending_max = options->pending_max != 0 ? options->pending_max
+                                                    : server->connections_max;
+    server->startup_timeout_ms = options->startup_timeout_ms != 0
+                                     ? options->startup_timeout_ms
+                                     : RKV_SQL_PG_STARTUP_TIMEOUT_MS_DEFAULT;
     if (options->password != NULL) {
         server->password =
             rkv_memdup(options->password, strlen(options->password) + 1);
@@ -875,15 +995,21 @@ int rkv_sql_server_start(const struct rkv_sql_server_options *options,
     if (rv != 0) {
         goto err_after_listen;
     }
+    rv = server_start_sweep(server);
+    if (rv != 0) {
+        goto err_after_async;
+    }
     rv = uv_thread_create(&server->thread, server_thread, server);
     if (rv != 0) {
-        uv_close((uv_handle_t *)&server->stop_async, NULL);
-        goto err_after_listen;
+        uv_close((uv_handle_t *)&server->startup_timer, NULL);
+        goto err_after_async;
     }
     RKV_LOG(RKV_INFO, "pg listener started addr=%s", server->address);
     *out = server;
     return 0;
 
+err_after_async:
+    uv_close((uv_handle_t *)&server->stop_async, NULL);
 err_after_listen:
     uv_close((uv_handle_t *)&server->listener, NULL);
 err_after_loop:

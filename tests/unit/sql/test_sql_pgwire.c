@@ -32,13 +32,8 @@ struct message {
 
 static struct fixture fixture;
 
-static void setup(const char *password, uint32_t connections_max)
+static void setup_options(const struct rkv_sql_server_options *options)
 {
-    struct rkv_sql_server_options options = {
-        .listen_addr = "127.0.0.1:0",
-        .password = password,
-        .connections_max = connections_max,
-    };
     char address[64];
     const char *colon;
 
@@ -48,12 +43,23 @@ static void setup(const char *password, uint32_t connections_max)
     memset(&fixture, 0, sizeof(fixture));
     fixture.kv = kv_local_open();
     ASSERT_TRUE(fixture.kv != NULL);
-    ASSERT_OK(rkv_sql_server_start(&options, fixture.kv, &fixture.server));
+    ASSERT_OK(rkv_sql_server_start(options, fixture.kv, &fixture.server));
     rkv_sql_server_address(fixture.server, address, sizeof(address));
     colon = strrchr(address, ':');
     ASSERT_TRUE(colon != NULL);
     fixture.port = atoi(colon + 1);
     ASSERT_INT_GT(fixture.port, 0);
+}
+
+static void setup(const char *password, uint32_t connections_max)
+{
+    struct rkv_sql_server_options options = {
+        .listen_addr = "127.0.0.1:0",
+        .password = password,
+        .connections_max = connections_max,
+    };
+
+    setup_options(&options);
 }
 
 static void teardown(void)
@@ -335,10 +341,12 @@ TEST(sql_pgwire, password_authentication)
     teardown();
 }
 
-/* Past connections_max a client gets 53300 and is closed. */
+/* Past connections_max sessions a client's startup gets 53300 and a
+ * close; once a session ends, a new client gets in. */
 TEST(sql_pgwire, connection_limit)
 {
     struct message message;
+    uint8_t byte;
     int first;
     int second;
 
@@ -347,11 +355,123 @@ TEST(sql_pgwire, connection_limit)
     send_startup(first, "one");
     expect_startup_done(first);
     second = raw_connect();
+    send_startup(second, "two");
     read_message(second, &message);
     ASSERT_INT_EQ(message.type, 'E');
     ASSERT_STR_EQ(error_field(&message, 'C'), "53300");
+    ASSERT_STR_EQ(error_field(&message, 'M'),
+                  "sorry, too many clients already");
+    ASSERT_INT_EQ(read(second, &byte, 1), 0);
     close(second);
+
+    /* The slot frees when the server has seen the first client go. */
+    send_message(first, 'X', NULL, 0);
+    ASSERT_INT_EQ(read(first, &byte, 1), 0);
     close(first);
+    second = raw_connect();
+    send_startup(second, "two");
+    expect_startup_done(second);
+    close(second);
+    teardown();
+}
+
+/* Reads the error a pending connection gets at the startup timeout, then
+ * the close. */
+static void expect_startup_timeout(int fd)
+{
+    struct message message;
+    uint8_t byte;
+
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "08P01");
+    ASSERT_STR_EQ(error_field(&message, 'M'),
+                  "startup not completed within 1000 ms; closing the "
+                  "connection");
+    ASSERT_INT_EQ(read(fd, &byte, 1), 0);
+}
+
+/* Connections that never finish startup fill only the pending slots, get
+ * 08P01 and a close at the startup timeout, and never lock out sessions:
+ * a session opened before them keeps working past the timeout, and a new
+ * client gets in once they are closed. */
+TEST(sql_pgwire, startup_timeout_frees_slots)
+{
+    struct rkv_sql_server_options options = {
+        .listen_addr = "127.0.0.1:0",
+        .connections_max = 2,
+        .pending_max = 3,
+        .startup_timeout_ms = 1000,
+    };
+    static const uint8_t partial_startup[6] = {0, 0, 0, 40, 0, 3};
+    struct message message;
+    int session;
+    int idle[3];
+    int late;
+
+    setup_options(&options);
+    session = raw_connect();
+    send_startup(session, "early");
+    expect_startup_done(session);
+
+    /* Two send nothing, one sends half a startup packet. */
+    idle[0] = raw_connect();
+    idle[1] = raw_connect();
+    send_all(idle[1], partial_startup, sizeof(partial_startup));
+    idle[2] = raw_connect();
+
+    /* The pending slots are full, so a fourth connection is rejected at
+     * once, before its startup packet. The timeout is long enough for
+     * this to happen before the first three are closed. */
+    late = raw_connect();
+    read_message(late, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "53300");
+    close(late);
+
+    for (size_t i = 0; i < 3; i++) {
+        expect_startup_timeout(idle[i]);
+        close(idle[i]);
+    }
+
+    /* The session that started before the timeout still runs queries. */
+    send_query(session, "SELECT 1");
+    read_message(session, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    read_message(session, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    read_message(session, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    expect_ready(session);
+
+    late = raw_connect();
+    send_startup(late, "late");
+    expect_startup_done(late);
+    close(late);
+    close(session);
+    teardown();
+}
+
+/* With a password, a client that never answers the password request is
+ * closed at the startup timeout too. */
+TEST(sql_pgwire, password_wait_times_out)
+{
+    struct rkv_sql_server_options options = {
+        .listen_addr = "127.0.0.1:0",
+        .password = "s3cret",
+        .startup_timeout_ms = 1000,
+    };
+    struct message message;
+    int fd;
+
+    setup_options(&options);
+    fd = raw_connect();
+    send_startup(fd, "alice");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'R');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body), 3);
+    expect_startup_timeout(fd);
+    close(fd);
     teardown();
 }
 
@@ -395,5 +515,41 @@ TEST(sql_pgwire, psql_session)
                 NULL);
     run_psql("-A -t -c 'SELECT count(*), max(name) FROM p'", out, sizeof(out));
     ASSERT_STR_EQ(out, "2|bob\n");
+    teardown();
+}
+
+/* In one simple query, the first failing statement stops the rest: after
+ * the rejected BEGIN, the INSERT and ROLLBACK do not run. */
+TEST(sql_pgwire, error_skips_rest_of_query)
+{
+    struct message message;
+    int fd;
+
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_startup(fd, "tester");
+    expect_startup_done(fd);
+    send_query(fd, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    expect_ready(fd);
+
+    send_query(fd, "BEGIN; INSERT INTO t VALUES (3, 'c'); ROLLBACK");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "0A000");
+    expect_ready(fd);
+
+    send_query(fd, "SELECT count(*) FROM t");
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body + 2), 1);
+    ASSERT_INT_EQ(message.body[6], '0');
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    expect_ready(fd);
+    close(fd);
     teardown();
 }
