@@ -208,6 +208,13 @@ static int conn_check_length(struct rkv_node__conn *conn, uint32_t length)
     return 0;
 }
 
+bool rkv_node__conn_frame_overdue(const struct rkv_node__conn *conn,
+                                  uint64_t now_ms, uint64_t timeout_ms)
+{
+    return conn->frame_started_ms != 0 &&
+           now_ms > conn->frame_started_ms + timeout_ms;
+}
+
 int rkv_node__conn_feed(struct rkv_node__conn *conn, const uint8_t *buf,
                         size_t len)
 {
@@ -218,6 +225,9 @@ int rkv_node__conn_feed(struct rkv_node__conn *conn, const uint8_t *buf,
         size_t n;
 
         if (conn->header_len < RKV_NODE_FRAME_HEADER_LEN) {
+            if (conn->header_len == 0) {
+                conn->frame_started_ms = rkv_monotonic_ms();
+            }
             n = conn_feed_header(conn, buf, len);
             buf += n;
             len -= n;
@@ -235,6 +245,7 @@ int rkv_node__conn_feed(struct rkv_node__conn *conn, const uint8_t *buf,
             /* A frame that lies whole in buf is delivered without a copy. */
             if (len >= length) {
                 conn->header_len = 0;
+                conn->frame_started_ms = 0;
                 rv = conn_deliver(conn, buf, length);
                 if (rv != 0) {
                     return rv;
@@ -259,6 +270,7 @@ int rkv_node__conn_feed(struct rkv_node__conn *conn, const uint8_t *buf,
 
             conn->payload = NULL;
             conn->header_len = 0;
+            conn->frame_started_ms = 0;
             rv = conn_deliver(conn, payload, conn->payload_len);
             rkv_free(payload);
             if (rv != 0) {

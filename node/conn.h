@@ -81,8 +81,10 @@ struct rkv_node__conn {
     uint8_t header[RKV_NODE_FRAME_HEADER_LEN]; /* partial length prefix */
     size_t header_len;                         /* bytes of header received */
     uint8_t *payload;                          /* owned; NULL between frames */
-    size_t payload_len;    /* declared length of the frame */
-    size_t payload_filled; /* bytes of payload received */
+    size_t payload_len;        /* declared length of the frame */
+    size_t payload_filled;     /* bytes of payload received */
+    uint64_t frame_started_ms; /* monotonic time the frame being read
+                                  began; 0 between frames */
 
     /* Output state. */
     uint8_t *out;                      /* owned; frames not yet written */
@@ -118,6 +120,11 @@ int rkv_node__conn_init(struct rkv_node__conn *conn, struct rkv_node__io *io,
                         const char *kind, uint32_t frame_max, size_t out_max);
 /* Starts reading frames. */
 int rkv_node__conn_start(struct rkv_node__conn *conn);
+/* Returns whether conn has been reading one frame for longer than
+ * timeout_ms at now_ms (a peer that stopped inside a frame holds its
+ * buffer, up to frame_max bytes). */
+bool rkv_node__conn_frame_overdue(const struct rkv_node__conn *conn,
+                                  uint64_t now_ms, uint64_t timeout_ms);
 /* Starts closing; ops->close_cb runs later, exactly once. Idempotent. */
 void rkv_node__conn_close(struct rkv_node__conn *conn);
 

@@ -562,6 +562,43 @@ static void node_check_cb(uv_check_t *check)
     rkv_node__io_flush(&node->io);
 }
 
+/* Closes the client and inbound peer connections that stopped inside a
+ * frame. */
+static void node_close_overdue(struct rkv_node *node, uint64_t now_ms)
+{
+    enum rkv_log_level level;
+
+    for (struct rkv_node__client *c = node->clients; c != NULL; c = c->next) {
+        if (c->conn.closing ||
+            !rkv_node__conn_frame_overdue(&c->conn, now_ms,
+                                          RKV_NODE_FRAME_TIMEOUT_MS)) {
+            continue;
+        }
+        /* RKV_LOG may evaluate its level twice. */
+        level = rkv_node__io_malformed_level(&node->io);
+        RKV_LOG(level,
+                "closing connection kind=client error=frame not received in "
+                "full within %u ms",
+                (unsigned)RKV_NODE_FRAME_TIMEOUT_MS);
+        rkv_node__conn_close(&c->conn);
+    }
+    for (struct rkv_node__peer_in *in = node->peers_in; in != NULL;
+         in = in->next) {
+        if (in->conn.closing ||
+            !rkv_node__conn_frame_overdue(&in->conn, now_ms,
+                                          RKV_NODE_FRAME_TIMEOUT_MS)) {
+            continue;
+        }
+        level = rkv_node__io_malformed_level(&node->io);
+        RKV_LOG(level,
+                "closing connection kind=peer peer=%llu error=frame not "
+                "received in full within %u ms",
+                (unsigned long long)in->node_id,
+                (unsigned)RKV_NODE_FRAME_TIMEOUT_MS);
+        rkv_node__conn_close(&in->conn);
+    }
+}
+
 static void node_tick_cb(uv_timer_t *timer)
 {
     struct rkv_node *node = timer->data;
@@ -574,6 +611,10 @@ static void node_tick_cb(uv_timer_t *timer)
     rkv_node__iprops_expire(node, now_ms);
     rkv_node__held_expire(node, now_ms);
     rkv_node__space_check(node, false);
+    if (now_ms >= node->frame_check_after_ms) {
+        node->frame_check_after_ms = now_ms + RKV_NODE_FRAME_CHECK_MS;
+        node_close_overdue(node, now_ms);
+    }
     if (now_ms >= node->spread_after_ms) {
         node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
         rkv_node__spread_leadership(node);

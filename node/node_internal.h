@@ -108,6 +108,12 @@
 #define RKV_NODE_SPACE_RESERVE_DIVISOR 16
 #define RKV_NODE_SPACE_RESERVE_MAX (256ull * 1024 * 1024)
 #define RKV_NODE_SPACE_CHECK_MS 100
+/* A client or inbound peer connection that stays inside one frame for this
+ * long is closed, since a sender that stopped mid-frame holds a buffer of up
+ * to the frame's declared size. Checked every RKV_NODE_FRAME_CHECK_MS. A
+ * 16 MiB frame must arrive at 0.8 MB/s or faster. */
+#define RKV_NODE_FRAME_TIMEOUT_MS 20000
+#define RKV_NODE_FRAME_CHECK_MS 1000
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -406,6 +412,7 @@ struct rkv_node {
     int space_low_rv;              /* RKV_ENOSPACE or RKV_EMAPFULL while the
                                       space reserve is reached; 0 otherwise */
     uint64_t space_check_after_ms; /* next periodic space check */
+    uint64_t frame_check_after_ms; /* next check for overdue frames */
     bool stopping;
 
     /* Init handshake with the calling thread of rkv_node_init(). */

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1018,5 +1019,65 @@ TEST(embed, mutated_frames_keep_nodes_up)
     }
     ASSERT_OK(
         rkv_test_put(f.client_addrs, 3, "after", "2", REQUEST_TIMEOUT_MS));
+    teardown(&f);
+}
+
+/* Sends a frame header announcing 1 MiB and 1000 bytes of it on a new
+ * connection to addr; returns the socket. */
+static int send_half_frame(const char *addr)
+{
+    uint8_t buf[4 + 1000];
+    int fd = rkv_test_rpc_connect(addr);
+
+    ASSERT_INT_GE(fd, 0);
+    memset(buf, 0, sizeof(buf));
+    rkv_put_be32(buf, 1u << 20);
+    ASSERT_INT_EQ(write(fd, buf, sizeof(buf)), (int)sizeof(buf));
+    return fd;
+}
+
+/* Returns whether the node closed fd within timeout_ms. */
+static bool closed_within(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    char byte;
+
+    if (poll(&pfd, 1, timeout_ms) != 1) {
+        return false;
+    }
+    return read(fd, &byte, 1) <= 0;
+}
+
+TEST(embed, half_sent_frames_are_closed)
+{
+    /* A connection that stops inside a frame holds a buffer of the declared
+     * size, so the node closes it after RKV_NODE_FRAME_TIMEOUT_MS (20 s) on
+     * the client and the peer port. An idle connection stays open, and the
+     * node serves requests meanwhile. */
+    struct fixture f;
+    int client_fd;
+    int peer_fd;
+    int idle_fd;
+    bool found = false;
+    char value[8];
+
+    setup(&f, 1);
+    start_all(&f);
+    ASSERT_OK(rkv_node_init(f.nodes[0]));
+    idle_fd = rkv_test_rpc_connect(f.client_addrs[0]);
+    ASSERT_INT_GE(idle_fd, 0);
+    client_fd = send_half_frame(f.client_addrs[0]);
+    peer_fd = send_half_frame(f.peer_addrs[0]);
+    ASSERT_OK(rkv_test_put(f.client_addrs, 1, "k", "v", REQUEST_TIMEOUT_MS));
+
+    ASSERT_TRUE(closed_within(client_fd, 30000));
+    ASSERT_TRUE(closed_within(peer_fd, 5000));
+    ASSERT_FALSE(closed_within(idle_fd, 0));
+    ASSERT_OK(rkv_test_get(f.client_addrs, 1, "k", &found, value, sizeof(value),
+                           REQUEST_TIMEOUT_MS));
+    ASSERT_TRUE(found);
+    close(idle_fd);
+    close(client_fd);
+    close(peer_fd);
     teardown(&f);
 }
