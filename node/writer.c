@@ -331,7 +331,7 @@ int rkv_node__writer_stalled(struct rkv_node__writer *w)
 
 /* Returns RKV_ENOSPACE or RKV_EMAPFULL when the store is within its
  * reserve, 0 otherwise; fills a description for the log. */
-static int space_measure(struct rkv_node *node, char *what, size_t what_len)
+static int space_measure(struct rkv_node *node, char *detail, size_t detail_len)
 {
     struct rkv_range_store_space space;
     struct statvfs fs;
@@ -341,7 +341,7 @@ static int space_measure(struct rkv_node *node, char *what, size_t what_len)
         uint64_t avail = (uint64_t)fs.f_bavail * fs.f_frsize;
 
         if (avail < space_reserve(total)) {
-            snprintf(what, what_len, "free=%llu reserve=%llu",
+            snprintf(detail, detail_len, "free=%llu reserve=%llu",
                      (unsigned long long)avail,
                      (unsigned long long)space_reserve(total));
             return RKV_ENOSPACE;
@@ -350,7 +350,7 @@ static int space_measure(struct rkv_node *node, char *what, size_t what_len)
     rkv_range_store_space(node->store, &space);
     if (space.used_bytes + space_reserve(space.map_size_max) >
         space.map_size_max) {
-        snprintf(what, what_len, "map_used=%llu map_size_max=%llu",
+        snprintf(detail, detail_len, "map_used=%llu map_size_max=%llu",
                  (unsigned long long)space.used_bytes,
                  (unsigned long long)space.map_size_max);
         return RKV_EMAPFULL;
@@ -361,14 +361,14 @@ static int space_measure(struct rkv_node *node, char *what, size_t what_len)
 void rkv_node__space_check(struct rkv_node *node, bool force)
 {
     uint64_t now_ms = rkv_monotonic_ms();
-    char what[128] = "";
+    char detail[128] = "";
     int rv;
 
     if (!force && now_ms < node->space_check_after_ms) {
         return;
     }
     node->space_check_after_ms = now_ms + RKV_NODE_SPACE_CHECK_MS;
-    rv = space_measure(node, what, sizeof(what));
+    rv = space_measure(node, detail, sizeof(detail));
     if (rv == node->space_low_rv) {
         return;
     }
@@ -379,7 +379,7 @@ void rkv_node__space_check(struct rkv_node *node, bool force)
                 rv == RKV_EMAPFULL
                     ? "the LMDB map is near its size limit (--map-size-max)"
                     : "the disk is nearly full",
-                node->store_dir, what);
+                node->store_dir, detail);
     } else {
         RKV_LOG(RKV_INFO, "writes resumed, space is available store=%s",
                 node->store_dir);
