@@ -21,7 +21,10 @@
  *     range by range: if one batch fails, the earlier ones stay committed
  *     and the error (SQLSTATE 40003) says so. One range's writes above
  *     4096 rows or 1 MiB also go out in several batches.
- *   - Multi-statement transactions (BEGIN ... COMMIT) are rejected.
+ *   - Multi-statement transactions (BEGIN ... COMMIT) are rejected. After
+ *     a rejected BEGIN the session rejects every statement with 25P02
+ *     until COMMIT, END, ABORT or ROLLBACK, as in a failed PostgreSQL
+ *     transaction block, so no statement meant for the block commits.
  *   - Key columns need INTEGER, REAL, TEXT or BLOB affinity and BINARY
  *     collation; a key is at most 500 bytes.
  *   - A statement's reads see the store as of each scan page, not one

@@ -310,6 +310,11 @@ struct rkv_sql_session {
 
     struct rkv_sql_row_key_block *row_key_blocks;
     size_t n_row_key_blocks;
+
+    /* A BEGIN was rejected and no COMMIT or ROLLBACK has ended its block
+     * yet, so statements are rejected with 25P02 as in a failed
+     * PostgreSQL transaction block (run_in_rejected_block). */
+    bool in_rejected_block;
 };
 
 /* Statement helpers in sql_statement.c. */

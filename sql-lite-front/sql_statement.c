@@ -1,8 +1,9 @@
 /*
  * Statements as text and results as events: splitting a query string,
  * recognising the statements rangekv adds (EXPLAIN, SHOW RANGES, SHOW
- * TABLES, UPSERT INTO) and the ones it rejects (transaction control),
- * creating tables, and turning SQLite rows into PostgreSQL text values.
+ * TABLES, UPSERT INTO) and the ones it rejects (transaction control,
+ * and every statement after a rejected BEGIN until ROLLBACK), creating
+ * tables, and turning SQLite rows into PostgreSQL text values.
  *
  * This is a lexer, not a parser: it only skips quotes and comments and
  * compares leading keywords. Everything past those keywords goes to SQLite.
@@ -861,13 +862,68 @@ static void read_identifier(const char *text, char *name, size_t name_len)
     snprintf(name, name_len, "%.*s", (int)len, pos);
 }
 
-static int reject_transaction(struct rkv_sql_session *session,
+static bool is_block_start(const char *text)
+{
+    return starts_with(text, "BEGIN") || starts_with(text, "START TRANSACTION");
+}
+
+/* Tells whether text ends a transaction block; ROLLBACK TO SAVEPOINT does
+ * not. */
+static bool is_block_end(const char *text)
+{
+    return starts_with(text, "COMMIT") || starts_with(text, "END") ||
+           starts_with(text, "ABORT") ||
+           (starts_with(text, "ROLLBACK") && !starts_with(text, "ROLLBACK TO"));
+}
+
+static bool is_transaction_control(const char *text)
+{
+    return is_block_start(text) || starts_with(text, "COMMIT") ||
+           starts_with(text, "END") || starts_with(text, "ABORT") ||
+           starts_with(text, "ROLLBACK") || starts_with(text, "SAVEPOINT") ||
+           starts_with(text, "RELEASE");
+}
+
+/* Rejects a transaction control statement. A rejected BEGIN opens a
+ * rejected block, so that the statements a client meant to run inside
+ * the transaction do not commit one by one. */
+static int reject_transaction(struct rkv_sql_session *session, const char *text,
                               rkv_sql_event_cb cb, void *data)
 {
+    if (is_block_start(text)) {
+        session->in_rejected_block = true;
+        rkv_sql__session_set_error(
+            session, "0A000",
+            "transaction blocks are not supported: each statement commits "
+            "on its own, atomically within one range; the statements that "
+            "follow are rejected until ROLLBACK ends this block");
+    } else {
+        rkv_sql__session_set_error(
+            session, "0A000",
+            "transaction blocks are not supported: each statement commits "
+            "on its own, atomically within one range");
+    }
+    return rkv_sql__session_send_error(session, cb, data);
+}
+
+/* Runs a statement after a rejected BEGIN: COMMIT, END, ABORT or ROLLBACK
+ * end the block with tag ROLLBACK, as PostgreSQL ends a failed block, and
+ * any other statement is rejected with 25P02 without running. */
+static int run_in_rejected_block(struct rkv_sql_session *session,
+                                 const char *text, rkv_sql_event_cb cb,
+                                 void *data)
+{
+    assert(session->in_rejected_block);
+
+    if (is_block_end(text)) {
+        session->in_rejected_block = false;
+        return send_complete(cb, data, "ROLLBACK");
+    }
     rkv_sql__session_set_error(
-        session, "0A000",
-        "transaction blocks are not supported: each statement commits on "
-        "its own, atomically within one range");
+        session, "25P02",
+        "current transaction is aborted, commands ignored until end of "
+        "transaction block: BEGIN was rejected, so send ROLLBACK to end the "
+        "block");
     return rkv_sql__session_send_error(session, cb, data);
 }
 
@@ -879,6 +935,10 @@ int rkv_sql__statement_run_special(struct rkv_sql_session *session,
     const char *after;
     int rv;
 
+    if (session->in_rejected_block) {
+        rv = run_in_rejected_block(session, text, cb, data);
+        return rv == 0 ? 1 : rv;
+    }
     if (rkv_sql__statement_starts_with(text, "UPSERT INTO", &after)) {
         char *rewritten = sqlite3_mprintf("INSERT OR REPLACE INTO %s", after);
 
@@ -904,11 +964,8 @@ int rkv_sql__statement_run_special(struct rkv_sql_session *session,
         rv = explain(session, after, cb, data);
         return rv == 0 ? 1 : rv;
     }
-    if (starts_with(text, "BEGIN") || starts_with(text, "START TRANSACTION") ||
-        starts_with(text, "COMMIT") || starts_with(text, "END") ||
-        starts_with(text, "ROLLBACK") || starts_with(text, "SAVEPOINT") ||
-        starts_with(text, "RELEASE")) {
-        return reject_transaction(session, cb, data);
+    if (is_transaction_control(text)) {
+        return reject_transaction(session, text, cb, data);
     }
     return 0;
 }

@@ -518,38 +518,129 @@ TEST(sql_pgwire, psql_session)
     teardown();
 }
 
-/* In one simple query, the first failing statement stops the rest: after
- * the rejected BEGIN, the INSERT and ROLLBACK do not run. */
-TEST(sql_pgwire, error_skips_rest_of_query)
+/* Reads the messages of SELECT count(*) and checks the count. */
+static void expect_count(int fd, char expected)
 {
     struct message message;
+
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    ASSERT_UINT_EQ(rkv_get_be32(message.body + 2), 1);
+    ASSERT_INT_EQ(message.body[6], expected);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    expect_ready(fd);
+}
+
+/* Sends one query and checks that it fails with sqlstate. */
+static void expect_query_fails(int fd, const char *sql, const char *sqlstate)
+{
+    struct message message;
+
+    send_query(fd, sql);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), sqlstate);
+    expect_ready(fd);
+}
+
+/* Sends one query and checks its only command tag. */
+static void expect_query_tag(int fd, const char *sql, const char *tag)
+{
+    struct message message;
+
+    send_query(fd, sql);
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'C');
+    ASSERT_STR_EQ((const char *)message.body, tag);
+    expect_ready(fd);
+}
+
+/* In one simple query, the first failing statement stops the rest: after
+ * the rejected BEGIN, the INSERT and ROLLBACK do not run, and the session
+ * rejects statements until a ROLLBACK of its own. */
+TEST(sql_pgwire, error_skips_rest_of_query)
+{
     int fd;
 
     setup(NULL, 0);
     fd = raw_connect();
     send_startup(fd, "tester");
     expect_startup_done(fd);
-    send_query(fd, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)");
-    read_message(fd, &message);
-    ASSERT_INT_EQ(message.type, 'C');
-    expect_ready(fd);
+    expect_query_tag(fd, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)",
+                     "CREATE TABLE");
 
-    send_query(fd, "BEGIN; INSERT INTO t VALUES (3, 'c'); ROLLBACK");
-    read_message(fd, &message);
-    ASSERT_INT_EQ(message.type, 'E');
-    ASSERT_STR_EQ(error_field(&message, 'C'), "0A000");
-    expect_ready(fd);
-
+    expect_query_fails(fd, "BEGIN; INSERT INTO t VALUES (3, 'c'); ROLLBACK",
+                       "0A000");
+    expect_query_fails(fd, "SELECT count(*) FROM t", "25P02");
+    expect_query_tag(fd, "ROLLBACK", "ROLLBACK");
     send_query(fd, "SELECT count(*) FROM t");
-    read_message(fd, &message);
-    ASSERT_INT_EQ(message.type, 'T');
-    read_message(fd, &message);
-    ASSERT_INT_EQ(message.type, 'D');
-    ASSERT_UINT_EQ(rkv_get_be32(message.body + 2), 1);
-    ASSERT_INT_EQ(message.body[6], '0');
-    read_message(fd, &message);
-    ASSERT_INT_EQ(message.type, 'C');
-    expect_ready(fd);
+    expect_count(fd, '0');
     close(fd);
+    teardown();
+}
+
+/* psql sends a script's statements one query each: after the rejected
+ * BEGIN, the INSERT is rejected with 25P02 and stores nothing, and the
+ * ROLLBACK ends the block. */
+TEST(sql_pgwire, rejected_begin_blocks_statements)
+{
+    int fd;
+
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_startup(fd, "tester");
+    expect_startup_done(fd);
+    expect_query_tag(fd, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)",
+                     "CREATE TABLE");
+
+    expect_query_fails(fd, "begin;", "0A000");
+    expect_query_fails(fd, "insert into t values (3, 'c');", "25P02");
+    expect_query_tag(fd, "rollback;", "ROLLBACK");
+    send_query(fd, "SELECT count(*) FROM t");
+    expect_count(fd, '0');
+
+    /* Statements commit on their own again after the block. */
+    expect_query_tag(fd, "insert into t values (3, 'c')", "INSERT 0 1");
+    send_query(fd, "SELECT count(*) FROM t");
+    expect_count(fd, '1');
+    close(fd);
+    teardown();
+}
+
+/* A psql script that wraps an INSERT in BEGIN and ROLLBACK stores
+ * nothing: psql sends each statement as its own query, and the INSERT
+ * after the rejected BEGIN is rejected too. */
+TEST(sql_pgwire, psql_script_rejected_begin)
+{
+    static char out[8192];
+    char path[512];
+    char args[600];
+    FILE *script;
+
+    if (system("psql --version > /dev/null 2>&1") != 0) {
+        printf("skipped: psql is not installed (Debian postgresql-client)\n");
+        return;
+    }
+    setup(NULL, 0);
+    snprintf(path, sizeof(path), "%s/block.sql", rkv_test_tmpdir());
+    script = fopen(path, "w");
+    ASSERT_TRUE(script != NULL);
+    fputs("create table b (k integer primary key, v text);\n"
+          "begin;\n"
+          "insert into b values (3, 'c');\n"
+          "rollback;\n"
+          "select count(*) as n from b;\n",
+          script);
+    ASSERT_INT_EQ(fclose(script), 0);
+    snprintf(args, sizeof(args), "-f %s", path);
+    run_psql(args, out, sizeof(out));
+    ASSERT_TRUE(strstr(out, "transaction blocks are not supported") != NULL);
+    ASSERT_TRUE(strstr(out, "ERROR:  current transaction is aborted") !=
+                NULL);
+    ASSERT_TRUE(strstr(out, "ROLLBACK\n") != NULL);
+    ASSERT_TRUE(strstr(out, " n \n---\n 0\n(1 row)\n") != NULL);
     teardown();
 }

@@ -417,6 +417,7 @@ TEST(sql_session, errors_and_empty_queries)
     SQL_FAILS(&fixture, "SELECT * FROM nope", "42P01");
     SQL_FAILS(&fixture, "SELEC 1", "42601");
     SQL_FAILS(&fixture, "BEGIN", "0A000");
+    SQL_OK(&fixture, "ROLLBACK");
     SQL_OK(&fixture, "CREATE TABLE e(k INTEGER PRIMARY KEY)");
     SQL_FAILS(&fixture, "CREATE INDEX e_k ON e(k)", "0A000");
     SQL_FAILS(&fixture, "SELECT nope FROM e", "42703");
@@ -498,5 +499,54 @@ TEST(sql_session, allocation_failures)
         ASSERT_TRUE(rv == 0 || rv == RKV_ESQL || rv == -ENOMEM);
     }
     SQL_ROWS(&fixture, "SELECT * FROM a", "1|w\n2|w\n3|w\n");
+    TEARDOWN();
+}
+
+/* After a rejected BEGIN, statements sent one by one (as psql sends a
+ * script) are rejected with 25P02 until COMMIT, END, ABORT or ROLLBACK
+ * ends the block, so none of them commits on its own. */
+TEST(sql_session, rejected_begin_blocks_until_end)
+{
+    static const char *const block_starts[] = {
+        "BEGIN",
+        "begin transaction",
+        "START TRANSACTION",
+    };
+    static const char *const block_ends[] = {
+        "ROLLBACK",
+        "COMMIT",
+        "END",
+        "abort",
+    };
+
+    SETUP();
+    SQL_OK(&fixture, "CREATE TABLE b(k INTEGER PRIMARY KEY, v TEXT)");
+    for (size_t i = 0; i < RKV_ARRAY_SIZE(block_ends); i++) {
+        const char *start = block_starts[i % RKV_ARRAY_SIZE(block_starts)];
+
+        SQL_FAILS(&fixture, start, "0A000");
+        ASSERT_TRUE(strstr(fixture.result.message, "until ROLLBACK") != NULL);
+        SQL_FAILS(&fixture, "INSERT INTO b VALUES (1, 'x')", "25P02");
+        SQL_FAILS(&fixture, "SELECT count(*) FROM b", "25P02");
+        SQL_FAILS(&fixture, "SAVEPOINT s", "25P02");
+        SQL_FAILS(&fixture, "ROLLBACK TO SAVEPOINT s", "25P02");
+        SQL_FAILS(&fixture, "BEGIN", "25P02");
+        SQL_OK(&fixture, block_ends[i]);
+        ASSERT_STR_EQ(fixture.result.tag, "ROLLBACK");
+        SQL_ROWS(&fixture, "SELECT count(*) FROM b", "0\n");
+    }
+
+    /* Outside a block, ending one is rejected and blocks nothing. */
+    SQL_FAILS(&fixture, "COMMIT", "0A000");
+    SQL_OK(&fixture, "INSERT INTO b VALUES (2, 'y')");
+    SQL_ROWS(&fixture, "SELECT k FROM b", "2\n");
+
+    /* In one query string the block starts at the failed BEGIN too, and a
+     * ROLLBACK later in the same string does not run. */
+    SQL_FAILS(&fixture, "BEGIN; INSERT INTO b VALUES (3, 'z'); ROLLBACK",
+              "0A000");
+    SQL_FAILS(&fixture, "INSERT INTO b VALUES (4, 'w')", "25P02");
+    SQL_OK(&fixture, "ROLLBACK; INSERT INTO b VALUES (5, 'v')");
+    SQL_ROWS(&fixture, "SELECT k FROM b", "2\n5\n");
     TEARDOWN();
 }
