@@ -114,6 +114,13 @@
  * 16 MiB frame must arrive at 0.8 MB/s or faster. */
 #define RKV_NODE_FRAME_TIMEOUT_MS 20000
 #define RKV_NODE_FRAME_CHECK_MS 1000
+/* A Raft message whose term is more than this ahead of the local term (or
+ * is UINT64_MAX) is dropped: elections raise the term by one each, so no
+ * real member gets that far ahead, and adopting such a term would leave the
+ * range unable to elect a leader. Drops are logged at WARN on the first
+ * and every RKV_NODE_TERM_WARN_EVERY-th. */
+#define RKV_NODE_TERM_JUMP_MAX (1ull << 32)
+#define RKV_NODE_TERM_WARN_EVERY 1000
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -373,7 +380,9 @@ struct rkv_node {
     struct rkv_node__peer peers[RKV_NODE_JOIN_MAX]; /* index = node id - 1 */
     size_t n_peers;
     struct rkv_node__peer_in *peers_in;
-    uint64_t n_rejected; /* Hellos rejected since start */
+    uint64_t n_rejected;      /* Hellos rejected since start */
+    uint64_t n_raft_rejected; /* Raft messages dropped as forged: another
+                                 sender id or an impossible term */
     struct rkv_node__client *clients;
 
     /* Replicas by range id (hash table), and a by-start-key index of the

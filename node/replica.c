@@ -637,11 +637,43 @@ int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
     return 0;
 }
 
+/* Returns whether msg carries a term no real member can have reached: one
+ * at which no election could follow (term + 1 would wrap), or one more than
+ * RKV_NODE_TERM_JUMP_MAX ahead of the local term. Each election adds one to
+ * the term, so a real member is never that far ahead. Such a term comes
+ * from a forged or corrupt message. Adopting it would persist it and stop
+ * the range from ever electing a leader again. */
+static bool replica_term_is_absurd(const struct rkv_node__replica *replica,
+                                   const RkvRaft__Message *msg)
+{
+    uint64_t term = rkv_raft_term(replica->raft);
+
+    if (msg->term == UINT64_MAX) {
+        return true;
+    }
+    return msg->term > term && msg->term - term > RKV_NODE_TERM_JUMP_MAX;
+}
+
 void rkv_node__replica_step(struct rkv_node__replica *replica,
                             const RkvRaft__Message *msg, uint64_t from)
 {
+    struct rkv_node *node = replica->node;
     int rv;
 
+    if (replica_term_is_absurd(replica, msg)) {
+        /* WARN on the first and every RKV_NODE_TERM_WARN_EVERY-th. */
+        RKV_LOG(node->n_raft_rejected % RKV_NODE_TERM_WARN_EVERY == 0
+                    ? RKV_WARN
+                    : RKV_DEBUG,
+                "dropped raft message with an impossible term range=%llu "
+                "peer=%llu type=%d term=%llu local_term=%llu dropped=%llu",
+                (unsigned long long)replica->range_id, (unsigned long long)from,
+                (int)msg->type, (unsigned long long)msg->term,
+                (unsigned long long)rkv_raft_term(replica->raft),
+                (unsigned long long)node->n_raft_rejected + 1);
+        node->n_raft_rejected++;
+        return;
+    }
     rv = rkv_raft_step(replica->raft, msg);
     if (rv != 0) {
         RKV_LOG(RKV_DEBUG, "raft step failed range=%llu peer=%llu error=%s",

@@ -9,7 +9,9 @@
  *     committed, durable and applied (rkv_node__request_applied());
  *   - linearizable reads (get, scan) start a ReadIndex round and are served
  *     from an LMDB read transaction once the read index is applied;
- *     serializable reads are served at once from the local replica;
+ *     serializable reads are served at once from the local replica; a
+ *     scan reply holds only the pairs that fit in one client frame and
+ *     sets more_after and resume_key so the client continues from there;
  *   - ranges, status and init are answered at once; split waits for the
  *     split to apply.
  * Responses may leave in any order; each carries the request's id.
@@ -417,6 +419,33 @@ static void serve_get(struct rkv_node__request *req,
     request_respond(req, &response);
 }
 
+/* Bytes of a scan reply, besides its pairs: the response's id, error and
+ * resume key (a key is at most RKV_RANGE_KEY_MAX bytes) and the frame
+ * header, with room to spare. */
+#define RPC_SCAN_REPLY_OVERHEAD (64u * 1024)
+
+/* Returns how many of the n_pairs pairs in kvs fit in one client frame
+ * (RKV_NODE_CLIENT_FRAME_MAX) together with the reply's other fields, and
+ * at least one: a key and a value within their limits always fit. */
+static size_t scan_pairs_within_frame(const Rkv__Rpc__KeyValue *kvs,
+                                      size_t n_pairs)
+{
+    const size_t budget = RKV_NODE_CLIENT_FRAME_MAX - RPC_SCAN_REPLY_OVERHEAD;
+    size_t used = 0;
+
+    for (size_t i = 0; i < n_pairs; i++) {
+        /* The field tag and length varint of the embedded message take at
+         * most 1 + 10 bytes. */
+        size_t pair_len = rkv__rpc__key_value__get_packed_size(&kvs[i]) + 11;
+
+        if (i > 0 && used + pair_len > budget) {
+            return i;
+        }
+        used += pair_len;
+    }
+    return n_pairs;
+}
+
 static void serve_scan(struct rkv_node__request *req,
                        struct rkv_range_rtxn *rtxn)
 {
@@ -454,10 +483,16 @@ static void serve_scan(struct rkv_node__request *req,
         kvs[i].value.len = result.pairs[i].value_len;
         kv_ptrs[i] = &kvs[i];
     }
-    scan.n_pairs = result.n_pairs;
+    scan.n_pairs = scan_pairs_within_frame(kvs, result.n_pairs);
     scan.pairs = kv_ptrs;
-    scan.more_after = result.more_after;
-    if (result.more_after) {
+    if (scan.n_pairs < result.n_pairs) {
+        /* Cut by the frame size: the client continues at the first pair
+         * left out, which is inside this range. */
+        scan.more_after = true;
+        scan.has_resume_key = true;
+        scan.resume_key = kvs[scan.n_pairs].key;
+    } else if (result.more_after) {
+        scan.more_after = true;
         scan.has_resume_key = true;
         scan.resume_key.data = result.resume_key;
         scan.resume_key.len = result.resume_key_len;
@@ -667,6 +702,8 @@ static void handle_status(struct rkv_node__request *req)
     STATUS_SET(n_bytes_sent, node->io.n_bytes_sent);
     STATUS_SET(n_bytes_received, node->io.n_bytes_received);
     STATUS_SET(n_quiesced, n_quiesced);
+    STATUS_SET(n_peers_rejected, node->n_rejected);
+    STATUS_SET(n_raft_rejected, node->n_raft_rejected);
     if (getrusage(RUSAGE_SELF, &usage) == 0) {
         STATUS_SET(cpu_user_ms, timeval_ms(usage.ru_utime));
         STATUS_SET(cpu_system_ms, timeval_ms(usage.ru_stime));

@@ -15,10 +15,18 @@
  *     backoff doubling from RKV_NODE_RECONNECT_MIN_MS to _MAX_MS; retries
  *     are logged at DEBUG, then at WARN every 20th failure; messages to a
  *     peer without a connection are dropped (Raft resends);
- *   - a Hello with another cluster id (RKV_ECLUSTERID), a bad digest
- *     (RKV_EAUTH), an unknown node id or version (RKV_EPROTO), a frame that
- *     does not decode (RKV_EMALFORMED) or a frame over the size limit: the
- *     connection is closed and the cause logged; the node carries on;
+ *   - a Hello with another cluster id, or with none once this node is
+ *     initialized (RKV_ECLUSTERID), a bad digest (RKV_EAUTH), a node id
+ *     outside the join list or a version we do not speak (RKV_EPROTO), a
+ *     frame that does not decode (RKV_EMALFORMED) or a frame over the size
+ *     limit: the connection is closed and the cause logged; the node
+ *     carries on;
+ *   - a Hello that would change a member's known client address without a
+ *     cluster secret: accepted, but the address is kept (logged), because
+ *     without a secret any local process can claim to be a member;
+ *   - a Raft message whose sender id is not the member that sent the
+ *     Hello, or (in rkv_node__replica_step()) whose term is impossibly far
+ *     ahead: dropped, counted and logged at a limited rate;
  *   - a message for a range this node does not have (a right-hand range
  *     whose split has not applied here yet): dropped; the leader resends
  *     once the split has created the replica.
@@ -148,8 +156,19 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
                 (unsigned)hello->version, (unsigned long long)hello->node_id);
         return RKV_EPROTO;
     }
-    if (node->cluster_id != 0 && hello->cluster_id != 0 &&
-        hello->cluster_id != node->cluster_id) {
+    /* Once initialized, a node accepts only members of its own cluster: a
+     * Hello without a cluster id comes from a member that has not learned
+     * of `rangekv init` yet, which learns it from our own Hello instead. */
+    if (node->cluster_id != 0 && hello->cluster_id == 0) {
+        level = peer_in_reject_level(node);
+        RKV_LOG(level == RKV_WARN ? RKV_INFO : level,
+                "rejected peer error=not initialized yet, it learns the "
+                "cluster id from this node's Hello peer=%llu rejections=%llu",
+                (unsigned long long)hello->node_id,
+                (unsigned long long)node->n_rejected);
+        return RKV_ECLUSTERID;
+    }
+    if (node->cluster_id != 0 && hello->cluster_id != node->cluster_id) {
         level = peer_in_reject_level(node);
         RKV_LOG(level,
                 "rejected peer error=another cluster peer=%llu cluster=%llu "
@@ -176,6 +195,31 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
     return 0;
 }
 
+/* Stores the client address a member sent in its Hello. Without a cluster
+ * secret any local process can send a Hello naming a member, so only an
+ * authenticated Hello may replace an address already known; the first one
+ * is taken either way, because nothing else supplies it. */
+static void peer_in_update_client_addr(struct rkv_node__peer_in *in,
+                                       struct rkv_node__peer *peer,
+                                       const char *client_addr)
+{
+    struct rkv_node *node = in->node;
+
+    if (strcmp(peer->client_addr, client_addr) == 0) {
+        return;
+    }
+    if (peer->client_addr[0] != '\0' && node->cluster_secret == NULL) {
+        RKV_LOG(peer_in_reject_level(node),
+                "kept the known client address of a peer: without "
+                "--cluster-secret a Hello cannot prove who sent it peer=%llu "
+                "known=%s sent=%s rejections=%llu",
+                (unsigned long long)peer->node_id, peer->client_addr,
+                client_addr, (unsigned long long)node->n_rejected);
+        return;
+    }
+    snprintf(peer->client_addr, sizeof(peer->client_addr), "%s", client_addr);
+}
+
 static int peer_in_hello(struct rkv_node__peer_in *in,
                          const Rkv__Peer__Hello *hello)
 {
@@ -189,8 +233,7 @@ static int peer_in_hello(struct rkv_node__peer_in *in,
     }
     in->node_id = hello->node_id;
     peer = &node->peers[hello->node_id - 1];
-    snprintf(peer->client_addr, sizeof(peer->client_addr), "%s",
-             hello->client_addr);
+    peer_in_update_client_addr(in, peer, hello->client_addr);
     RKV_LOG(RKV_DEBUG, "accepted peer peer=%llu cluster=%llu",
             (unsigned long long)hello->node_id,
             (unsigned long long)hello->cluster_id);
@@ -219,6 +262,19 @@ static void peer_in_step(struct rkv_node__peer_in *in,
     if (msg->to != node->node_id) {
         RKV_LOG(RKV_DEBUG, "dropped message for another node to=%llu",
                 (unsigned long long)msg->to);
+        return;
+    }
+    /* Raft replica ids are node ids, so a member only sends its own
+     * messages; another sender id is forged. */
+    if (msg->from != in->node_id) {
+        node->n_raft_rejected++;
+        RKV_LOG(node->n_raft_rejected % TRANSPORT_WARN_EVERY == 1 ? RKV_WARN
+                                                                  : RKV_DEBUG,
+                "dropped message with a forged sender range=%llu peer=%llu "
+                "from=%llu dropped=%llu",
+                (unsigned long long)msg->group_id,
+                (unsigned long long)in->node_id, (unsigned long long)msg->from,
+                (unsigned long long)node->n_raft_rejected);
         return;
     }
     replica = rkv_node__replica_find(node, msg->group_id);

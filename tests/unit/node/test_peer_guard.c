@@ -1,0 +1,468 @@
+/*
+ * Tests of what a node accepts on its peer port from a process that is not
+ * a member (a forged Hello and forged Raft messages), and of scan replies
+ * cut to the client frame limit. Nodes run in this process through the
+ * embedding API, on real LMDB stores and real TCP on 127.0.0.1.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "node/peer.pb-c.h"
+#include "rangekv/rangekv.h"
+#include "tests/lib/node_rpc.h"
+#include "tests/lib/test.h"
+
+#define NODES_MAX 3
+/* Time one routed request may take, retries included. */
+#define REQUEST_TIMEOUT_MS 20000
+/* Time a node gets to act on a forged frame before the test gives up. */
+#define FORGED_WAIT_MS 5000
+
+struct fixture {
+    struct rkv_node *nodes[NODES_MAX];
+    size_t n_nodes;
+    char stores[NODES_MAX][512];
+    char peer_addrs[NODES_MAX][RKV_NODE_ADDR_MAX];
+    const char *join[NODES_MAX];
+    char client_addrs[NODES_MAX][RKV_TEST_ADDR_MAX];
+    const char *secret; /* every node's; NULL: none */
+};
+
+static void setup(struct fixture *f, size_t n, const char *secret)
+{
+    memset(f, 0, sizeof(*f));
+    f->n_nodes = n;
+    f->secret = secret;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(f->stores[i], sizeof(f->stores[i]), "%s/node%zu",
+                 rkv_test_tmpdir(), i + 1);
+        snprintf(f->peer_addrs[i], sizeof(f->peer_addrs[i]), "127.0.0.1:%u",
+                 (unsigned)rkv_test_pick_port());
+        f->join[i] = f->peer_addrs[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct rkv_node_config config = {0};
+        char peer[RKV_NODE_ADDR_MAX];
+        char client[RKV_NODE_ADDR_MAX];
+        char errmsg[256];
+
+        config.store_dir = f->stores[i];
+        config.listen_addr = f->peer_addrs[i];
+        config.join = f->join;
+        config.n_join = n;
+        config.node_id = i + 1;
+        config.tick_ms = 20;
+        config.cluster_secret = secret;
+        if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) !=
+            0) {
+            rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
+                          i + 1, errmsg);
+        }
+        rkv_node_addresses(f->nodes[i], peer, client);
+        snprintf(f->client_addrs[i], RKV_TEST_ADDR_MAX, "%s", client);
+    }
+    ASSERT_OK(rkv_node_init(f->nodes[0]));
+    ASSERT_OK(
+        rkv_test_put(f->client_addrs, n, "ready", "1", REQUEST_TIMEOUT_MS));
+}
+
+static void teardown(struct fixture *f)
+{
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        rkv_node_stop(f->nodes[i]);
+    }
+}
+
+/* Returns node i's status; free *response after use. */
+static Rkv__Rpc__StatusResponse *status_of(struct fixture *f, size_t i,
+                                           Rkv__Rpc__Response **response)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+
+    request.id = 1;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    *response = rkv_test_rpc_call_addr(f->client_addrs[i], &request);
+    ASSERT_TRUE(*response != NULL);
+    ASSERT_INT_EQ((*response)->error, 0);
+    ASSERT_INT_EQ((*response)->result_case, RKV__RPC__RESPONSE__RESULT_STATUS);
+    return (*response)->status;
+}
+
+static uint64_t cluster_id_of(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Response *response;
+    uint64_t id = status_of(f, i, &response)->cluster_id;
+
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return id;
+}
+
+/* Returns node i's counter of Raft messages dropped as forged. */
+static uint64_t raft_rejected_of(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Response *response;
+    uint64_t n = status_of(f, i, &response)->n_raft_rejected;
+
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return n;
+}
+
+static uint64_t peers_rejected_of(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Response *response;
+    uint64_t n = status_of(f, i, &response)->n_peers_rejected;
+
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return n;
+}
+
+/* Copies the client address node i lists for node member_id into out. */
+static void member_addr_of(struct fixture *f, size_t i, uint64_t member_id,
+                           char out[RKV_TEST_ADDR_MAX])
+{
+    Rkv__Rpc__Response *response;
+    Rkv__Rpc__StatusResponse *status = status_of(f, i, &response);
+
+    out[0] = '\0';
+    for (size_t k = 0; k < status->n_nodes; k++) {
+        if (status->nodes[k]->node_id == member_id) {
+            snprintf(out, RKV_TEST_ADDR_MAX, "%s",
+                     status->nodes[k]->client_addr);
+        }
+    }
+    rkv__rpc__response__free_unpacked(response, NULL);
+}
+
+/* Returns range 1's term as node i reports it. */
+static uint64_t range1_term_of(struct fixture *f, size_t i)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__RangesRequest ranges = RKV__RPC__RANGES_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    uint64_t term = 0;
+
+    request.id = 2;
+    request.op_case = RKV__RPC__REQUEST__OP_RANGES;
+    request.ranges = &ranges;
+    response = rkv_test_rpc_call_addr(f->client_addrs[i], &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_RANGES);
+    for (size_t k = 0; k < response->ranges->n_ranges; k++) {
+        if (response->ranges->ranges[k]->range_id == 1) {
+            term = response->ranges->ranges[k]->term;
+        }
+    }
+    rkv__rpc__response__free_unpacked(response, NULL);
+    ASSERT_UINT_GT(term, 0);
+    return term;
+}
+
+/* Connects to a peer port, with a receive timeout of FORGED_WAIT_MS. */
+static int forged_connect(const char *addr)
+{
+    struct timeval timeout = {.tv_sec = FORGED_WAIT_MS / 1000};
+    int fd = rkv_test_rpc_connect(addr);
+
+    ASSERT_INT_GE(fd, 0);
+    ASSERT_OK(
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)));
+    return fd;
+}
+
+/* Sends one length-prefixed peer Frame on fd. */
+static void forged_send(int fd, const Rkv__Peer__Frame *frame)
+{
+    size_t len = rkv__peer__frame__get_packed_size(frame);
+    uint8_t *buf = malloc(4 + len);
+
+    ASSERT_TRUE(buf != NULL);
+    rkv_put_be32(buf, (uint32_t)len);
+    rkv__peer__frame__pack(frame, buf + 4);
+    ASSERT_INT_EQ(send(fd, buf, 4 + len, MSG_NOSIGNAL), (ssize_t)(4 + len));
+    free(buf);
+}
+
+/* Sends a Hello claiming to be node_id of cluster_id, with no digest. */
+static void forged_hello(int fd, uint64_t node_id, uint64_t cluster_id,
+                         const char *client_addr)
+{
+    Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
+
+    hello.version = 1;
+    hello.node_id = node_id;
+    hello.cluster_id = cluster_id;
+    hello.peer_addr = "127.0.0.1:1";
+    hello.client_addr = (char *)client_addr;
+    frame.hello = &hello;
+    forged_send(fd, &frame);
+}
+
+/* Sends one Raft message of type to range 1 of node `to`. */
+static void forged_raft(int fd, RkvRaft__MessageType type, uint64_t from,
+                        uint64_t to, uint64_t term)
+{
+    Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+    RkvRaft__Message msg = RKV_RAFT__MESSAGE__INIT;
+    RkvRaft__Message *msgs[1] = {&msg};
+
+    msg.group_id = 1;
+    msg.type = type;
+    msg.from = from;
+    msg.to = to;
+    msg.term = term;
+    frame.n_messages = 1;
+    frame.messages = msgs;
+    forged_send(fd, &frame);
+}
+
+/* Returns whether the node closed fd within FORGED_WAIT_MS. */
+static bool closed_by_node(int fd)
+{
+    uint8_t byte;
+    ssize_t n = recv(fd, &byte, 1, 0);
+
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* Waits until node i has dropped more than `before` forged Raft messages. */
+static void wait_raft_rejected(struct fixture *f, size_t i, uint64_t before)
+{
+    for (int attempt = 0; attempt < FORGED_WAIT_MS / 20; attempt++) {
+        if (raft_rejected_of(f, i) > before) {
+            return;
+        }
+        usleep(20 * 1000);
+    }
+    rkv_test_fail(__FILE__, __LINE__,
+                  "node %zu did not count a forged raft message", i + 1);
+}
+
+TEST(peer_guard, impossible_terms_dropped)
+{
+    /* Heartbeats and appends that name the real sender and cluster but
+     * carry a term of UINT64_MAX or 2^32 + 1 above the current one are
+     * dropped and counted: range 1 keeps its term and serves writes. */
+    static const uint64_t jumps[] = {UINT64_MAX, (1ull << 32) + 1};
+    static const RkvRaft__MessageType types[] = {
+        RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT,
+        RKV_RAFT__MESSAGE_TYPE__MSG_APPEND};
+    struct fixture f;
+    uint64_t term;
+    int fd;
+
+    setup(&f, 3, NULL);
+    term = range1_term_of(&f, 0);
+    fd = forged_connect(f.peer_addrs[0]);
+    forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
+    for (size_t j = 0; j < 2; j++) {
+        for (size_t t = 0; t < 2; t++) {
+            uint64_t before = raft_rejected_of(&f, 0);
+            uint64_t forged =
+                jumps[j] == UINT64_MAX ? UINT64_MAX : term + jumps[j];
+
+            forged_raft(fd, types[t], 3, 1, forged);
+            wait_raft_rejected(&f, 0, before);
+        }
+    }
+    close(fd);
+
+    for (size_t i = 0; i < 3; i++) {
+        ASSERT_UINT_LT(range1_term_of(&f, i), term + (1ull << 32));
+    }
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "after", "1", REQUEST_TIMEOUT_MS));
+    teardown(&f);
+}
+
+TEST(peer_guard, forged_sender_dropped)
+{
+    /* A connection that said it is node 3 cannot send a message from node
+     * 2: it is counted and dropped, so node 1 never adopts its term. */
+    struct fixture f;
+    uint64_t term;
+    uint64_t before;
+    int fd;
+
+    setup(&f, 3, NULL);
+    term = range1_term_of(&f, 0);
+    fd = forged_connect(f.peer_addrs[0]);
+    forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
+    before = raft_rejected_of(&f, 0);
+    forged_raft(fd, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, 2, 1, term + 1000);
+    wait_raft_rejected(&f, 0, before);
+    close(fd);
+    ASSERT_UINT_LT(range1_term_of(&f, 0), term + 1000);
+    teardown(&f);
+}
+
+TEST(peer_guard, hello_without_cluster_id_rejected)
+{
+    /* An initialized node closes a connection whose Hello has cluster id
+     * 0 or another cluster's id, or names a node id outside its member
+     * list, and counts each rejection. */
+    struct fixture f;
+    uint64_t cluster_id;
+    struct {
+        uint64_t node_id;
+        uint64_t cluster_id;
+    } cases[4];
+
+    setup(&f, 3, NULL);
+    cluster_id = cluster_id_of(&f, 0);
+    cases[0].node_id = 2;
+    cases[0].cluster_id = 0;
+    cases[1].node_id = 2;
+    cases[1].cluster_id = cluster_id + 1;
+    cases[2].node_id = 4;
+    cases[2].cluster_id = cluster_id;
+    cases[3].node_id = 1;
+    cases[3].cluster_id = cluster_id;
+    for (size_t c = 0; c < 4; c++) {
+        uint64_t before = peers_rejected_of(&f, 0);
+        int fd = forged_connect(f.peer_addrs[0]);
+
+        forged_hello(fd, cases[c].node_id, cases[c].cluster_id, "127.0.0.1:2");
+        ASSERT_TRUE(closed_by_node(fd));
+        close(fd);
+        ASSERT_UINT_EQ(peers_rejected_of(&f, 0), before + 1);
+    }
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "after", "1", REQUEST_TIMEOUT_MS));
+    teardown(&f);
+}
+
+TEST(peer_guard, hello_keeps_member_address)
+{
+    /* Without a cluster secret a Hello proves nothing, so one naming node 2
+     * with another client address is accepted for its messages but does
+     * not replace the address node 1 stores for node 2. */
+    struct fixture f;
+    char known[RKV_TEST_ADDR_MAX];
+    char after[RKV_TEST_ADDR_MAX];
+    uint64_t before;
+    int fd;
+
+    setup(&f, 3, NULL);
+    member_addr_of(&f, 0, 2, known);
+    ASSERT_STR_EQ(known, f.client_addrs[1]);
+    fd = forged_connect(f.peer_addrs[0]);
+    forged_hello(fd, 2, cluster_id_of(&f, 0), "127.0.0.1:2");
+    /* A message the node counts proves it has handled the Hello before. */
+    before = raft_rejected_of(&f, 0);
+    forged_raft(fd, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, 2, 1, UINT64_MAX);
+    wait_raft_rejected(&f, 0, before);
+    member_addr_of(&f, 0, 2, after);
+    ASSERT_STR_EQ(after, f.client_addrs[1]);
+    close(fd);
+    teardown(&f);
+}
+
+TEST(peer_guard, secret_rejects_forged_hello)
+{
+    /* With a cluster secret, a Hello without its digest is rejected even
+     * with the right cluster id and node id. */
+    struct fixture f;
+    uint64_t before;
+    int fd;
+
+    setup(&f, 3, "correct horse");
+    before = peers_rejected_of(&f, 0);
+    fd = forged_connect(f.peer_addrs[0]);
+    forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
+    ASSERT_TRUE(closed_by_node(fd));
+    close(fd);
+    ASSERT_UINT_EQ(peers_rejected_of(&f, 0), before + 1);
+    teardown(&f);
+}
+
+/* ---- scans over large values ------------------------------------------- */
+
+/* Sends a scan of [start, "bih") with limit 100 to one node. */
+static Rkv__Rpc__Response *scan_from(const char *addr, const char *start)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__ScanRequest scan = RKV__RPC__SCAN_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+
+    request.id = 3;
+    request.op_case = RKV__RPC__REQUEST__OP_SCAN;
+    request.scan = &scan;
+    scan.start_key.data = (uint8_t *)start;
+    scan.start_key.len = strlen(start);
+    scan.end_key.data = (uint8_t *)"bih";
+    scan.end_key.len = 3;
+    scan.limit = 100;
+    response = rkv_test_rpc_call_addr(addr, &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    ASSERT_INT_EQ(response->result_case, RKV__RPC__RESPONSE__RESULT_SCAN);
+    return response;
+}
+
+TEST(peer_guard, scan_cut_to_frame_limit)
+{
+    /* Five values of 4 MiB (the value limit) make 20 MiB, more than one
+     * 16 MiB client frame: each reply contains the pairs that fit, sets
+     * more_after and resume_key, and paging returns all five pairs in order. */
+    const size_t value_len = 4u * 1024 * 1024;
+    struct fixture f;
+    char *value = malloc(value_len + 1);
+    char start[RKV_TEST_ADDR_MAX] = "big";
+    size_t n_seen = 0;
+    size_t n_replies = 0;
+    bool more = true;
+
+    ASSERT_TRUE(value != NULL);
+    setup(&f, 1, NULL);
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "big%d", i);
+        memset(value, 'a' + i, value_len);
+        value[value_len] = '\0';
+        ASSERT_OK(
+            rkv_test_put(f.client_addrs, 1, key, value, REQUEST_TIMEOUT_MS));
+    }
+    while (more) {
+        Rkv__Rpc__Response *response = scan_from(f.client_addrs[0], start);
+        Rkv__Rpc__ScanResponse *scan = response->scan;
+
+        n_replies++;
+        ASSERT_UINT_GT(scan->n_pairs, 0);
+        ASSERT_UINT_LT(scan->n_pairs, 5);
+        for (size_t k = 0; k < scan->n_pairs; k++) {
+            char key[16];
+
+            snprintf(key, sizeof(key), "big%zu", n_seen);
+            ASSERT_MEM_EQ(scan->pairs[k]->key.data, scan->pairs[k]->key.len,
+                          key, strlen(key));
+            ASSERT_UINT_EQ(scan->pairs[k]->value.len, value_len);
+            ASSERT_INT_EQ(scan->pairs[k]->value.data[0], 'a' + (int)n_seen);
+            n_seen++;
+        }
+        more = scan->more_after && scan->has_resume_key;
+        if (more) {
+            ASSERT_UINT_LT(scan->resume_key.len, sizeof(start));
+            memcpy(start, scan->resume_key.data, scan->resume_key.len);
+            start[scan->resume_key.len] = '\0';
+        }
+        rkv__rpc__response__free_unpacked(response, NULL);
+        ASSERT_UINT_LE(n_replies, 5);
+    }
+    ASSERT_UINT_EQ(n_seen, 5);
+    ASSERT_UINT_GE(n_replies, 2);
+    free(value);
+    teardown(&f);
+}
