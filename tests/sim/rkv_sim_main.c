@@ -153,9 +153,17 @@ static int parse_args(struct runner *run, int argc, char **argv)
             usage(stdout);
             exit(0);
         }
-        if (i + 1 >= argc || parse_value(run, argv[i], argv[i + 1]) != 0) {
-            fprintf(stderr, "rkv-sim: invalid or incomplete option %s\n",
+        if (i + 1 >= argc) {
+            fprintf(stderr, "rkv-sim: option %s is missing its value\n",
                     argv[i]);
+            usage(stderr);
+            return -EINVAL;
+        }
+        if (parse_value(run, argv[i], argv[i + 1]) != 0) {
+            fprintf(stderr,
+                    "rkv-sim: invalid option or value: %s %s (see the "
+                    "limits below)\n",
+                    argv[i], argv[i + 1]);
             usage(stderr);
             return -EINVAL;
         }

@@ -385,7 +385,10 @@ static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
     f->next_fault_ms = w->now_ms + rkv_sim_prng_between(&w->prng, 20, 200);
     dice = rkv_sim_prng_below(&w->prng, 100);
     if (dice < 20) {
-        partition_start(w, f);
+        /* A partition needs a node on each side. */
+        if (w->options.n_nodes >= 2) {
+            partition_start(w, f);
+        }
     } else if (dice < 40) {
         fault_crash(w);
     } else if (dice < 50) {

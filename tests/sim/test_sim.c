@@ -120,6 +120,31 @@ TEST(sim, seeds_compacting)
     run_seeds(5, true);
 }
 
+/* Clusters of 1, 2 and 7 nodes (the smallest, one without a majority to
+ * spare, and the largest) run and pass too. */
+TEST(sim, other_cluster_sizes)
+{
+    static const unsigned sizes[] = {1, 2, RKV_SIM_NODES_MAX};
+
+    rkv_log_set_level(RKV_ERROR);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (uint64_t seed = 1; seed <= 10; seed++) {
+            struct rkv_sim_options o;
+            struct rkv_sim_report r;
+
+            rkv_sim_options_init(&o, seed, sizes[k]);
+            o.dir = rkv_test_tmpdir();
+            o.compact = seed % 2 == 0;
+            ASSERT_OK(rkv_sim_run(&o, &r));
+            if (r.verdict != RKV_SIM_PASS) {
+                print_replay(&o, &r);
+            }
+            ASSERT_INT_EQ(r.verdict, RKV_SIM_PASS);
+            ASSERT_UINT_GT(r.n_ops, 0);
+        }
+    }
+}
+
 /* Running the same seed twice gives the same run, with and without
  * compaction, and another seed gives another history. */
 TEST(sim, seed_replays_exactly)
