@@ -164,7 +164,18 @@ static int apply_with_ranges(struct rkv_sql_kv *kv,
             rkv_sql__range_find(ranges, n_ranges, first->key, first->key_len);
         size_t n = apply_batch_len(&ranges[index], first, n_ops - *next);
 
-        assert(n > 0);
+        if (n == 0) {
+            /* The listing has a gap or a stale range here, for example
+             * when it was read from a node in the middle of a split, so
+             * the caller lists the ranges again. */
+            rv = RKV_ERANGENOTFOUND;
+            report->failed_range_id = ranges[index].range_id;
+            snprintf(message, RKV_SQL_KV_MESSAGE_MAX,
+                     "the range listing has no range for a key after the "
+                     "start of range %llu",
+                     (unsigned long long)ranges[index].range_id);
+            goto err_after_ranges;
+        }
         rv = kv->vtable->batch(kv, first, n, message);
         if (rv != 0) {
             report->failed_range_id = ranges[index].range_id;

@@ -31,6 +31,10 @@ void kv_local_reset_touches(struct rkv_sql_kv *kv);
 /* Makes every batch after the next n fail with -EIO (n < 0: never). */
 void kv_local_fail_batches_after(struct rkv_sql_kv *kv, long n);
 
+/* Makes the next n range listings leave out the last range, as a listing
+ * read from a node that has not yet learned of a split can. */
+void kv_local_omit_last_range(struct rkv_sql_kv *kv, long n);
+
 /* Counts stored pairs. */
 size_t kv_local_count(struct rkv_sql_kv *kv);
 

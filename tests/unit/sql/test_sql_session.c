@@ -410,6 +410,23 @@ TEST(sql_session, commit_atomic_per_range)
     TEARDOWN();
 }
 
+/* A range listing with no range for a written key is read again, and the
+ * write goes through. */
+TEST(sql_session, stale_range_listing_retried)
+{
+    SETUP();
+    setup_split_table();
+    kv_local_omit_last_range(fixture.kv, 1);
+    SQL_OK(&fixture, "INSERT INTO t VALUES (101, 'x')");
+    ASSERT_STR_EQ(fixture.result.tag, "INSERT 0 1");
+    kv_local_omit_last_range(fixture.kv, 1);
+    SQL_OK(&fixture, "UPDATE t SET v = 'w' WHERE k BETWEEN 70 AND 80");
+    ASSERT_STR_EQ(fixture.result.tag, "UPDATE 11");
+    SQL_ROWS(&fixture, "SELECT count(*), max(k) FROM t", "101|101\n");
+    SQL_ROWS(&fixture, "SELECT count(*) FROM t WHERE v = 'w'", "11\n");
+    TEARDOWN();
+}
+
 /* Errors carry PostgreSQL's SQLSTATE and stop the remaining statements. */
 TEST(sql_session, errors_and_empty_queries)
 {
