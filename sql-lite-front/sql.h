@@ -102,7 +102,8 @@ struct rkv_sql_server_options {
                                     SQLSTATE 53300 and a close */
     uint32_t pending_max;        /* connections not yet past startup and
                                     authentication; 0: connections_max. A
-                                    new connection past it gets 53300 */
+                                    new connection past it closes the
+                                    oldest of them with SQLSTATE 53300 */
     uint32_t startup_timeout_ms; /* 0: the default above. A connection
                                     not ready for queries this long after
                                     its accept gets 08P01 and a close */

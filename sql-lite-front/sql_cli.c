@@ -23,6 +23,8 @@
 #include "common/common.h"
 
 #define HOSTS_MAX 16
+/* -e options of one command line. */
+#define EXECUTES_MAX 64
 /* Bytes of one statement typed into the shell, or of a -f file. */
 #define SCRIPT_MAX (64 * 1024 * 1024)
 
@@ -31,7 +33,8 @@ struct cli_options {
     size_t n_hosts;
     const char *listen_addr;
     const char *password;
-    const char *execute;
+    const char *executes[EXECUTES_MAX]; /* -e texts in command line order */
+    size_t n_executes;
     const char *file;
     const char *iso_codes_dir;
     uint32_t connections_max;
@@ -39,38 +42,41 @@ struct cli_options {
 
 static void print_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: rangekv sql [--host HOST:PORT]... [--listen HOST:PORT]\n"
-            "                   [-e SQL | -f FILE | --load-iso-codes DIR]\n\n"
-            "Runs SQL over the cluster: SQLite parses and plans, tables live "
-            "in ranges.\n\n"
-            "options:\n"
-            "  --host HOST:PORT     a node's client address; repeat for more "
-            "(default\n"
-            "                       $RANGEKV_HOST or 127.0.0.1:26257)\n"
-            "  --listen HOST:PORT   serve the PostgreSQL protocol v3 there "
-            "(port 0: any\n"
-            "                       free port); prints \"sql: listening on "
-            "ADDR\"\n"
-            "  --password TEXT      require this cleartext password "
-            "(default: trust,\n"
-            "                       or $RANGEKV_SQL_PASSWORD)\n"
-            "  --connections-max N  concurrent sessions (default 64); as many "
-            "more\n"
-            "                       connections may wait in startup, and one "
-            "that has\n"
-            "                       not finished startup and authentication "
-            "after %d s\n"
-            "                       is closed\n"
-            "  -e, --execute SQL    run SQL, print the results, exit\n"
-            "  -f, --file PATH      run the statements in PATH, exit\n"
-            "  --load-iso-codes DIR load countries, subdivisions and "
-            "languages from\n"
-            "                       iso-codes JSON (/usr/share/iso-codes/"
-            "json)\n"
-            "Without --listen, -e, -f or --load-iso-codes it reads "
-            "statements from stdin.\n",
-            RKV_SQL_PG_STARTUP_TIMEOUT_MS_DEFAULT / 1000);
+    fprintf(
+        out,
+        "usage: rangekv sql [--host HOST:PORT]... [--listen HOST:PORT]\n"
+        "                   [-e SQL... | -f FILE | --load-iso-codes DIR]\n\n"
+        "Runs SQL over the cluster: SQLite parses and plans, tables live "
+        "in ranges.\n\n"
+        "options:\n"
+        "  --host HOST:PORT     a node's client address; repeat for more "
+        "(default\n"
+        "                       $RANGEKV_HOST or 127.0.0.1:26257)\n"
+        "  --listen HOST:PORT   serve the PostgreSQL protocol v3 there "
+        "(port 0: any\n"
+        "                       free port); prints \"sql: listening on "
+        "ADDR\"\n"
+        "  --password TEXT      require this cleartext password "
+        "(default: trust,\n"
+        "                       or $RANGEKV_SQL_PASSWORD)\n"
+        "  --connections-max N  concurrent sessions (default 64). As many more\n"
+        "                       connections may wait in startup; a new one past\n"
+        "                       that closes the oldest, and one that has not\n"
+        "                       finished startup and authentication after %d s\n"
+        "                       is closed\n"
+        "  -e, --execute SQL    run SQL, print the results, exit; repeat "
+        "to run several\n"
+        "                       in order, up to %d (the first that "
+        "fails stops the\n"
+        "                       rest)\n"
+        "  -f, --file PATH      run the statements in PATH, exit\n"
+        "  --load-iso-codes DIR load countries, subdivisions and "
+        "languages from\n"
+        "                       iso-codes JSON (/usr/share/iso-codes/"
+        "json)\n"
+        "Without --listen, -e, -f or --load-iso-codes it reads "
+        "statements from stdin.\n",
+        RKV_SQL_PG_STARTUP_TIMEOUT_MS_DEFAULT / 1000, EXECUTES_MAX);
 }
 
 static int parse_options(int argc, char **argv, struct cli_options *options)
@@ -110,9 +116,19 @@ static int parse_options(int argc, char **argv, struct cli_options *options)
             options->connections_max = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'e':
-            options->execute = optarg;
+            if (options->n_executes == EXECUTES_MAX) {
+                fprintf(stderr, "rangekv sql: at most %d -e options\n",
+                        EXECUTES_MAX);
+                return 2;
+            }
+            options->executes[options->n_executes++] = optarg;
             break;
         case 'f':
+            if (options->file != NULL) {
+                fprintf(stderr, "rangekv sql: -f can be given once; put the "
+                                "statements in one file\n");
+                return 2;
+            }
             options->file = optarg;
             break;
         case OPT_ISO:
@@ -129,6 +145,10 @@ static int parse_options(int argc, char **argv, struct cli_options *options)
     if (optind < argc) {
         fprintf(stderr, "rangekv sql: unexpected argument '%s'\n",
                 argv[optind]);
+        return 2;
+    }
+    if (options->n_executes > 0 && options->file != NULL) {
+        fprintf(stderr, "rangekv sql: give -e or -f, not both\n");
         return 2;
     }
     if (options->n_hosts == 0) {
@@ -332,6 +352,20 @@ static int run_sql(struct rkv_sql_session *session, const char *sql)
     return rv != 0 || printer.failed ? 1 : 0;
 }
 
+/* Runs the -e texts in order until one fails. */
+static int run_executes(struct rkv_sql_session *session,
+                        const struct cli_options *options)
+{
+    for (size_t i = 0; i < options->n_executes; i++) {
+        int status = run_sql(session, options->executes[i]);
+
+        if (status != 0) {
+            return status;
+        }
+    }
+    return 0;
+}
+
 /* Reads a whole file into a new NUL-terminated string. */
 static char *read_file(const char *path)
 {
@@ -527,8 +561,8 @@ static int sql_main(int argc, char **argv)
     }
     if (options.iso_codes_dir != NULL) {
         status = load_iso_codes(session, options.iso_codes_dir);
-    } else if (options.execute != NULL) {
-        status = run_sql(session, options.execute);
+    } else if (options.n_executes > 0) {
+        status = run_executes(session, &options);
     } else if (options.file != NULL) {
         script = read_file(options.file);
         status = script != NULL ? run_sql(session, script) : 1;

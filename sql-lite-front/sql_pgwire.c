@@ -27,10 +27,10 @@
  * Failure modes: a message longer than RKV_SQL_PG_MESSAGE_MAX or of an
  * unknown type gets 08P01 and a close; a result longer than
  * RKV_SQL_PG_RESULT_MAX is cut with 54000; a connection past pending_max
- * pending ones, or a startup past connections_max sessions, gets 53300
- * and a close; a connection still pending startup_timeout_ms after it was
- * accepted gets 08P01 and a close (startup_sweep_cb); read and write
- * errors close.
+ * pending ones closes the oldest pending one with 53300, and a startup
+ * past connections_max sessions gets 53300 and a close; a connection still
+ * pending startup_timeout_ms after it was accepted gets 08P01 and a close
+ * (startup_sweep_cb); read and write errors close.
  */
 #include "sql-lite-front/sql.h"
 
@@ -73,7 +73,8 @@ struct conn {
     struct conn *next;
     enum conn_state state;
     uint64_t accepted_ms;   /* loop time of the accept, for the timeout */
-    bool is_session;        /* counted in n_sessions, else in n_pending */
+    bool is_session;        /* counted in n_sessions, else in n_pending, until
+                               conn_close */
     struct rkv_sql_buf in;  /* received, not yet processed bytes */
     struct rkv_sql_buf out; /* the running query's response */
     struct rkv_sql_session *session;
@@ -97,9 +98,9 @@ struct rkv_sql_server {
     uint32_t connections_max; /* sessions (READY connections) */
     uint32_t pending_max;     /* connections in STARTUP or PASSWORD */
     uint32_t startup_timeout_ms;
-    size_t n_sessions;
-    size_t n_pending;
-    uint64_t n_rejected;    /* 53300 replies since the last warning */
+    size_t n_sessions;      /* READY connections, not closing */
+    size_t n_pending;       /* STARTUP and PASSWORD connections */
+    uint64_t n_rejected;    /* 53300 closes since the last warning */
     uint64_t reject_log_ms; /* loop time of the last 53300 warning */
     struct conn *connections;
     char address[64];
@@ -292,11 +293,6 @@ static void conn_free(struct conn *conn)
     if (conn->next != NULL) {
         conn->next->prev = conn->prev;
     }
-    if (conn->is_session) {
-        server->n_sessions--;
-    } else {
-        server->n_pending--;
-    }
     rkv_sql_session_close(conn->session);
     rkv_sql__buf_free(&conn->in);
     rkv_sql__buf_free(&conn->out);
@@ -320,6 +316,11 @@ static void conn_close(struct conn *conn)
         return;
     }
     RKV_LOG(RKV_DEBUG, "pg connection closing user=%s", conn->user);
+    if (conn->is_session) {
+        conn->server->n_sessions--;
+    } else {
+        conn->server->n_pending--;
+    }
     conn->state = CONN_CLOSING;
     uv_close((uv_handle_t *)&conn->handle, conn_close_cb);
 }
@@ -382,12 +383,12 @@ static void conn_fail(struct conn *conn, const char *sqlstate,
     conn_close(conn);
 }
 
-/* Rejects a connection with 53300 for a full limit. The warning is logged
- * at most once per RKV_SQL_PG_REJECT_LOG_INTERVAL_MS with the number of
- * rejections since the last one, so a flood of connections cannot flood
- * the log. */
-static void conn_reject_over_limit(struct conn *conn, const char *limit,
-                                   const char *message)
+/* Closes a connection with 53300 because limit is full. The warning is
+ * logged at most once per RKV_SQL_PG_REJECT_LOG_INTERVAL_MS with the
+ * number of such closes since the last one, so a flood of connections
+ * cannot flood the log. */
+static void conn_close_over_limit(struct conn *conn, const char *limit,
+                                  const char *message)
 {
     struct rkv_sql_server *server = conn->server;
     uint64_t now_ms = uv_now(&server->loop);
@@ -396,8 +397,8 @@ static void conn_reject_over_limit(struct conn *conn, const char *limit,
     if (server->reject_log_ms == 0 ||
         now_ms - server->reject_log_ms >= RKV_SQL_PG_REJECT_LOG_INTERVAL_MS) {
         RKV_LOG(RKV_WARN,
-                "pg connection rejected: too many connections limit=%s "
-                "sessions=%zu pending=%zu rejected=%llu",
+                "pg connection closed: too many connections limit=%s "
+                "sessions=%zu pending=%zu closed=%llu",
                 limit, server->n_sessions, server->n_pending,
                 (unsigned long long)server->n_rejected);
         server->reject_log_ms = now_ms;
@@ -513,8 +514,8 @@ static void conn_become_ready(struct conn *conn)
     assert(!conn->is_session);
 
     if (server->n_sessions >= server->connections_max) {
-        conn_reject_over_limit(conn, "connections_max",
-                               "sorry, too many clients already");
+        conn_close_over_limit(conn, "connections_max",
+                              "sorry, too many clients already");
         return;
     }
     rv = rkv_sql_session_open(conn->server->kv, &conn->session);
@@ -759,6 +760,28 @@ static void read_cb(uv_stream_t *stream, ssize_t n_read, const uv_buf_t *buf)
     conn_process(conn);
 }
 
+/* Closes the pending connection accepted first, to make room for a new
+ * one. So idle connections cannot keep clients out: each new connection
+ * pushes the oldest idle one out, while a real client finishes startup
+ * within a few round trips. */
+static void server_close_oldest_pending(struct rkv_sql_server *server)
+{
+    struct conn *oldest = NULL;
+
+    /* The list is newest first, so the last pending one is the oldest. */
+    for (struct conn *conn = server->connections; conn != NULL;
+         conn = conn->next) {
+        if (conn->state == CONN_STARTUP || conn->state == CONN_PASSWORD) {
+            oldest = conn;
+        }
+    }
+    assert(oldest != NULL);
+    assert(oldest != server->connections);
+    conn_close_over_limit(oldest, "pending_max",
+                          "sorry, too many connections are starting; "
+                          "this one, the oldest, was closed");
+}
+
 static void connection_cb(uv_stream_t *listener, int status)
 {
     struct rkv_sql_server *server = listener->data;
@@ -789,10 +812,7 @@ static void connection_cb(uv_stream_t *listener, int status)
         return;
     }
     if (server->n_pending > server->pending_max) {
-        conn_reject_over_limit(conn, "pending_max",
-                               "sorry, too many connections are starting; "
-                               "retry later");
-        return;
+        server_close_oldest_pending(server);
     }
     if (uv_read_start((uv_stream_t *)&conn->handle, alloc_cb, read_cb) != 0) {
         conn_close(conn);

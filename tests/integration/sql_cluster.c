@@ -298,6 +298,29 @@ TEST(sql_cluster, shell_and_execute)
     teardown();
 }
 
+/* Repeated -e options run in order, and the first that fails stops the
+ * rest; -e with -f is a usage error. */
+TEST(sql_cluster, repeated_execute)
+{
+    if (!setup()) {
+        return;
+    }
+    rangekv_sql("-e 'CREATE TABLE ex(k INTEGER PRIMARY KEY)' "
+                "-e 'INSERT INTO ex VALUES (1)' "
+                "-e 'SELECT count(*) AS n FROM ex'",
+                "");
+    ASSERT_CONTAINS(output, "CREATE TABLE\nINSERT 0 1\n n \n---\n 1\n"
+                            "(1 row)\n");
+    rangekv_sql("-e 'SELECT nope FROM ex' -e 'INSERT INTO ex VALUES (2)'", "");
+    ASSERT_CONTAINS(output, "ERROR:  ");
+    ASSERT_TRUE(strstr(output, "INSERT") == NULL);
+    rangekv_sql("-e 'SELECT count(*) AS n FROM ex'", "");
+    ASSERT_CONTAINS(output, " n \n---\n 1\n(1 row)\n");
+    rangekv_sql("-e 'SELECT 1' -f /dev/null", "");
+    ASSERT_CONTAINS(output, "rangekv sql: give -e or -f, not both\n");
+    teardown();
+}
+
 /* Four psql clients write at once through one listener, whose sessions
  * run on worker threads over one shared client; no write is lost and the
  * hidden row keys of concurrent sessions never collide. */

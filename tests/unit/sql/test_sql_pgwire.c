@@ -391,11 +391,10 @@ static void expect_startup_timeout(int fd)
     ASSERT_INT_EQ(read(fd, &byte, 1), 0);
 }
 
-/* Connections that never finish startup fill only the pending slots, get
- * 08P01 and a close at the startup timeout, and never lock out sessions:
- * a session opened before them keeps working past the timeout, and a new
- * client gets in once they are closed. */
-TEST(sql_pgwire, startup_timeout_frees_slots)
+/* Connections that never finish startup get 08P01 and a close at the
+ * startup timeout: a session opened before them keeps working past the
+ * timeout, and a new client gets in afterwards. */
+TEST(sql_pgwire, idle_connections_time_out)
 {
     struct rkv_sql_server_options options = {
         .listen_addr = "127.0.0.1:0",
@@ -419,16 +418,6 @@ TEST(sql_pgwire, startup_timeout_frees_slots)
     idle[1] = raw_connect();
     send_all(idle[1], partial_startup, sizeof(partial_startup));
     idle[2] = raw_connect();
-
-    /* The pending slots are full, so a fourth connection is rejected at
-     * once, before its startup packet. The timeout is long enough for
-     * this to happen before the first three are closed. */
-    late = raw_connect();
-    read_message(late, &message);
-    ASSERT_INT_EQ(message.type, 'E');
-    ASSERT_STR_EQ(error_field(&message, 'C'), "53300");
-    close(late);
-
     for (size_t i = 0; i < 3; i++) {
         expect_startup_timeout(idle[i]);
         close(idle[i]);
@@ -449,6 +438,67 @@ TEST(sql_pgwire, startup_timeout_frees_slots)
     expect_startup_done(late);
     close(late);
     close(session);
+    teardown();
+}
+
+/* Reads the 53300 error a pending connection gets when a newer one
+ * pushes it out, then the close. */
+static void expect_pushed_out(int fd)
+{
+    struct message message;
+    uint8_t byte;
+
+    read_message(fd, &message);
+    ASSERT_INT_EQ(message.type, 'E');
+    ASSERT_STR_EQ(error_field(&message, 'C'), "53300");
+    ASSERT_STR_EQ(error_field(&message, 'M'),
+                  "sorry, too many connections are starting; this one, the "
+                  "oldest, was closed");
+    ASSERT_INT_EQ(read(fd, &byte, 1), 0);
+}
+
+/* With every pending slot taken by idle connections, a new client still
+ * gets in at once: each new connection closes the oldest pending one. */
+TEST(sql_pgwire, new_connection_closes_oldest_pending)
+{
+    struct rkv_sql_server_options options = {
+        .listen_addr = "127.0.0.1:0",
+        .pending_max = 2,
+    };
+    struct message message;
+    int idle[3];
+    int client;
+    int second;
+
+    setup_options(&options);
+    idle[0] = raw_connect();
+    idle[1] = raw_connect();
+
+    client = raw_connect();
+    expect_pushed_out(idle[0]);
+    close(idle[0]);
+    send_startup(client, "client");
+    expect_startup_done(client);
+
+    /* The session no longer counts as pending: with idle[1] and idle[2]
+     * pending, the next connection pushes out idle[1], not the session. */
+    idle[2] = raw_connect();
+    second = raw_connect();
+    expect_pushed_out(idle[1]);
+    close(idle[1]);
+    send_startup(second, "second");
+    expect_startup_done(second);
+    send_query(client, "SELECT 1");
+    read_message(client, &message);
+    ASSERT_INT_EQ(message.type, 'T');
+    read_message(client, &message);
+    ASSERT_INT_EQ(message.type, 'D');
+    read_message(client, &message);
+    ASSERT_STR_EQ((const char *)message.body, "SELECT 1");
+    expect_ready(client);
+    close(idle[2]);
+    close(second);
+    close(client);
     teardown();
 }
 
@@ -638,8 +688,7 @@ TEST(sql_pgwire, psql_script_rejected_begin)
     snprintf(args, sizeof(args), "-f %s", path);
     run_psql(args, out, sizeof(out));
     ASSERT_TRUE(strstr(out, "transaction blocks are not supported") != NULL);
-    ASSERT_TRUE(strstr(out, "ERROR:  current transaction is aborted") !=
-                NULL);
+    ASSERT_TRUE(strstr(out, "ERROR:  current transaction is aborted") != NULL);
     ASSERT_TRUE(strstr(out, "ROLLBACK\n") != NULL);
     ASSERT_TRUE(strstr(out, " n \n---\n 0\n(1 row)\n") != NULL);
     teardown();
