@@ -1,9 +1,9 @@
 /*
  * Statements as text and results as events: splitting a query string,
  * recognising the statements rangekv adds (EXPLAIN, SHOW RANGES, SHOW
- * TABLES, UPSERT INTO) and the ones it rejects (transaction control,
- * and every statement after a rejected BEGIN until ROLLBACK), creating
- * tables, and turning SQLite rows into PostgreSQL text values.
+ * TABLES, UPSERT INTO) and the ones it rejects (transaction control),
+ * creating tables, and turning SQLite rows into PostgreSQL text values.
+ * After a rejected BEGIN, every statement is rejected until ROLLBACK.
  *
  * This is a lexer, not a parser: it only skips quotes and comments and
  * compares leading keywords. Everything past those keywords goes to SQLite.
