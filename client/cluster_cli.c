@@ -10,6 +10,10 @@
  *                        `restart-node` and a later `start` reuse them
  *   DIR/nodeK/addresses  written by the node once it listens
  *   DIR/initialized      present once `init` succeeded
+ *   DIR/secret           the cluster secret (mode 0600), made by the first
+ *                        start; every node reads it (--cluster-secret-file)
+ *                        so that only its owner's processes can act as
+ *                        members on a peer port
  *
  * start: picks 2N ports, OS-chosen by binding port 0 or from --base-port.
  * It spawns every node with setsid, so the node outlives this command and a
@@ -64,7 +68,9 @@ static void cluster_usage(FILE *out)
         "Runs a local cluster of N `rangekv start` processes in the\n"
         "background, one store, log and pid file per node under DIR/nodeK.\n"
         "start prints \"node K client HOST:PORT peer HOST:PORT pid P\" per\n"
-        "node once the cluster serves requests.\n\n"
+        "node once the cluster serves requests. The first start writes a\n"
+        "random cluster secret to DIR/secret (mode 0600); the nodes\n"
+        "authenticate one another with it.\n\n"
         "options:\n"
         "  -n, --nodes N        number of nodes, 1 to %d (start; required)\n"
         "  --dir DIR            cluster folder, created if missing (required)\n"
@@ -260,8 +266,11 @@ static bool cluster_port_was_taken(struct rkv_client__cluster_node *nodes,
     return false;
 }
 
-static int cluster_start(const struct rkv_client__cluster_opts *opts)
+static int cluster_start(const struct rkv_client__cluster_opts *start_opts)
 {
+    struct rkv_client__cluster_opts opts_copy = *start_opts;
+    const struct rkv_client__cluster_opts *opts = &opts_copy;
+    char secret_file[PATH_MAX + 16];
     struct rkv_client__cluster_node nodes[CLUSTER_NODES_MAX];
     uint64_t deadline_ms = rkv_monotonic_ms() + opts->timeout_s * 1000;
     char marker[PATH_MAX + 16];
@@ -280,6 +289,12 @@ static int cluster_start(const struct rkv_client__cluster_opts *opts)
     if (rv != 0) {
         return 1;
     }
+    rv = rkv_client__cluster_ensure_secret(opts->dir, secret_file,
+                                           sizeof(secret_file));
+    if (rv != 0) {
+        return 1;
+    }
+    opts_copy.secret_file = secret_file;
     for (int i = 0; i < opts->n_nodes; i++) {
         if (nodes[i].pid != 0) {
             fprintf(

@@ -39,7 +39,16 @@ struct rkv_client__cluster_opts {
     const char *split_bytes; /* passed through, or NULL */
     const char *log_level;   /* passed through, or NULL */
     uint64_t timeout_s;
+    const char *secret_file; /* absolute path of DIR/secret, or NULL */
 };
+
+/* Creates DIR/secret (mode 0600) holding a random cluster secret unless it
+ * exists, and formats its absolute path into path. Every node of the
+ * cluster reads it through --cluster-secret-file, so only processes that
+ * can read the file may act as members on a peer port. Returns 0 or
+ * -errno, with the cause printed on stderr. */
+int rkv_client__cluster_ensure_secret(const char *dir, char *path,
+                                      size_t path_len);
 
 /* Sleeps for ms milliseconds. */
 void rkv_client__cluster_sleep_ms(unsigned ms);

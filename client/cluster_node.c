@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -46,6 +47,71 @@ int rkv_client__cluster_write_file(const char *path, const char *text)
         return -errno;
     }
     return 0;
+}
+
+/* Bytes of randomness in a generated cluster secret (hex-encoded). */
+#define CLUSTER_SECRET_BYTES 32
+
+/* Writes a new random secret to path, failing with -EEXIST when the file
+ * exists. The file is created with mode 0600 and never replaced, so a
+ * secret that nodes already use stays. */
+static int cluster_create_secret(const char *path)
+{
+    uint8_t random[CLUSTER_SECRET_BYTES];
+    char hex[2 * CLUSTER_SECRET_BYTES + 2];
+    ssize_t n;
+    int fd;
+    int rv = 0;
+
+    n = getrandom(random, sizeof(random), 0);
+    if (n != (ssize_t)sizeof(random)) {
+        return n < 0 ? -errno : -EIO;
+    }
+    for (size_t i = 0; i < sizeof(random); i++) {
+        snprintf(hex + 2 * i, 3, "%02x", random[i]);
+    }
+    hex[2 * CLUSTER_SECRET_BYTES] = '\n';
+    hex[2 * CLUSTER_SECRET_BYTES + 1] = '\0';
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    if (write(fd, hex, strlen(hex)) != (ssize_t)strlen(hex)) {
+        rv = -EIO;
+    }
+    if (close(fd) != 0 && rv == 0) {
+        rv = -errno;
+    }
+    if (rv != 0) {
+        unlink(path);
+    }
+    return rv;
+}
+
+int rkv_client__cluster_ensure_secret(const char *dir, char *path,
+                                      size_t path_len)
+{
+    char abs_dir[PATH_MAX];
+    int rv;
+
+    if (realpath(dir, abs_dir) == NULL) {
+        rv = -errno;
+        fprintf(stderr, "rangekv cluster: cannot open %s: %s\n", dir,
+                strerror(-rv));
+        return rv;
+    }
+    if ((size_t)snprintf(path, path_len, "%s/secret", abs_dir) >= path_len) {
+        return -ENAMETOOLONG;
+    }
+    rv = cluster_create_secret(path);
+    if (rv == -EEXIST) {
+        return 0;
+    }
+    if (rv != 0) {
+        fprintf(stderr, "rangekv cluster: cannot create %s: %s\n", path,
+                strerror(-rv));
+    }
+    return rv;
 }
 
 /* Reads up to buf_len - 1 bytes of path into buf. Returns 0 or -errno. */
@@ -408,6 +474,11 @@ int rkv_client__cluster_write_args(const struct rkv_client__cluster_node *node,
     if (opts->split_bytes != NULL && pos < sizeof(text)) {
         pos += (size_t)snprintf(text + pos, sizeof(text) - pos,
                                 "\n--split-bytes\n%s", opts->split_bytes);
+    }
+    if (opts->secret_file != NULL && pos < sizeof(text)) {
+        pos += (size_t)snprintf(text + pos, sizeof(text) - pos,
+                                "\n--cluster-secret-file\n%s",
+                                opts->secret_file);
     }
     if (opts->log_level != NULL && pos < sizeof(text)) {
         pos += (size_t)snprintf(text + pos, sizeof(text) - pos,

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "node/rpc.pb-c.h"
@@ -52,7 +53,12 @@ static void start_usage(FILE *out)
         "  --split-bytes N              range split threshold in bytes\n"
         "                               (default 536870912, 512 MiB)\n"
         "  --cluster-secret S           shared secret that authenticates\n"
-        "                               peers (default: none)\n"
+        "                               peers (default: none); any local\n"
+        "                               user can read it in the process\n"
+        "                               list, so prefer the file option\n"
+        "  --cluster-secret-file PATH   read the secret from the first line\n"
+        "                               of PATH (which only the owner may\n"
+        "                               read or write)\n"
         "  --log-level L                debug, info, warn or error\n"
         "                               (default info)\n"
         "  --tick-ms N                  Raft tick in milliseconds\n"
@@ -120,6 +126,7 @@ enum start_option {
     OPT_NODE_ID,
     OPT_SPLIT_BYTES,
     OPT_SECRET,
+    OPT_SECRET_FILE,
     OPT_LOG_LEVEL,
     OPT_TICK_MS,
     OPT_NO_SYNC,
@@ -138,6 +145,7 @@ static const struct option start_options[] = {
     {"node-id", required_argument, NULL, OPT_NODE_ID},
     {"split-bytes", required_argument, NULL, OPT_SPLIT_BYTES},
     {"cluster-secret", required_argument, NULL, OPT_SECRET},
+    {"cluster-secret-file", required_argument, NULL, OPT_SECRET_FILE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"tick-ms", required_argument, NULL, OPT_TICK_MS},
     {"no-sync", no_argument, NULL, OPT_NO_SYNC},
@@ -146,6 +154,50 @@ static const struct option start_options[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
+
+/* Largest cluster secret read from a file, in bytes. */
+#define CLI_SECRET_MAX 1024
+
+/* Reads the first line of path into secret (cap bytes with the NUL) and
+ * returns 0, or prints why the file cannot serve as a secret and returns
+ * RKV_ECONFIG. A file that others may read or write is rejected, because
+ * the secret is what keeps other local users off the peer port. */
+static int read_secret_file(const char *path, char *secret, size_t cap)
+{
+    struct stat st;
+    size_t len;
+    FILE *file;
+
+    file = fopen(path, "r");
+    if (file == NULL) {
+        fprintf(stderr,
+                "rangekv start: cannot read --cluster-secret-file %s: %s\n",
+                path, strerror(errno));
+        return RKV_ECONFIG;
+    }
+    if (fstat(fileno(file), &st) != 0 || (st.st_mode & 077) != 0) {
+        fprintf(stderr,
+                "rangekv start: --cluster-secret-file %s may be read or "
+                "written by other users; run `chmod 600 %s`\n",
+                path, path);
+        fclose(file);
+        return RKV_ECONFIG;
+    }
+    if (fgets(secret, (int)cap, file) == NULL) {
+        secret[0] = '\0';
+    }
+    fclose(file);
+    len = strcspn(secret, "\r\n");
+    secret[len] = '\0';
+    if (len == 0) {
+        fprintf(stderr,
+                "rangekv start: --cluster-secret-file %s is empty; its "
+                "first line must hold the secret\n",
+                path);
+        return RKV_ECONFIG;
+    }
+    return 0;
+}
 
 /* Applies one parsed option; returns 0 or RKV_ECONFIG with the option
  * named on stderr. */
@@ -204,6 +256,16 @@ static int start_apply_option(int opt, char *arg, struct rkv_node_config *cfg,
     case OPT_SECRET:
         cfg->cluster_secret = arg;
         return 0;
+    case OPT_SECRET_FILE: {
+        /* Static: cfg borrows it until the node has copied it. */
+        static char secret[CLI_SECRET_MAX + 1];
+
+        if (read_secret_file(arg, secret, sizeof(secret)) != 0) {
+            return RKV_ECONFIG;
+        }
+        cfg->cluster_secret = secret;
+        return 0;
+    }
     case OPT_LOG_LEVEL:
         if (parse_log_level(arg, &level) != 0) {
             fprintf(stderr,

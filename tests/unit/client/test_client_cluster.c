@@ -15,10 +15,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -528,6 +531,39 @@ TEST(client_cluster, subcommands)
     ASSERT_INT_EQ(run_rangekv(&f, "scan --help", out, sizeof(out)), 0);
     ASSERT_TRUE(strstr(out, "--limit N") != NULL);
     ASSERT_TRUE(strstr(out, "--host HOST:PORT") != NULL);
+    teardown(&f);
+}
+
+/* cluster start authenticates its nodes: it writes a random secret that
+ * only the owner can read and passes its path, not the secret, to every
+ * node, and the nodes accept one another with it. */
+TEST(client_cluster, start_writes_private_secret)
+{
+    struct fixture f;
+    struct stat st;
+    char path[PATH_MAX + 32];
+    char expected[PATH_MAX + 64];
+    char text[8192];
+    FILE *file;
+    size_t n;
+
+    setup_with(&f, "");
+    snprintf(path, sizeof(path), "%s/secret", f.dir);
+    ASSERT_OK(stat(path, &st));
+    ASSERT_INT_EQ(st.st_mode & 0777, 0600);
+    ASSERT_INT_EQ(st.st_size, 65);
+    snprintf(expected, sizeof(expected), "\n--cluster-secret-file\n%s\n", path);
+    for (int i = 1; i <= N_NODES; i++) {
+        snprintf(path, sizeof(path), "%s/node%d/args", f.dir, i);
+        file = fopen(path, "r");
+        ASSERT_TRUE(file != NULL);
+        n = fread(text, 1, sizeof(text) - 1, file);
+        fclose(file);
+        text[n] = '\0';
+        ASSERT_TRUE(strstr(text, expected) != NULL);
+        ASSERT_TRUE(strstr(text, "--cluster-secret\n") == NULL);
+    }
+    ASSERT_OK(rkv_client_put(f.client, "secret-probe", 12, "1", 1));
     teardown(&f);
 }
 
