@@ -30,7 +30,9 @@
  * pending ones closes the oldest pending one with 53300, and a startup
  * past connections_max sessions gets 53300 and a close; a connection still
  * pending startup_timeout_ms after it was accepted gets 08P01 and a close
- * (startup_sweep_cb); read and write errors close.
+ * (startup_sweep_cb); read and write errors close. Protocol errors and
+ * 53300 closes are logged as warnings, each kind at most once a second
+ * with a count of the ones in between.
  */
 #include "sql-lite-front/sql.h"
 
@@ -51,7 +53,8 @@
 /* Bytes of one query's response; past it the rest becomes an error. */
 #define RKV_SQL_PG_RESULT_MAX (64 * 1024 * 1024)
 #define RKV_SQL_PG_CONNECTIONS_DEFAULT 64
-/* Milliseconds between 53300 warnings in the log; the rest are counted. */
+/* Milliseconds between two warnings of one kind (53300 closes, protocol
+ * errors) in the log; the ones in between are counted. */
 #define RKV_SQL_PG_REJECT_LOG_INTERVAL_MS 1000
 
 #define PG_PROTOCOL_3_0 196608
@@ -98,10 +101,12 @@ struct rkv_sql_server {
     uint32_t connections_max; /* sessions (READY connections) */
     uint32_t pending_max;     /* connections in STARTUP or PASSWORD */
     uint32_t startup_timeout_ms;
-    size_t n_sessions;      /* READY connections, not closing */
-    size_t n_pending;       /* STARTUP and PASSWORD connections */
-    uint64_t n_rejected;    /* 53300 closes since the last warning */
-    uint64_t reject_log_ms; /* loop time of the last 53300 warning */
+    size_t n_sessions;          /* READY connections, not closing */
+    size_t n_pending;           /* STARTUP and PASSWORD connections */
+    uint64_t n_rejected;        /* 53300 closes since the last warning */
+    uint64_t reject_log_ms;     /* loop time of the last 53300 warning */
+    uint64_t n_protocol_errors; /* 08P01 closes since the last warning */
+    uint64_t protocol_log_ms;   /* loop time of the last 08P01 warning */
     struct conn *connections;
     char address[64];
     uint32_t next_backend_pid;
@@ -383,25 +388,53 @@ static void conn_fail(struct conn *conn, const char *sqlstate,
     conn_close(conn);
 }
 
+/* Tells whether a warning of the kind last logged at *last_log_ms may be
+ * logged now, and if so records now as its time. */
+static bool server_may_log(struct rkv_sql_server *server, uint64_t *last_log_ms)
+{
+    uint64_t now_ms = uv_now(&server->loop);
+
+    if (*last_log_ms != 0 &&
+        now_ms - *last_log_ms < RKV_SQL_PG_REJECT_LOG_INTERVAL_MS) {
+        return false;
+    }
+    *last_log_ms = now_ms;
+    return true;
+}
+
+/* Closes a connection that broke the protocol with 08P01. The warning is
+ * rate-limited by server_may_log and counts the closes in between, so a
+ * flood of bad connections cannot flood the log. */
+static void conn_fail_protocol(struct conn *conn, const char *message)
+{
+    struct rkv_sql_server *server = conn->server;
+
+    server->n_protocol_errors++;
+    if (server_may_log(server, &server->protocol_log_ms)) {
+        RKV_LOG(RKV_WARN,
+                "pg protocol error, closing the connection user=%s "
+                "error=\"%s\" closed=%llu",
+                conn->user, message,
+                (unsigned long long)server->n_protocol_errors);
+        server->n_protocol_errors = 0;
+    }
+    conn_fail(conn, "08P01", message);
+}
+
 /* Closes a connection with 53300 because limit is full. The warning is
- * logged at most once per RKV_SQL_PG_REJECT_LOG_INTERVAL_MS with the
- * number of such closes since the last one, so a flood of connections
- * cannot flood the log. */
+ * rate-limited by server_may_log and counts the closes in between. */
 static void conn_close_over_limit(struct conn *conn, const char *limit,
                                   const char *message)
 {
     struct rkv_sql_server *server = conn->server;
-    uint64_t now_ms = uv_now(&server->loop);
 
     server->n_rejected++;
-    if (server->reject_log_ms == 0 ||
-        now_ms - server->reject_log_ms >= RKV_SQL_PG_REJECT_LOG_INTERVAL_MS) {
+    if (server_may_log(server, &server->reject_log_ms)) {
         RKV_LOG(RKV_WARN,
                 "pg connection closed: too many connections limit=%s "
                 "sessions=%zu pending=%zu closed=%llu",
                 limit, server->n_sessions, server->n_pending,
                 (unsigned long long)server->n_rejected);
-        server->reject_log_ms = now_ms;
         server->n_rejected = 0;
     }
     conn_fail(conn, "53300", message);
@@ -456,7 +489,7 @@ static void conn_start_query(struct conn *conn, const uint8_t *body,
     int rv;
 
     if (body_len == 0 || body[body_len - 1] != '\0') {
-        conn_fail(conn, "08P01", "query message is not NUL-terminated");
+        conn_fail_protocol(conn, "query message is not NUL-terminated");
         return;
     }
     conn->query = rkv_memdup(body, body_len);
@@ -581,9 +614,8 @@ static void conn_startup(struct conn *conn, const uint8_t *body,
         return;
     }
     if (code != PG_PROTOCOL_3_0) {
-        conn_fail(conn, "08P01",
-                  "unsupported frontend protocol: rangekv "
-                  "speaks protocol 3.0");
+        conn_fail_protocol(conn, "unsupported frontend protocol: rangekv "
+                                 "speaks protocol 3.0");
         return;
     }
     startup_read_user(conn, body + 4, body_len - 4);
@@ -608,7 +640,7 @@ static void conn_password(struct conn *conn, char type, const uint8_t *body,
     uint8_t diff = 0;
 
     if (type != 'p' || body_len == 0 || body[body_len - 1] != '\0') {
-        conn_fail(conn, "08P01", "expected a password message");
+        conn_fail_protocol(conn, "expected a password message");
         return;
     }
     /* Compare every byte, so timing does not reveal a matching prefix. */
@@ -664,7 +696,7 @@ static void conn_ready_message(struct conn *conn, char type,
         conn->skip_until_sync = true;
         break;
     default:
-        conn_fail(conn, "08P01", "unknown message type");
+        conn_fail_protocol(conn, "unknown message type");
         break;
     }
     rkv_sql__buf_free(&out);
@@ -701,7 +733,7 @@ static void conn_process(struct conn *conn)
         uint8_t *body;
 
         if (len < 0) {
-            conn_fail(conn, "08P01", "invalid message length");
+            conn_fail_protocol(conn, "invalid message length");
             return;
         }
         if (len == 0) {

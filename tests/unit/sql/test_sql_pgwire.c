@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,6 +309,84 @@ TEST(sql_pgwire, oversized_message_closes)
     ASSERT_INT_EQ(read(fd, &byte, 1), 0);
     close(fd);
     teardown();
+}
+
+/* Warning lines the server logged, captured by capture_log_cb. */
+static struct {
+    pthread_mutex_t lock;
+    char text[8192];
+    size_t len;
+} captured_log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture_log_cb(void *data, enum rkv_log_level level,
+                           uint64_t node_id, const char *subsys,
+                           const char *file, int line, const char *message)
+{
+    (void)data;
+    (void)node_id;
+    (void)subsys;
+    (void)file;
+    (void)line;
+    if (level < RKV_WARN) {
+        return;
+    }
+    pthread_mutex_lock(&captured_log.lock);
+    captured_log.len += (size_t)snprintf(
+        captured_log.text + captured_log.len,
+        sizeof(captured_log.text) - captured_log.len, "%s\n", message);
+    captured_log.len = RKV_MIN(captured_log.len, sizeof(captured_log.text) - 1);
+    pthread_mutex_unlock(&captured_log.lock);
+}
+
+/* Counts the captured lines that contain needle. */
+static int count_log_lines(const char *needle)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&captured_log.lock);
+    for (const char *pos = strstr(captured_log.text, needle); pos != NULL;
+         pos = strstr(pos + 1, needle)) {
+        n++;
+    }
+    pthread_mutex_unlock(&captured_log.lock);
+    return n;
+}
+
+/* A protocol violation is logged with the user and the error; a second
+ * one within the log interval is counted, not logged again. */
+TEST(sql_pgwire, protocol_errors_logged)
+{
+    struct message message;
+    uint8_t byte;
+    int fd;
+
+    rkv_log_set_emitter(capture_log_cb, NULL);
+    setup(NULL, 0);
+    fd = raw_connect();
+    send_startup(fd, "mallory");
+    expect_startup_done(fd);
+    send_message(fd, '?', NULL, 0);
+    read_message(fd, &message);
+    ASSERT_STR_EQ(error_field(&message, 'C'), "08P01");
+    ASSERT_INT_EQ(read(fd, &byte, 1), 0);
+    close(fd);
+
+    fd = raw_connect();
+    send_startup(fd, "mallory");
+    expect_startup_done(fd);
+    send_message(fd, '?', NULL, 0);
+    read_message(fd, &message);
+    ASSERT_STR_EQ(error_field(&message, 'C'), "08P01");
+    ASSERT_INT_EQ(read(fd, &byte, 1), 0);
+    close(fd);
+    teardown();
+    rkv_log_set_emitter(NULL, NULL);
+
+    ASSERT_INT_EQ(count_log_lines("pg protocol error, closing the connection "
+                                  "user=mallory error=\"unknown message "
+                                  "type\" closed=1"),
+                  1);
+    ASSERT_INT_EQ(count_log_lines("pg protocol error"), 1);
 }
 
 /* With a password, a wrong one is rejected with 28P01 and the right one
