@@ -618,6 +618,10 @@ static int session_authorize_cb(void *data, int action, const char *arg1,
 
     switch (action) {
     case SQLITE_CREATE_TABLE:
+        if (arg1[0] == '\0') {
+            session->unsupported = "a table name must not be empty";
+            return SQLITE_DENY;
+        }
         if (strlen(arg1) > RKV_SQL_NAME_MAX) {
             session->unsupported = "table names are limited to 63 bytes";
             return SQLITE_DENY;

@@ -437,6 +437,8 @@ TEST(sql_session, errors_and_empty_queries)
     SQL_OK(&fixture, "ROLLBACK");
     SQL_OK(&fixture, "CREATE TABLE e(k INTEGER PRIMARY KEY)");
     SQL_FAILS(&fixture, "CREATE INDEX e_k ON e(k)", "0A000");
+    SQL_FAILS(&fixture, "CREATE TABLE \"\" (a)", "0A000");
+    ASSERT_STR_EQ(fixture.result.message, "a table name must not be empty");
     SQL_FAILS(&fixture, "SELECT nope FROM e", "42703");
     SQL_FAILS(&fixture,
               "INSERT INTO e VALUES (1); SELECT * FROM nope; "
