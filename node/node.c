@@ -979,8 +979,6 @@ int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
     if (rv != 0) {
         goto err_after_alloc;
     }
-    rkv_node__auth_digest(node->cluster_secret, node->node_id,
-                          node->auth_digest);
     rv = node_open_store(node, errmsg, errmsg_len);
     if (rv != 0) {
         goto err_after_alloc;

@@ -38,7 +38,9 @@
 #include "rangekv/rangekv.h"
 
 /* Version carried in the peer Hello. */
-#define RKV_NODE_PEER_PROTOCOL_VERSION 1
+#define RKV_NODE_PEER_PROTOCOL_VERSION 2
+/* Bytes of the random nonce in a peer Challenge. */
+#define RKV_NODE_NONCE_LEN 32
 /* Largest peer frame in bytes: Raft appends are capped at 1 MiB of entries
  * and snapshot chunks at 1 MiB, so 32 MiB leaves room for batching. */
 #define RKV_NODE_PEER_FRAME_MAX (32u * 1024 * 1024)
@@ -303,7 +305,8 @@ struct rkv_node__peer;
 struct rkv_node__peer_in {
     struct rkv_node__conn conn;
     struct rkv_node *node;
-    uint64_t node_id; /* from Hello; 0 before it */
+    uint64_t node_id;                  /* from Hello; 0 before it */
+    uint8_t nonce[RKV_NODE_NONCE_LEN]; /* sent in our Challenge */
     struct rkv_node__peer_in *prev;
     struct rkv_node__peer_in *next;
 };
@@ -315,7 +318,7 @@ struct rkv_node__peer {
     char peer_addr[RKV_NODE_ADDR_MAX];   /* from the join list */
     char client_addr[RKV_NODE_ADDR_MAX]; /* from its Hello; "" unknown */
     struct rkv_node__conn *out;          /* owned; NULL when down */
-    bool connected;                      /* out finished connecting */
+    bool connected; /* out has sent its Hello, so it carries messages */
     uv_connect_t connect_req;
     uv_timer_t retry_timer;
     uint64_t backoff_ms;
@@ -352,8 +355,7 @@ struct rkv_node {
     char client_listen_addr[RKV_NODE_ADDR_MAX];
     char advertise_addr[RKV_NODE_ADDR_MAX];
     char advertise_client_addr[RKV_NODE_ADDR_MAX];
-    char *cluster_secret;    /* owned; NULL: none */
-    uint8_t auth_digest[32]; /* SHA-256 of secret and node id */
+    char *cluster_secret; /* owned; NULL: none */
     uint64_t split_bytes;
     uint32_t tick_ms;
     uint64_t log_compact_entries; /* compaction threshold, entries */
@@ -564,9 +566,11 @@ bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
                             uint64_t now_ms, uint64_t within_ms);
 /* Redials every peer so they see a new cluster id in our Hello. */
 void rkv_node__transport_reset(struct rkv_node *node);
-/* Fills the Hello auth digest from the secret. */
-void rkv_node__auth_digest(const char *secret, uint64_t node_id,
-                           uint8_t digest[32]);
+/* Fills the Hello auth digest of node_id from the secret and the nonce the
+ * accepting node sent; all zero without a secret. */
+void rkv_node__auth_digest(const char *secret,
+                           const uint8_t nonce[RKV_NODE_NONCE_LEN],
+                           uint64_t node_id, uint8_t digest[32]);
 
 /* ---- rpc.c -------------------------------------------------------------- */
 

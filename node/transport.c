@@ -4,10 +4,12 @@
  *
  * Happy path: each node dials every other member of its join list and uses
  * that connection only to send; it receives on the connections it accepts.
- * A dialer first sends a Frame holding a Hello. The acceptor checks the
- * protocol version, the node id, the cluster id and (when a secret is set)
- * the secret's digest, then reads Frames of batched Raft messages and
- * dispatches each by group id (the range id) to its replica. Messages to
+ * The acceptor first sends a Challenge with a random nonce. The dialer
+ * answers with a Hello whose digest covers that nonce, so a recorded Hello
+ * is useless on another connection. The acceptor checks the protocol
+ * version, the node id, the cluster id and (when a secret is set) the
+ * digest, then reads Frames of batched Raft messages and dispatches each
+ * by group id (the range id) to its replica. Messages to
  * one peer produced in one loop iteration go out as one frame in one write.
  *
  * Failure modes:
@@ -41,17 +43,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "node/sha256.h"
 
 /* Dial failures between WARN messages about one peer. */
 #define TRANSPORT_WARN_EVERY 20
 
-void rkv_node__auth_digest(const char *secret, uint64_t node_id,
-                           uint8_t digest[32])
+void rkv_node__auth_digest(const char *secret,
+                           const uint8_t nonce[RKV_NODE_NONCE_LEN],
+                           uint64_t node_id, uint8_t digest[32])
 {
-    static const char label[] = "rangekv-peer-auth-v1";
-    uint8_t buf[sizeof(label) + 8 + 1024];
+    static const char label[] = "rangekv-peer-auth-v2";
+    uint8_t buf[sizeof(label) + RKV_NODE_NONCE_LEN + 8 + 1024];
     size_t secret_len;
     size_t len = 0;
 
@@ -62,6 +66,8 @@ void rkv_node__auth_digest(const char *secret, uint64_t node_id,
     secret_len = RKV_MIN(strlen(secret), 1024);
     memcpy(buf, label, sizeof(label));
     len += sizeof(label);
+    memcpy(buf + len, nonce, RKV_NODE_NONCE_LEN);
+    len += RKV_NODE_NONCE_LEN;
     rkv_put_be64(buf + len, node_id);
     len += 8;
     memcpy(buf + len, secret, secret_len);
@@ -180,7 +186,8 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
         return RKV_ECLUSTERID;
     }
     if (node->cluster_secret != NULL) {
-        rkv_node__auth_digest(node->cluster_secret, hello->node_id, expected);
+        rkv_node__auth_digest(node->cluster_secret, in->nonce, hello->node_id,
+                              expected);
         if (!hello->has_auth_digest || hello->auth_digest.len != 32 ||
             !rkv_node__digest_equal(hello->auth_digest.data, expected, 32)) {
             level = peer_in_reject_level(node);
@@ -361,6 +368,24 @@ static const struct rkv_node__conn_ops peer_in_ops = {
     .close_cb = peer_in_close_cb,
 };
 
+/* Sends the Challenge that the dialer's Hello must answer, with a fresh
+ * random nonce. */
+static int peer_in_send_challenge(struct rkv_node__peer_in *in)
+{
+    Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Challenge challenge = RKV__PEER__CHALLENGE__INIT;
+    ssize_t n;
+
+    n = getrandom(in->nonce, sizeof(in->nonce), 0);
+    if (n != (ssize_t)sizeof(in->nonce)) {
+        return n < 0 ? -errno : -EIO;
+    }
+    challenge.nonce.data = in->nonce;
+    challenge.nonce.len = sizeof(in->nonce);
+    frame.challenge = &challenge;
+    return rkv_node__conn_send_message(&in->conn, &frame);
+}
+
 static void peer_listener_cb(uv_stream_t *server, int status)
 {
     struct rkv_node *node = server->data;
@@ -394,8 +419,11 @@ static void peer_listener_cb(uv_stream_t *server, int status)
     if (rv == 0) {
         rv = rkv_node__conn_start(&in->conn);
     }
+    if (rv == 0) {
+        rv = peer_in_send_challenge(in);
+    }
     if (rv != 0) {
-        RKV_LOG(RKV_WARN, "accepting peer failed error=%s", uv_strerror(rv));
+        RKV_LOG(RKV_WARN, "accepting peer failed error=%s", rkv_strerror(rv));
         rkv_node__conn_close(&in->conn);
     }
 }
@@ -419,11 +447,51 @@ static void peer_schedule_dial(struct rkv_node__peer *peer)
         RKV_MIN(peer->backoff_ms * 2, (uint64_t)RKV_NODE_RECONNECT_MAX_MS);
 }
 
+static int peer_send_hello(struct rkv_node__peer *peer,
+                           const uint8_t nonce[RKV_NODE_NONCE_LEN]);
+
+/* Marks peer's connection ready for messages once its Hello is sent. */
+static void peer_out_ready(struct rkv_node__peer *peer)
+{
+    peer->connected = true;
+    peer->connected_ms = rkv_monotonic_ms();
+    RKV_LOG(peer->n_failures >= TRANSPORT_WARN_EVERY ? RKV_INFO : RKV_DEBUG,
+            "connected to peer peer=%llu addr=%s after failures=%u",
+            (unsigned long long)peer->node_id, peer->peer_addr,
+            peer->n_failures);
+    peer->n_failures = 0;
+    rkv_node__wake_ranges_of(peer->node, peer->node_id);
+}
+
+/* The accepting side sends one frame on a dialed connection: the Challenge
+ * that our Hello answers. Anything else closes the connection. */
 static int peer_out_frame_cb(struct rkv_node__conn *conn,
                              const uint8_t *payload, size_t payload_len)
 {
-    /* The accepting side never sends on a dialed connection. */
-    return RKV_EPROTO;
+    struct rkv_node__peer *peer = conn->data;
+    Rkv__Peer__Frame *frame;
+    int rv = RKV_EPROTO;
+
+    frame = rkv__peer__frame__unpack(NULL, payload_len, payload);
+    if (frame == NULL) {
+        rv = RKV_EMALFORMED;
+    } else if (!peer->connected && frame->challenge != NULL &&
+               frame->challenge->nonce.len == RKV_NODE_NONCE_LEN) {
+        rv = peer_send_hello(peer, frame->challenge->nonce.data);
+    }
+    if (frame != NULL) {
+        rkv__peer__frame__free_unpacked(frame, NULL);
+    }
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN,
+                "closing connection to peer error=%s: expected one "
+                "challenge frame peer=%llu bytes=%zu",
+                rkv_strerror(rv), (unsigned long long)peer->node_id,
+                payload_len);
+        return rv;
+    }
+    peer_out_ready(peer);
+    return 0;
 }
 
 static void peer_out_close_cb(struct rkv_node__conn *conn)
@@ -454,11 +522,13 @@ static const struct rkv_node__conn_ops peer_out_ops = {
     .close_cb = peer_out_close_cb,
 };
 
-static int peer_send_hello(struct rkv_node__peer *peer)
+static int peer_send_hello(struct rkv_node__peer *peer,
+                           const uint8_t nonce[RKV_NODE_NONCE_LEN])
 {
     struct rkv_node *node = peer->node;
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
     Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
+    uint8_t digest[32];
 
     hello.version = RKV_NODE_PEER_PROTOCOL_VERSION;
     hello.node_id = node->node_id;
@@ -466,9 +536,11 @@ static int peer_send_hello(struct rkv_node__peer *peer)
     hello.peer_addr = node->advertise_addr;
     hello.client_addr = node->advertise_client_addr;
     if (node->cluster_secret != NULL) {
+        rkv_node__auth_digest(node->cluster_secret, nonce, node->node_id,
+                              digest);
         hello.has_auth_digest = true;
-        hello.auth_digest.data = node->auth_digest;
-        hello.auth_digest.len = sizeof(node->auth_digest);
+        hello.auth_digest.data = digest;
+        hello.auth_digest.len = sizeof(digest);
     }
     frame.hello = &hello;
     return rkv_node__conn_send_message(peer->out, &frame);
@@ -505,24 +577,14 @@ static void peer_connect_cb(uv_connect_t *req, int status)
         rkv_node__conn_close(peer->out);
         return;
     }
+    /* The Hello goes out once the peer's Challenge arrives
+     * (peer_out_frame_cb()). */
     rv = rkv_node__conn_start(peer->out);
-    if (rv == 0) {
-        rv = peer_send_hello(peer);
-    }
     if (rv != 0) {
         RKV_LOG(RKV_WARN, "starting peer connection failed peer=%llu error=%s",
                 (unsigned long long)peer->node_id, rkv_strerror(rv));
         rkv_node__conn_close(peer->out);
-        return;
     }
-    peer->connected = true;
-    peer->connected_ms = rkv_monotonic_ms();
-    RKV_LOG(peer->n_failures >= TRANSPORT_WARN_EVERY ? RKV_INFO : RKV_DEBUG,
-            "connected to peer peer=%llu addr=%s after failures=%u",
-            (unsigned long long)peer->node_id, peer->peer_addr,
-            peer->n_failures);
-    peer->n_failures = 0;
-    rkv_node__wake_ranges_of(peer->node, peer->node_id);
 }
 
 static void peer_dial(struct rkv_node__peer *peer)

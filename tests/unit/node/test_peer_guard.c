@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "node/node_internal.h"
 #include "node/peer.pb-c.h"
 #include "rangekv/rangekv.h"
 #include "tests/lib/node_rpc.h"
@@ -168,15 +169,43 @@ static uint64_t range1_term_of(struct fixture *f, size_t i)
     return term;
 }
 
-/* Connects to a peer port, with a receive timeout of FORGED_WAIT_MS. */
-static int forged_connect(const char *addr)
+/* Reads exactly len bytes from fd. */
+static void read_full(int fd, uint8_t *buf, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = recv(fd, buf + done, len - done, 0);
+
+        ASSERT_INT_GT(n, 0);
+        done += (size_t)n;
+    }
+}
+
+/* Connects to a peer port, with a receive timeout of FORGED_WAIT_MS, and
+ * reads the node's Challenge into nonce. */
+static int forged_connect(const char *addr, uint8_t nonce[RKV_NODE_NONCE_LEN])
 {
     struct timeval timeout = {.tv_sec = FORGED_WAIT_MS / 1000};
     int fd = rkv_test_rpc_connect(addr);
+    uint8_t header[4];
+    uint8_t payload[256];
+    uint32_t len;
+    Rkv__Peer__Frame *frame;
 
     ASSERT_INT_GE(fd, 0);
     ASSERT_OK(
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)));
+    read_full(fd, header, sizeof(header));
+    len = rkv_get_be32(header);
+    ASSERT_UINT_LE(len, sizeof(payload));
+    read_full(fd, payload, len);
+    frame = rkv__peer__frame__unpack(NULL, len, payload);
+    ASSERT_TRUE(frame != NULL);
+    ASSERT_TRUE(frame->challenge != NULL);
+    ASSERT_UINT_EQ(frame->challenge->nonce.len, RKV_NODE_NONCE_LEN);
+    memcpy(nonce, frame->challenge->nonce.data, RKV_NODE_NONCE_LEN);
+    rkv__peer__frame__free_unpacked(frame, NULL);
     return fd;
 }
 
@@ -193,20 +222,33 @@ static void forged_send(int fd, const Rkv__Peer__Frame *frame)
     free(buf);
 }
 
-/* Sends a Hello claiming to be node_id of cluster_id, with no digest. */
-static void forged_hello(int fd, uint64_t node_id, uint64_t cluster_id,
-                         const char *client_addr)
+/* Sends a Hello claiming to be node_id of cluster_id, with digest when it
+ * is not NULL. */
+static void forged_hello_digest(int fd, uint64_t node_id, uint64_t cluster_id,
+                                const char *client_addr, uint8_t digest[32])
 {
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
     Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
 
-    hello.version = 1;
+    if (digest != NULL) {
+        hello.has_auth_digest = true;
+        hello.auth_digest.data = digest;
+        hello.auth_digest.len = 32;
+    }
+    hello.version = RKV_NODE_PEER_PROTOCOL_VERSION;
     hello.node_id = node_id;
     hello.cluster_id = cluster_id;
     hello.peer_addr = "127.0.0.1:1";
     hello.client_addr = (char *)client_addr;
     frame.hello = &hello;
     forged_send(fd, &frame);
+}
+
+/* Sends a Hello claiming to be node_id of cluster_id, with no digest. */
+static void forged_hello(int fd, uint64_t node_id, uint64_t cluster_id,
+                         const char *client_addr)
+{
+    forged_hello_digest(fd, node_id, cluster_id, client_addr, NULL);
 }
 
 /* Sends one Raft message of type to range 1 of node `to`. */
@@ -260,11 +302,12 @@ TEST(peer_guard, impossible_terms_dropped)
         RKV_RAFT__MESSAGE_TYPE__MSG_APPEND};
     struct fixture f;
     uint64_t term;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
     int fd;
 
     setup(&f, 3, NULL);
     term = range1_term_of(&f, 0);
-    fd = forged_connect(f.peer_addrs[0]);
+    fd = forged_connect(f.peer_addrs[0], nonce);
     forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
     for (size_t j = 0; j < 2; j++) {
         for (size_t t = 0; t < 2; t++) {
@@ -293,11 +336,12 @@ TEST(peer_guard, forged_sender_dropped)
     struct fixture f;
     uint64_t term;
     uint64_t before;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
     int fd;
 
     setup(&f, 3, NULL);
     term = range1_term_of(&f, 0);
-    fd = forged_connect(f.peer_addrs[0]);
+    fd = forged_connect(f.peer_addrs[0], nonce);
     forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
     before = raft_rejected_of(&f, 0);
     forged_raft(fd, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, 2, 1, term + 1000);
@@ -330,8 +374,9 @@ TEST(peer_guard, hello_without_cluster_id_rejected)
     cases[3].node_id = 1;
     cases[3].cluster_id = cluster_id;
     for (size_t c = 0; c < 4; c++) {
+        uint8_t nonce[RKV_NODE_NONCE_LEN];
         uint64_t before = peers_rejected_of(&f, 0);
-        int fd = forged_connect(f.peer_addrs[0]);
+        int fd = forged_connect(f.peer_addrs[0], nonce);
 
         forged_hello(fd, cases[c].node_id, cases[c].cluster_id, "127.0.0.1:2");
         ASSERT_TRUE(closed_by_node(fd));
@@ -352,12 +397,13 @@ TEST(peer_guard, hello_keeps_member_address)
     char known[RKV_TEST_ADDR_MAX];
     char after[RKV_TEST_ADDR_MAX];
     uint64_t before;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
     int fd;
 
     setup(&f, 3, NULL);
     member_addr_of(&f, 0, 2, known);
     ASSERT_STR_EQ(known, f.client_addrs[1]);
-    fd = forged_connect(f.peer_addrs[0]);
+    fd = forged_connect(f.peer_addrs[0], nonce);
     forged_hello(fd, 2, cluster_id_of(&f, 0), "127.0.0.1:2");
     /* A message the node counts proves it has handled the Hello before. */
     before = raft_rejected_of(&f, 0);
@@ -375,15 +421,52 @@ TEST(peer_guard, secret_rejects_forged_hello)
      * with the right cluster id and node id. */
     struct fixture f;
     uint64_t before;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
     int fd;
 
     setup(&f, 3, "correct horse");
     before = peers_rejected_of(&f, 0);
-    fd = forged_connect(f.peer_addrs[0]);
+    fd = forged_connect(f.peer_addrs[0], nonce);
     forged_hello(fd, 3, cluster_id_of(&f, 0), "127.0.0.1:2");
     ASSERT_TRUE(closed_by_node(fd));
     close(fd);
     ASSERT_UINT_EQ(peers_rejected_of(&f, 0), before + 1);
+    teardown(&f);
+}
+
+TEST(peer_guard, replayed_hello_rejected)
+{
+    /* A Hello with the digest of the right secret over this connection's
+     * nonce is accepted; the same Hello sent on another connection, whose
+     * nonce differs, is rejected. */
+    static const char secret[] = "correct horse";
+    struct fixture f;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
+    uint8_t other_nonce[RKV_NODE_NONCE_LEN];
+    uint8_t digest[32];
+    uint64_t cluster_id;
+    uint64_t before;
+    int fd;
+    int replay_fd;
+
+    setup(&f, 3, secret);
+    cluster_id = cluster_id_of(&f, 0);
+    fd = forged_connect(f.peer_addrs[0], nonce);
+    rkv_node__auth_digest(secret, nonce, 3, digest);
+    forged_hello_digest(fd, 3, cluster_id, f.client_addrs[2], digest);
+    /* A counted message shows the Hello was accepted. */
+    before = raft_rejected_of(&f, 0);
+    forged_raft(fd, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, 3, 1, UINT64_MAX);
+    wait_raft_rejected(&f, 0, before);
+
+    before = peers_rejected_of(&f, 0);
+    replay_fd = forged_connect(f.peer_addrs[0], other_nonce);
+    ASSERT_TRUE(memcmp(nonce, other_nonce, sizeof(nonce)) != 0);
+    forged_hello_digest(replay_fd, 3, cluster_id, f.client_addrs[2], digest);
+    ASSERT_TRUE(closed_by_node(replay_fd));
+    ASSERT_UINT_EQ(peers_rejected_of(&f, 0), before + 1);
+    close(replay_fd);
+    close(fd);
     teardown(&f);
 }
 
