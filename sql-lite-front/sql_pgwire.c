@@ -809,6 +809,9 @@ static void server_close_oldest_pending(struct rkv_sql_server *server)
     }
     assert(oldest != NULL);
     assert(oldest != server->connections);
+    /* NOTE: there is no per-address limit, so a client that opens
+     * connections faster than pending_max per startup round trip can
+     * still push out real clients while it keeps doing so. */
     conn_close_over_limit(oldest, "pending_max",
                           "sorry, too many connections are starting; "
                           "this one, the oldest, was closed");
