@@ -597,6 +597,7 @@ static void node_close_overdue(struct rkv_node *node, uint64_t now_ms)
                 (unsigned)RKV_NODE_FRAME_TIMEOUT_MS);
         rkv_node__conn_close(&in->conn);
     }
+    rkv_node__transport_close_silent(node, now_ms);
 }
 
 static void node_tick_cb(uv_timer_t *timer)
@@ -756,6 +757,11 @@ static int node_configure(struct rkv_node *node,
         return RKV_ECONFIG;
     }
     node->map_size_max = config->map_size_max;
+    node->clients_max = config->clients_max != 0 ? config->clients_max
+                                                 : RKV_NODE_CLIENTS_MAX_DEFAULT;
+    node->peers_pending_max = config->peers_pending_max != 0
+                                  ? config->peers_pending_max
+                                  : RKV_NODE_PEERS_PENDING_MAX_DEFAULT;
     if (config->cluster_secret != NULL && config->cluster_secret[0] != '\0') {
         node->cluster_secret = strdup(config->cluster_secret);
         if (node->cluster_secret == NULL) {

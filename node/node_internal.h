@@ -123,6 +123,19 @@
  * and every RKV_NODE_TERM_WARN_EVERY-th. */
 #define RKV_NODE_TERM_JUMP_MAX (1ull << 32)
 #define RKV_NODE_TERM_WARN_EVERY 1000
+/* Connection limits, so that connections which prove nothing cannot take
+ * the node's memory or file descriptors. Client connections past the
+ * configured maximum (RKV_NODE_CLIENTS_MAX_DEFAULT) and inbound peer
+ * connections without an accepted Hello past theirs
+ * (RKV_NODE_PEERS_PENDING_MAX_DEFAULT) are closed as soon as they are
+ * accepted. An inbound peer connection whose Hello is not accepted within
+ * RKV_NODE_PEER_HELLO_TIMEOUT_MS is closed; the check runs every
+ * RKV_NODE_FRAME_CHECK_MS. Refusals are logged at WARN on the first and
+ * every RKV_NODE_REFUSED_WARN_EVERY-th. */
+#define RKV_NODE_CLIENTS_MAX_DEFAULT 4096
+#define RKV_NODE_PEERS_PENDING_MAX_DEFAULT 64
+#define RKV_NODE_PEER_HELLO_TIMEOUT_MS 10000
+#define RKV_NODE_REFUSED_WARN_EVERY 100
 /* Raft election timeout and heartbeat interval, in ticks. */
 #define RKV_NODE_ELECTION_TICKS 10
 #define RKV_NODE_HEARTBEAT_TICKS 1
@@ -307,6 +320,7 @@ struct rkv_node__peer_in {
     struct rkv_node *node;
     uint64_t node_id;                  /* from Hello; 0 before it */
     uint8_t nonce[RKV_NODE_NONCE_LEN]; /* sent in our Challenge */
+    uint64_t accepted_ms;              /* when the connection was accepted */
     struct rkv_node__peer_in *prev;
     struct rkv_node__peer_in *next;
 };
@@ -360,7 +374,9 @@ struct rkv_node {
     uint32_t tick_ms;
     uint64_t log_compact_entries; /* compaction threshold, entries */
     bool no_sync;
-    uint64_t map_size_max; /* LMDB map growth limit in bytes; 0: 1 TiB */
+    uint64_t map_size_max;      /* LMDB map growth limit in bytes; 0: 1 TiB */
+    uint32_t clients_max;       /* client connections kept open */
+    uint32_t peers_pending_max; /* inbound peers kept open before Hello */
 
     uint64_t node_id;
     uint64_t cluster_id; /* 0 until initialized */
@@ -386,6 +402,9 @@ struct rkv_node {
     uint64_t n_raft_rejected; /* Raft messages dropped as forged: another
                                  sender id or an impossible term */
     struct rkv_node__client *clients;
+    size_t n_clients;         /* in clients */
+    size_t n_peers_pending;   /* in peers_in, without an accepted Hello */
+    uint64_t n_conns_refused; /* closed on accept for a limit */
 
     /* Replicas by range id (hash table), and a by-start-key index of the
      * initialized ones for routing. */
@@ -564,6 +583,13 @@ void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick);
 /* Returns whether a frame from node_id arrived within within_ms. */
 bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
                             uint64_t now_ms, uint64_t within_ms);
+/* Closes the inbound peer connections whose Hello has not been accepted
+ * within RKV_NODE_PEER_HELLO_TIMEOUT_MS at now_ms. */
+void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms);
+/* Counts a connection closed on accept for a limit, and returns the level
+ * to log it at (WARN on the first and every RKV_NODE_REFUSED_WARN_EVERY-th,
+ * DEBUG otherwise). */
+enum rkv_log_level rkv_node__refused_level(struct rkv_node *node);
 /* Redials every peer so they see a new cluster id in our Hello. */
 void rkv_node__transport_reset(struct rkv_node *node);
 /* Fills the Hello auth digest of node_id from the secret and the nonce the

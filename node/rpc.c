@@ -27,7 +27,9 @@
  *                      is not initialized yet;
  *   RKV_ETIMEOUT       the deadline passed (the write may still apply);
  *   RKV_EDROPPED       a leader change dropped the proposal.
- * A frame that does not decode closes the connection (logged).
+ * A frame that does not decode closes the connection (logged), and a
+ * connection past clients_max open ones is closed on accept (logged at a
+ * limited rate).
  */
 #define RKV_LOG_SUBSYS "node"
 #include "node/node_internal.h"
@@ -982,6 +984,7 @@ static void client_close_cb(struct rkv_node__conn *conn)
     struct rkv_node__client *client = conn->data;
     struct rkv_node *node = client->node;
 
+    node->n_clients--;
     if (client->prev != NULL) {
         client->prev->next = client->next;
     } else {
@@ -1027,12 +1030,25 @@ static void client_listener_cb(uv_stream_t *server, int status)
         node->clients->prev = client;
     }
     node->clients = client;
+    node->n_clients++;
     rv = uv_accept(server, (uv_stream_t *)&client->conn.tcp);
     if (rv == 0) {
         rv = rkv_node__conn_start(&client->conn);
     }
     if (rv != 0) {
         RKV_LOG(RKV_WARN, "accepting client failed error=%s", uv_strerror(rv));
+        rkv_node__conn_close(&client->conn);
+        return;
+    }
+    /* Accepted and closed at once, so the backlog does not fill up. */
+    if (node->n_clients > node->clients_max) {
+        enum rkv_log_level level = rkv_node__refused_level(node);
+
+        RKV_LOG(level,
+                "closing connection kind=client error=more than %u client "
+                "connections refused=%llu",
+                (unsigned)node->clients_max,
+                (unsigned long long)node->n_conns_refused);
         rkv_node__conn_close(&client->conn);
     }
 }

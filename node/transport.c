@@ -26,6 +26,10 @@
  *   - a Hello that would change a member's known client address without a
  *     cluster secret: accepted, but the address is kept (logged), because
  *     without a secret any local process can claim to be a member;
+ *   - more than peers_pending_max connections without an accepted Hello:
+ *     a new one is closed on accept; a connection whose Hello is not
+ *     accepted within RKV_NODE_PEER_HELLO_TIMEOUT_MS is closed; both are
+ *     logged at a limited rate;
  *   - a Raft message whose sender id is not the member that sent the
  *     Hello, or (in rkv_node__replica_step()) whose term is impossibly far
  *     ahead: dropped, counted and logged at a limited rate;
@@ -239,6 +243,7 @@ static int peer_in_hello(struct rkv_node__peer_in *in,
         return rv;
     }
     in->node_id = hello->node_id;
+    node->n_peers_pending--;
     peer = &node->peers[hello->node_id - 1];
     peer_in_update_client_addr(in, peer, hello->client_addr);
     RKV_LOG(RKV_DEBUG, "accepted peer peer=%llu cluster=%llu",
@@ -352,6 +357,9 @@ static void peer_in_close_cb(struct rkv_node__conn *conn)
     struct rkv_node__peer_in *in = conn->data;
     struct rkv_node *node = in->node;
 
+    if (in->node_id == 0) {
+        node->n_peers_pending--;
+    }
     if (in->prev != NULL) {
         in->prev->next = in->next;
     } else {
@@ -404,12 +412,14 @@ static void peer_listener_cb(uv_stream_t *server, int status)
         return;
     }
     in->node = node;
+    in->accepted_ms = rkv_monotonic_ms();
     rv = rkv_node__conn_init(&in->conn, &node->io, &peer_in_ops, in, "peer",
                              RKV_NODE_PEER_FRAME_MAX, RKV_NODE_PEER_OUT_MAX);
     if (rv != 0) {
         rkv_free(in);
         return;
     }
+    node->n_peers_pending++;
     in->next = node->peers_in;
     if (node->peers_in != NULL) {
         node->peers_in->prev = in;
@@ -419,13 +429,56 @@ static void peer_listener_cb(uv_stream_t *server, int status)
     if (rv == 0) {
         rv = rkv_node__conn_start(&in->conn);
     }
-    if (rv == 0) {
-        rv = peer_in_send_challenge(in);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "accepting peer failed error=%s", rkv_strerror(rv));
+        rkv_node__conn_close(&in->conn);
+        return;
     }
+    /* Accepted and closed at once, so the backlog does not fill up. */
+    if (node->n_peers_pending > node->peers_pending_max) {
+        enum rkv_log_level level = rkv_node__refused_level(node);
+
+        RKV_LOG(level,
+                "closing connection kind=peer error=more than %u peer "
+                "connections without a Hello refused=%llu",
+                (unsigned)node->peers_pending_max,
+                (unsigned long long)node->n_conns_refused);
+        rkv_node__conn_close(&in->conn);
+        return;
+    }
+    rv = peer_in_send_challenge(in);
     if (rv != 0) {
         RKV_LOG(RKV_WARN, "accepting peer failed error=%s", rkv_strerror(rv));
         rkv_node__conn_close(&in->conn);
     }
+}
+
+void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms)
+{
+    for (struct rkv_node__peer_in *in = node->peers_in; in != NULL;
+         in = in->next) {
+        enum rkv_log_level level;
+
+        if (in->node_id != 0 || in->conn.closing ||
+            now_ms < in->accepted_ms + RKV_NODE_PEER_HELLO_TIMEOUT_MS) {
+            continue;
+        }
+        /* RKV_LOG may evaluate its level twice. */
+        level = rkv_node__refused_level(node);
+        RKV_LOG(level,
+                "closing connection kind=peer error=no Hello within %u ms "
+                "refused=%llu",
+                (unsigned)RKV_NODE_PEER_HELLO_TIMEOUT_MS,
+                (unsigned long long)node->n_conns_refused);
+        rkv_node__conn_close(&in->conn);
+    }
+}
+
+enum rkv_log_level rkv_node__refused_level(struct rkv_node *node)
+{
+    return node->n_conns_refused++ % RKV_NODE_REFUSED_WARN_EVERY == 0
+               ? RKV_WARN
+               : RKV_DEBUG;
 }
 
 /* ---- outbound ----------------------------------------------------------- */

@@ -68,6 +68,11 @@ struct rkv_node_config {
                                           LMDB map may grow to; past it
                                           writes fail with RKV_EMAPFULL;
                                           0: 1 TiB */
+    uint32_t clients_max;              /* open client connections; more
+                                          are closed on accept; 0: 4096 */
+    uint32_t peers_pending_max;        /* inbound peer connections without
+                                          an accepted Hello; more are
+                                          closed on accept; 0: 64 */
 };
 
 /* Starts a node: opens or creates the store, binds both listeners, starts

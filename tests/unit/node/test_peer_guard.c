@@ -1,12 +1,14 @@
 /*
  * Tests of what a node accepts on its peer port from a process that is not
- * a member (a forged Hello and forged Raft messages), and of scan replies
- * cut to the client frame limit. Nodes run in this process through the
- * embedding API, on real LMDB stores and real TCP on 127.0.0.1.
+ * a member (a forged or replayed Hello, forged Raft messages), of the
+ * connection limits, and of scan replies cut to the client frame limit. Nodes
+ * run in this process through the embedding API, on real LMDB stores and real
+ * TCP on 127.0.0.1.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,10 @@ struct fixture {
     const char *secret; /* every node's; NULL: none */
 };
 
-static void setup(struct fixture *f, size_t n, const char *secret)
+/* Starts n nodes with secret and connection limits (0: the defaults),
+ * initializes the cluster and waits until it serves a put. */
+static void setup_limits(struct fixture *f, size_t n, const char *secret,
+                         uint32_t clients_max, uint32_t peers_pending_max)
 {
     memset(f, 0, sizeof(*f));
     f->n_nodes = n;
@@ -62,6 +67,8 @@ static void setup(struct fixture *f, size_t n, const char *secret)
         config.node_id = i + 1;
         config.tick_ms = 20;
         config.cluster_secret = secret;
+        config.clients_max = clients_max;
+        config.peers_pending_max = peers_pending_max;
         if (rkv_node_start(&config, &f->nodes[i], errmsg, sizeof(errmsg)) !=
             0) {
             rkv_test_fail(__FILE__, __LINE__, "starting node %zu failed: %s",
@@ -73,6 +80,11 @@ static void setup(struct fixture *f, size_t n, const char *secret)
     ASSERT_OK(rkv_node_init(f->nodes[0]));
     ASSERT_OK(
         rkv_test_put(f->client_addrs, n, "ready", "1", REQUEST_TIMEOUT_MS));
+}
+
+static void setup(struct fixture *f, size_t n, const char *secret)
+{
+    setup_limits(f, n, secret, 0, 0);
 }
 
 static void teardown(struct fixture *f)
@@ -278,6 +290,32 @@ static bool closed_by_node(int fd)
     return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
+/* Returns whether the node closed fd within timeout_ms, skipping any bytes
+ * it sent first. */
+static bool closed_within(int fd, int timeout_ms)
+{
+    uint64_t deadline_ms = rkv_monotonic_ms() + (uint64_t)timeout_ms;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    uint8_t buf[256];
+
+    for (;;) {
+        uint64_t now_ms = rkv_monotonic_ms();
+        int wait_ms = now_ms < deadline_ms ? (int)(deadline_ms - now_ms) : 0;
+        ssize_t n;
+
+        if (poll(&pfd, 1, wait_ms) != 1) {
+            return false;
+        }
+        n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            return true;
+        }
+        if (n < 0) {
+            return false;
+        }
+    }
+}
+
 /* Waits until node i has dropped more than `before` forged Raft messages. */
 static void wait_raft_rejected(struct fixture *f, size_t i, uint64_t before)
 {
@@ -466,6 +504,91 @@ TEST(peer_guard, replayed_hello_rejected)
     ASSERT_TRUE(closed_by_node(replay_fd));
     ASSERT_UINT_EQ(peers_rejected_of(&f, 0), before + 1);
     close(replay_fd);
+    close(fd);
+    teardown(&f);
+}
+
+/* Connects to a client port and checks that the node serves a STATUS
+ * request on that connection. */
+static int served_client(const char *addr)
+{
+    Rkv__Rpc__Request request = RKV__RPC__REQUEST__INIT;
+    Rkv__Rpc__StatusRequest status = RKV__RPC__STATUS_REQUEST__INIT;
+    Rkv__Rpc__Response *response;
+    int fd = rkv_test_rpc_connect(addr);
+
+    ASSERT_INT_GE(fd, 0);
+    request.id = 4;
+    request.op_case = RKV__RPC__REQUEST__OP_STATUS;
+    request.status = &status;
+    response = rkv_test_rpc_call(fd, &request);
+    ASSERT_TRUE(response != NULL);
+    ASSERT_INT_EQ(response->error, 0);
+    rkv__rpc__response__free_unpacked(response, NULL);
+    return fd;
+}
+
+TEST(peer_guard, connection_limits)
+{
+    /* Past clients_max client connections and peers_pending_max peer
+     * connections without a Hello, a new connection is closed at once;
+     * closing one makes room again. */
+    struct fixture f;
+    int clients[4];
+    int peers[2];
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
+    int fd;
+
+    setup_limits(&f, 3, NULL, 4, 2);
+    /* The connections of the setup's routed put close asynchronously. */
+    usleep(300 * 1000);
+    for (size_t i = 0; i < 4; i++) {
+        clients[i] = served_client(f.client_addrs[0]);
+    }
+    fd = rkv_test_rpc_connect(f.client_addrs[0]);
+    ASSERT_INT_GE(fd, 0);
+    ASSERT_TRUE(closed_within(fd, FORGED_WAIT_MS));
+    close(fd);
+    close(clients[0]);
+    usleep(300 * 1000);
+    clients[0] = served_client(f.client_addrs[0]);
+
+    for (size_t i = 0; i < 2; i++) {
+        peers[i] = forged_connect(f.peer_addrs[0], nonce);
+    }
+    fd = rkv_test_rpc_connect(f.peer_addrs[0]);
+    ASSERT_INT_GE(fd, 0);
+    ASSERT_TRUE(closed_within(fd, FORGED_WAIT_MS));
+    close(fd);
+    /* A Hello moves a connection out of the pending ones. */
+    forged_hello(peers[0], 3, cluster_id_of(&f, 1), f.client_addrs[2]);
+    usleep(300 * 1000);
+    fd = forged_connect(f.peer_addrs[0], nonce);
+    ASSERT_FALSE(closed_within(fd, 500));
+    close(fd);
+
+    /* The cluster serves again once the connections are closed. */
+    for (size_t i = 0; i < 4; i++) {
+        close(clients[i]);
+    }
+    close(peers[0]);
+    close(peers[1]);
+    ASSERT_OK(
+        rkv_test_put(f.client_addrs, 3, "after", "1", REQUEST_TIMEOUT_MS));
+    teardown(&f);
+}
+
+TEST(peer_guard, silent_peer_closed)
+{
+    /* A peer connection that sends no Hello is closed after
+     * RKV_NODE_PEER_HELLO_TIMEOUT_MS (10 s). */
+    struct fixture f;
+    uint8_t nonce[RKV_NODE_NONCE_LEN];
+    int fd;
+
+    setup(&f, 1, NULL);
+    fd = forged_connect(f.peer_addrs[0], nonce);
+    ASSERT_TRUE(closed_within(fd, RKV_NODE_PEER_HELLO_TIMEOUT_MS + 5000));
     close(fd);
     teardown(&f);
 }
