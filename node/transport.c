@@ -517,7 +517,10 @@ static void peer_out_ready(struct rkv_node__peer *peer)
 }
 
 /* The accepting side sends one frame on a dialed connection: the Challenge
- * that our Hello answers. Anything else closes the connection. */
+ * that our Hello answers. Anything else closes the connection.
+ * NOTE: the dialer does not authenticate the acceptor, so a process that
+ * binds a member's peer address while that member is down receives the
+ * Raft messages sent to it (it cannot forge a Hello to other members). */
 static int peer_out_frame_cb(struct rkv_node__conn *conn,
                              const uint8_t *payload, size_t payload_len)
 {
