@@ -13,8 +13,9 @@
  * Invariants:
  *   1. At most one writer batch is in flight; its items' ready batches are
  *      acknowledged to Raft in submission order.
- *   2. A replica's pending proposals are sorted by index, strictly
- *      increasing.
+ *   2. A replica's pending proposals are sorted by index. Two share an
+ *      index only when the log was truncated under the older one, and the
+ *      entry applied at that index settles both.
  *   3. A client request is on at most one wait list (pending proposal,
  *      pending read, split waiter) and on the node's deadline list until
  *      its one response is sent, then it is freed.

@@ -71,6 +71,36 @@ void rkv_node__request_list_append(struct rkv_node__request_list *list,
     list->tail = req;
 }
 
+/* Inserts a proposal in index order (invariant 2). An index at or below a
+ * pending proposal's means this node's log was truncated under that one.
+ * The truncated entry may still be committed by a later leader that has it
+ * (the Raft paper's Figure 8 shows such histories), so the older proposal
+ * keeps waiting. Whichever entry applies at its index then settles it: the
+ * same term means it succeeded, another term that it was dropped. Failing
+ * it as dropped at once would let the client retry a write that may still
+ * apply. */
+static void proposals_insert(struct rkv_node__request_list *list,
+                             struct rkv_node__request *req)
+{
+    struct rkv_node__request *after = list->tail;
+
+    while (after != NULL && after->index > req->index) {
+        after = after->prev;
+    }
+    if (after == list->tail) {
+        rkv_node__request_list_append(list, req);
+        return;
+    }
+    req->prev = after;
+    req->next = after != NULL ? after->next : list->head;
+    req->next->prev = req;
+    if (after != NULL) {
+        after->next = req;
+    } else {
+        list->head = req;
+    }
+}
+
 /* ---- client connections ------------------------------------------------- */
 
 static void client_unref(struct rkv_node__client *client)
@@ -376,20 +406,10 @@ static void handle_write(struct rkv_node__request *req,
         return;
     }
 
-    /* A lower index than a pending proposal's means the log was truncated
-     * under those: they can never apply (invariant 2). */
-    while (r->proposals.tail != NULL && r->proposals.tail->index >= index) {
-        struct rkv_node__request *old = r->proposals.tail;
-
-        rkv_node__request_list_remove(&r->proposals, old);
-        rkv_node__request_fail(old, RKV_EDROPPED,
-                               "the proposal was dropped by a leader change; "
-                               "retry");
-    }
     req->wait = RKV_NODE_WAIT_PROPOSAL;
     req->index = index;
     req->term = term;
-    rkv_node__request_list_append(&r->proposals, req);
+    proposals_insert(&r->proposals, req);
 }
 
 /* ---- reads -------------------------------------------------------------- */
