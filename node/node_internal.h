@@ -333,7 +333,10 @@ struct rkv_node__peer {
     char peer_addr[RKV_NODE_ADDR_MAX];   /* from the join list */
     char client_addr[RKV_NODE_ADDR_MAX]; /* from its Hello; "" unknown */
     struct rkv_node__conn *out;          /* owned; NULL when down */
-    bool connected; /* out has sent its Hello, so it carries messages */
+    bool hello_sent; /* out has answered the Challenge with a Hello */
+    uint8_t nonce[RKV_NODE_NONCE_LEN]; /* sent in that Hello */
+    bool connected; /* out has received its Welcome, so it carries
+                       messages */
     uv_connect_t connect_req;
     uv_timer_t retry_timer;
     uint64_t backoff_ms;

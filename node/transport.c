@@ -6,11 +6,15 @@
  * that connection only to send; it receives on the connections it accepts.
  * The acceptor first sends a Challenge with a random nonce. The dialer
  * answers with a Hello whose digest covers that nonce, so a recorded Hello
- * is useless on another connection. The acceptor checks the protocol
- * version, the node id, the cluster id and (when a secret is set) the
- * digest, then reads Frames of batched Raft messages and dispatches each
- * by group id (the range id) to its replica. Messages to
- * one peer produced in one loop iteration go out as one frame in one write.
+ * is useless on another connection, and which carries the dialer's own
+ * nonce. The acceptor checks the protocol version, the node id, the
+ * cluster id and (when a secret is set) the digest, and answers with a
+ * Welcome whose digest covers the dialer's nonce. The dialer checks it
+ * before it sends any Raft message, so a process that listens on a
+ * stopped member's address receives nothing. The acceptor then reads
+ * Frames of batched Raft messages and dispatches each by group id (the
+ * range id) to its replica. Messages to one peer produced in one loop
+ * iteration go out as one frame in one write.
  *
  * Failure modes:
  *   - dial failure or a lost connection: the peer is redialed after a
@@ -23,6 +27,9 @@
  *     frame that does not decode (RKV_EMALFORMED) or a frame over the size
  *     limit: the connection is closed and the cause logged; the node
  *     carries on;
+ *   - a Welcome whose digest does not prove the secret (RKV_EAUTH), or any
+ *     other frame on a dialed connection: the dialer closes it (logged)
+ *     and redials after the backoff;
  *   - a Hello that would change a member's known client address without a
  *     cluster secret: accepted, but the address is kept (logged), because
  *     without a secret any local process can claim to be a member;
@@ -160,7 +167,8 @@ static int peer_in_check_hello(struct rkv_node__peer_in *in,
 
     if (hello->version != RKV_NODE_PEER_PROTOCOL_VERSION ||
         hello->node_id == 0 || hello->node_id > node->n_peers ||
-        hello->node_id == node->node_id) {
+        hello->node_id == node->node_id || !hello->has_nonce ||
+        hello->nonce.len != RKV_NODE_NONCE_LEN) {
         level = peer_in_reject_level(node);
         RKV_LOG(level, "rejected peer error=invalid hello version=%u peer=%llu",
                 (unsigned)hello->version, (unsigned long long)hello->node_id);
@@ -231,6 +239,27 @@ static void peer_in_update_client_addr(struct rkv_node__peer_in *in,
     snprintf(peer->client_addr, sizeof(peer->client_addr), "%s", client_addr);
 }
 
+/* Answers an accepted Hello with the digest that proves this node knows the
+ * secret, over the dialer's nonce. */
+static int peer_in_send_welcome(struct rkv_node__peer_in *in,
+                                const uint8_t nonce[RKV_NODE_NONCE_LEN])
+{
+    struct rkv_node *node = in->node;
+    Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Welcome welcome = RKV__PEER__WELCOME__INIT;
+    uint8_t digest[32];
+
+    if (node->cluster_secret != NULL) {
+        rkv_node__auth_digest(node->cluster_secret, nonce, node->node_id,
+                              digest);
+        welcome.has_auth_digest = true;
+        welcome.auth_digest.data = digest;
+        welcome.auth_digest.len = sizeof(digest);
+    }
+    frame.welcome = &welcome;
+    return rkv_node__conn_send_message(&in->conn, &frame);
+}
+
 static int peer_in_hello(struct rkv_node__peer_in *in,
                          const Rkv__Peer__Hello *hello)
 {
@@ -239,6 +268,10 @@ static int peer_in_hello(struct rkv_node__peer_in *in,
     int rv;
 
     rv = peer_in_check_hello(in, hello);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = peer_in_send_welcome(in, hello->nonce.data);
     if (rv != 0) {
         return rv;
     }
@@ -516,37 +549,62 @@ static void peer_out_ready(struct rkv_node__peer *peer)
     rkv_node__wake_ranges_of(peer->node, peer->node_id);
 }
 
-/* The accepting side sends one frame on a dialed connection: the Challenge
- * that our Hello answers. Anything else closes the connection.
- * NOTE: the dialer does not authenticate the acceptor, so a process that
- * binds a member's peer address while that member is down receives the
- * Raft messages sent to it (it cannot forge a Hello to other members). */
+/* Returns 0 when the Welcome proves that the peer knows our secret (its
+ * digest over the nonce of our Hello), or RKV_EAUTH. Without a secret
+ * there is nothing to prove. */
+static int peer_out_check_welcome(struct rkv_node__peer *peer,
+                                  const Rkv__Peer__Welcome *welcome)
+{
+    const char *secret = peer->node->cluster_secret;
+    uint8_t expected[32];
+
+    if (secret == NULL) {
+        return 0;
+    }
+    rkv_node__auth_digest(secret, peer->nonce, peer->node_id, expected);
+    if (!welcome->has_auth_digest || welcome->auth_digest.len != 32 ||
+        !rkv_node__digest_equal(welcome->auth_digest.data, expected, 32)) {
+        return RKV_EAUTH;
+    }
+    return 0;
+}
+
+/* The accepting side sends two frames on a dialed connection: the
+ * Challenge, which our Hello answers, then the Welcome, which proves it
+ * knows the secret. Anything else closes the connection. */
 static int peer_out_frame_cb(struct rkv_node__conn *conn,
                              const uint8_t *payload, size_t payload_len)
 {
     struct rkv_node__peer *peer = conn->data;
     Rkv__Peer__Frame *frame;
+    bool ready = false;
     int rv = RKV_EPROTO;
 
     frame = rkv__peer__frame__unpack(NULL, payload_len, payload);
     if (frame == NULL) {
         rv = RKV_EMALFORMED;
-    } else if (!peer->connected && frame->challenge != NULL &&
+    } else if (!peer->hello_sent && frame->challenge != NULL &&
                frame->challenge->nonce.len == RKV_NODE_NONCE_LEN) {
         rv = peer_send_hello(peer, frame->challenge->nonce.data);
+    } else if (peer->hello_sent && !peer->connected && frame->welcome != NULL) {
+        rv = peer_out_check_welcome(peer, frame->welcome);
+        ready = rv == 0;
     }
     if (frame != NULL) {
         rkv__peer__frame__free_unpacked(frame, NULL);
     }
     if (rv != 0) {
         RKV_LOG(RKV_WARN,
-                "closing connection to peer error=%s: expected one "
-                "challenge frame peer=%llu bytes=%zu",
+                "closing connection to peer error=%s: expected its "
+                "challenge, then a welcome that proves the cluster secret "
+                "peer=%llu bytes=%zu",
                 rkv_strerror(rv), (unsigned long long)peer->node_id,
                 payload_len);
         return rv;
     }
-    peer_out_ready(peer);
+    if (ready) {
+        peer_out_ready(peer);
+    }
     return 0;
 }
 
@@ -570,6 +628,7 @@ static void peer_out_close_cb(struct rkv_node__conn *conn)
         }
     }
     peer->connected = false;
+    peer->hello_sent = false;
     peer_schedule_dial(peer);
 }
 
@@ -585,7 +644,16 @@ static int peer_send_hello(struct rkv_node__peer *peer,
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
     Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
     uint8_t digest[32];
+    ssize_t n;
+    int rv;
 
+    n = getrandom(peer->nonce, sizeof(peer->nonce), 0);
+    if (n != (ssize_t)sizeof(peer->nonce)) {
+        return n < 0 ? -errno : -EIO;
+    }
+    hello.has_nonce = true;
+    hello.nonce.data = peer->nonce;
+    hello.nonce.len = sizeof(peer->nonce);
     hello.version = RKV_NODE_PEER_PROTOCOL_VERSION;
     hello.node_id = node->node_id;
     hello.cluster_id = node->cluster_id;
@@ -599,7 +667,11 @@ static int peer_send_hello(struct rkv_node__peer *peer,
         hello.auth_digest.len = sizeof(digest);
     }
     frame.hello = &hello;
-    return rkv_node__conn_send_message(peer->out, &frame);
+    rv = rkv_node__conn_send_message(peer->out, &frame);
+    if (rv == 0) {
+        peer->hello_sent = true;
+    }
+    return rv;
 }
 
 static void peer_log_dial_failure(struct rkv_node__peer *peer, int status)
@@ -784,7 +856,7 @@ void rkv_node__transport_reset(struct rkv_node *node)
         struct rkv_node__peer *peer = &node->peers[i];
 
         peer->backoff_ms = RKV_NODE_RECONNECT_MIN_MS;
-        if (peer->out != NULL && peer->connected) {
+        if (peer->out != NULL && (peer->connected || peer->hello_sent)) {
             /* The close callback redials with the new Hello; this is no
              * lost connection worth logging. */
             peer->connected = false;

@@ -28,6 +28,8 @@
 #define REQUEST_TIMEOUT_MS 20000
 /* Time a node gets to act on a forged frame before the test gives up. */
 #define FORGED_WAIT_MS 5000
+/* The nonce in the test's Hellos. */
+#define TEST_NONCE "the test's own nonce"
 
 struct fixture {
     struct rkv_node *nodes[NODES_MAX];
@@ -194,26 +196,36 @@ static void read_full(int fd, uint8_t *buf, size_t len)
     }
 }
 
-/* Connects to a peer port, with a receive timeout of FORGED_WAIT_MS, and
- * reads the node's Challenge into nonce. */
-static int forged_connect(const char *addr, uint8_t nonce[RKV_NODE_NONCE_LEN])
+/* Reads one small peer Frame from fd; free it with
+ * rkv__peer__frame__free_unpacked(). */
+static Rkv__Peer__Frame *forged_recv(int fd)
 {
-    struct timeval timeout = {.tv_sec = FORGED_WAIT_MS / 1000};
-    int fd = rkv_test_rpc_connect(addr);
     uint8_t header[4];
     uint8_t payload[256];
     uint32_t len;
     Rkv__Peer__Frame *frame;
 
-    ASSERT_INT_GE(fd, 0);
-    ASSERT_OK(
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)));
     read_full(fd, header, sizeof(header));
     len = rkv_get_be32(header);
     ASSERT_UINT_LE(len, sizeof(payload));
     read_full(fd, payload, len);
     frame = rkv__peer__frame__unpack(NULL, len, payload);
     ASSERT_TRUE(frame != NULL);
+    return frame;
+}
+
+/* Connects to a peer port, with a receive timeout of FORGED_WAIT_MS, and
+ * reads the node's Challenge into nonce. */
+static int forged_connect(const char *addr, uint8_t nonce[RKV_NODE_NONCE_LEN])
+{
+    struct timeval timeout = {.tv_sec = FORGED_WAIT_MS / 1000};
+    int fd = rkv_test_rpc_connect(addr);
+    Rkv__Peer__Frame *frame;
+
+    ASSERT_INT_GE(fd, 0);
+    ASSERT_OK(
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)));
+    frame = forged_recv(fd);
     ASSERT_TRUE(frame->challenge != NULL);
     ASSERT_UINT_EQ(frame->challenge->nonce.len, RKV_NODE_NONCE_LEN);
     memcpy(nonce, frame->challenge->nonce.data, RKV_NODE_NONCE_LEN);
@@ -242,11 +254,16 @@ static void forged_hello_digest(int fd, uint64_t node_id, uint64_t cluster_id,
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
     Rkv__Peer__Hello hello = RKV__PEER__HELLO__INIT;
 
+    static uint8_t nonce[RKV_NODE_NONCE_LEN] = TEST_NONCE;
+
     if (digest != NULL) {
         hello.has_auth_digest = true;
         hello.auth_digest.data = digest;
         hello.auth_digest.len = 32;
     }
+    hello.has_nonce = true;
+    hello.nonce.data = nonce;
+    hello.nonce.len = sizeof(nonce);
     hello.version = RKV_NODE_PEER_PROTOCOL_VERSION;
     hello.node_id = node_id;
     hello.cluster_id = cluster_id;
@@ -496,6 +513,19 @@ TEST(peer_guard, replayed_hello_rejected)
     before = raft_rejected_of(&f, 0);
     forged_raft(fd, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, 3, 1, UINT64_MAX);
     wait_raft_rejected(&f, 0, before);
+    /* The node's Welcome proves it knows the secret, over our nonce. */
+    {
+        static const uint8_t our_nonce[RKV_NODE_NONCE_LEN] = TEST_NONCE;
+        uint8_t expected[32];
+        Rkv__Peer__Frame *frame = forged_recv(fd);
+
+        rkv_node__auth_digest(secret, our_nonce, 1, expected);
+        ASSERT_TRUE(frame->welcome != NULL);
+        ASSERT_TRUE(frame->welcome->has_auth_digest);
+        ASSERT_MEM_EQ(frame->welcome->auth_digest.data,
+                      frame->welcome->auth_digest.len, expected, 32);
+        rkv__peer__frame__free_unpacked(frame, NULL);
+    }
 
     before = peers_rejected_of(&f, 0);
     replay_fd = forged_connect(f.peer_addrs[0], other_nonce);
@@ -590,6 +620,66 @@ TEST(peer_guard, silent_peer_closed)
     fd = forged_connect(f.peer_addrs[0], nonce);
     ASSERT_TRUE(closed_within(fd, RKV_NODE_PEER_HELLO_TIMEOUT_MS + 5000));
     close(fd);
+    teardown(&f);
+}
+
+TEST(peer_guard, impostor_acceptor_gets_nothing)
+{
+    /* A process that listens on a stopped member's peer address gets the
+     * other members' Hellos but cannot answer with a valid Welcome without
+     * the secret, so they close the connection and send it no Raft
+     * traffic. */
+    static const char secret[] = "correct horse";
+    struct fixture f;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct timeval timeout = {.tv_sec = FORGED_WAIT_MS / 1000};
+    Rkv__Peer__Frame challenge_frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Challenge challenge = RKV__PEER__CHALLENGE__INIT;
+    Rkv__Peer__Frame welcome_frame = RKV__PEER__FRAME__INIT;
+    Rkv__Peer__Welcome welcome = RKV__PEER__WELCOME__INIT;
+    uint8_t nonce[RKV_NODE_NONCE_LEN] = "impostor nonce";
+    uint8_t wrong[32] = {0};
+    Rkv__Peer__Frame *hello;
+    int listen_fd;
+    int fd;
+
+    setup(&f, 3, secret);
+    rkv_node_stop(f.nodes[2]);
+    f.n_nodes = 2;
+    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_INT_GE(listen_fd, 0);
+    ASSERT_OK(setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &(int){1},
+                         sizeof(int)));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)atoi(strrchr(f.peer_addrs[2], ':') + 1));
+    ASSERT_OK(bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)));
+    ASSERT_OK(listen(listen_fd, 8));
+
+    fd = accept(listen_fd, NULL, NULL);
+    ASSERT_INT_GE(fd, 0);
+    ASSERT_OK(
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)));
+    challenge.nonce.data = nonce;
+    challenge.nonce.len = sizeof(nonce);
+    challenge_frame.challenge = &challenge;
+    forged_send(fd, &challenge_frame);
+    hello = forged_recv(fd);
+    ASSERT_TRUE(hello->hello != NULL);
+    ASSERT_TRUE(hello->hello->has_auth_digest);
+    rkv__peer__frame__free_unpacked(hello, NULL);
+    welcome.has_auth_digest = true;
+    welcome.auth_digest.data = wrong;
+    welcome.auth_digest.len = sizeof(wrong);
+    welcome_frame.welcome = &welcome;
+    forged_send(fd, &welcome_frame);
+    /* Closed with nothing more sent: no Raft messages reach the impostor. */
+    {
+        uint8_t byte;
+
+        ASSERT_INT_EQ(recv(fd, &byte, 1, 0), 0);
+    }
+    close(fd);
+    close(listen_fd);
     teardown(&f);
 }
 
