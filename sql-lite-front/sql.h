@@ -26,7 +26,7 @@
  *     until COMMIT, END, ABORT or ROLLBACK, as in a failed PostgreSQL
  *     transaction block, so no statement meant for the block commits.
  *   - Key columns need INTEGER, REAL, TEXT or BLOB affinity and BINARY
- *     collation; a key is at most 500 bytes.
+ *     collation; a key is at most 509 bytes.
  *   - A statement's reads see the store as of each scan page, not one
  *     snapshot.
  *

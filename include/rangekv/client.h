@@ -48,7 +48,9 @@
 struct rkv_client;
 
 /* Limits a client enforces before sending (the node enforces them too). */
-#define RKV_CLIENT_KEY_MAX 500                  /* bytes; see range/range.h */
+/* Keys: LMDB's 511-byte maximum key size in Debian's build less the store's
+ * 2-byte prefix, the same limit the node enforces (RKV_RANGE_KEY_MAX). */
+#define RKV_CLIENT_KEY_MAX 509                  /* bytes */
 #define RKV_CLIENT_VALUE_MAX (4u * 1024 * 1024) /* bytes, the default limit */
 
 struct rkv_client_options {

