@@ -8,8 +8,10 @@
  * batch reaches RKV_SQL_BATCH_OPS_MAX ops or RKV_SQL_BATCH_BYTES_MAX bytes,
  * and send each batch. Failure modes:
  *   - a batch fails with RKV_EKEYMISMATCH or RKV_ERANGENOTFOUND because a
- *     range split after the listing: list the ranges again and resume at
- *     the first op not yet committed, at most APPLY_RETRIES_MAX times;
+ *     range split after the listing, or the listing lags a split (its meta
+ *     record is not written yet): wait with exponential backoff, list the
+ *     ranges again and resume at the first op not yet committed, at most
+ *     APPLY_RETRIES_MAX times;
  *   - any other failure stops the walk; the report says how many batches
  *     and ops were committed before it, so the caller can tell the user.
  */
@@ -18,12 +20,17 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RKV_LOG_SUBSYS "sql"
 #include "common/common.h"
 
-/* Range-list refreshes one apply makes before it gives up. */
-#define APPLY_RETRIES_MAX 8
+/* Range-list refreshes one apply makes before it gives up, and the wait
+ * before each, doubling from the minimum to the maximum (about 6 s in all,
+ * which outlasts a meta record that lags a split or is being repaired). */
+#define APPLY_RETRIES_MAX 16
+#define APPLY_BACKOFF_MIN_MS 10
+#define APPLY_BACKOFF_MAX_MS 500
 
 int rkv_sql_kv_put(struct rkv_sql_kv *kv, const uint8_t *key, size_t key_len,
                    const uint8_t *value, size_t value_len, char *message)
@@ -199,6 +206,7 @@ int rkv_sql__kv_apply(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
                       char *message)
 {
     size_t next = 0;
+    unsigned backoff_ms = APPLY_BACKOFF_MIN_MS;
     int rv = 0;
 
     assert(kv != NULL);
@@ -206,6 +214,10 @@ int rkv_sql__kv_apply(struct rkv_sql_kv *kv, const struct rkv_sql_kv_op *ops,
 
     memset(report, 0, sizeof(*report));
     for (unsigned attempt = 0; attempt <= APPLY_RETRIES_MAX; attempt++) {
+        if (attempt > 0) {
+            usleep(backoff_ms * 1000);
+            backoff_ms = RKV_MIN(backoff_ms * 2, APPLY_BACKOFF_MAX_MS);
+        }
         rv = apply_with_ranges(kv, ops, n_ops, &next, report, message);
         if (rv != RKV_EKEYMISMATCH && rv != RKV_ERANGENOTFOUND) {
             break;
