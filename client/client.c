@@ -666,12 +666,12 @@ static int client_run_internal(struct rkv_client *client,
     return 0;
 }
 
-int rkv_client_ranges(struct rkv_client *client,
-                      struct rkv_client_range **ranges_out,
-                      size_t *n_ranges_out)
+/* Runs a RangesRequest; on success *op_out holds the ranges and the node
+ * addresses, and the caller frees it with rkv_client__op_free(). */
+static int client_fetch_ranges(struct rkv_client *client,
+                               struct rkv_client__op **op_out)
 {
     struct rkv_client__op *op;
-    int rv;
 
     if (client == NULL) {
         return -EINVAL;
@@ -680,7 +680,17 @@ int rkv_client_ranges(struct rkv_client *client,
     if (op == NULL) {
         return -ENOMEM;
     }
-    rv = client_run_internal(client, op, &op);
+    return client_run_internal(client, op, op_out);
+}
+
+int rkv_client_ranges(struct rkv_client *client,
+                      struct rkv_client_range **ranges_out,
+                      size_t *n_ranges_out)
+{
+    struct rkv_client__op *op;
+    int rv;
+
+    rv = client_fetch_ranges(client, &op);
     if (rv != 0) {
         return rv;
     }
@@ -790,14 +800,7 @@ int rkv_client_node_addrs(struct rkv_client *client, char ***addrs_out,
     struct rkv_client__op *op;
     int rv;
 
-    if (client == NULL) {
-        return -EINVAL;
-    }
-    op = client_op_new(client, RKV_CLIENT__OP_RANGES);
-    if (op == NULL) {
-        return -ENOMEM;
-    }
-    rv = client_run_internal(client, op, &op);
+    rv = client_fetch_ranges(client, &op);
     if (rv != 0) {
         return rv;
     }
