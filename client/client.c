@@ -666,7 +666,7 @@ static int client_run_internal(struct rkv_client *client,
     return 0;
 }
 
-/* Runs a RangesRequest; on success *op_out holds the ranges and the node
+/* Runs a RangesRequest. On success *op_out contains the ranges and the node
  * addresses, and the caller frees it with rkv_client__op_free(). */
 static int client_fetch_ranges(struct rkv_client *client,
                                struct rkv_client__op **op_out)

@@ -492,7 +492,7 @@ void rkv_node__spread_leadership(struct rkv_node *node);
 /* Collects the Raft work of every marked replica into the next writer batch
  * and sends what may be sent at once. */
 void rkv_node__collect_ready(struct rkv_node *node);
-/* Handles a finished writer batch: acks, sends, answers. */
+/* Handles a finished writer batch: acks, sends and replies. */
 void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b);
 /* Proposes command bytes on a replica; on success *index and *term. */
 int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,

@@ -50,8 +50,8 @@
 #define RKV_NODE_META_AUDIT_MS 10000
 
 /* Returns true for the first N meta updates after a split when the
- * environment sets RKV_TEST_FAIL_META_UPDATES=N, so that tests can show
- * the repair path. The count is per process. */
+ * environment sets RKV_TEST_FAIL_META_UPDATES=N, so that tests reach the
+ * repair path. The count is per process. */
 static bool split_meta_fault(void)
 {
     static long remaining = -1;

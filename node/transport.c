@@ -239,7 +239,7 @@ static void peer_in_update_client_addr(struct rkv_node__peer_in *in,
     snprintf(peer->client_addr, sizeof(peer->client_addr), "%s", client_addr);
 }
 
-/* Answers an accepted Hello with the digest that proves this node knows the
+/* Replies to an accepted Hello with the digest that proves this node knows the
  * secret, over the dialer's nonce. */
 static int peer_in_send_welcome(struct rkv_node__peer_in *in,
                                 const uint8_t nonce[RKV_NODE_NONCE_LEN])

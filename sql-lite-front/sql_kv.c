@@ -26,8 +26,8 @@
 #include "common/common.h"
 
 /* Range-list refreshes one apply makes before it gives up, and the wait
- * before each, doubling from the minimum to the maximum (about 6 s in all,
- * which outlasts a meta record that lags a split or is being repaired). */
+ * before each, doubling from the minimum to the maximum. That is about 6 s
+ * in all, longer than the 2 s between a leader's checks of its meta record. */
 #define APPLY_RETRIES_MAX 16
 #define APPLY_BACKOFF_MIN_MS 10
 #define APPLY_BACKOFF_MAX_MS 500
