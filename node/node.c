@@ -600,25 +600,32 @@ static void node_close_overdue(struct rkv_node *node, uint64_t now_ms)
     rkv_node__transport_close_silent(node, now_ms);
 }
 
+void rkv_node__tick(struct rkv_node *node)
+{
+    uint64_t now_ms = rkv_node__now_ms(node);
+
+    node->n_ticks++;
+    rkv_node__tick_replicas(node);
+    rkv_node__requests_expire(node, now_ms);
+    rkv_node__iprops_expire(node, now_ms);
+    rkv_node__held_expire(node, now_ms);
+    if (now_ms >= node->spread_after_ms) {
+        node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
+        rkv_node__spread_leadership(node);
+    }
+}
+
 static void node_tick_cb(uv_timer_t *timer)
 {
     struct rkv_node *node = timer->data;
     uint64_t now_ms = rkv_monotonic_ms();
 
-    node->n_ticks++;
-    rkv_node__send_heartbeats(node, node->n_ticks);
-    rkv_node__tick_replicas(node);
-    rkv_node__requests_expire(node, now_ms);
-    rkv_node__iprops_expire(node, now_ms);
-    rkv_node__held_expire(node, now_ms);
+    rkv_node__send_heartbeats(node, node->n_ticks + 1);
+    rkv_node__tick(node);
     rkv_node__space_check(node, false);
     if (now_ms >= node->frame_check_after_ms) {
         node->frame_check_after_ms = now_ms + RKV_NODE_FRAME_CHECK_MS;
         node_close_overdue(node, now_ms);
-    }
-    if (now_ms >= node->spread_after_ms) {
-        node->spread_after_ms = now_ms + RKV_NODE_SPREAD_INTERVAL_MS;
-        rkv_node__spread_leadership(node);
     }
 }
 
@@ -644,7 +651,6 @@ static void node_writer_async_cb(uv_async_t *async)
     if (b == NULL) {
         return;
     }
-    w->busy = false;
     rkv_node__batch_done(node, b);
     rkv_node__space_check(node, true);
     if (node->stopping) {
@@ -666,7 +672,7 @@ static void node_stop_async_cb(uv_async_t *async)
     rkv_node__wbatch_free(node->next_batch);
     node->next_batch = NULL;
     rkv_node__writer_give_up(&node->writer);
-    if (!node->writer.busy) {
+    if (!node->batch_in_flight) {
         node_finish_stop(node);
     }
 }
@@ -919,11 +925,16 @@ static void node_free_replicas(struct rkv_node *node)
     rkv_free(node->by_key);
 }
 
-static void node_free(struct rkv_node *node)
+void rkv_node__free(struct rkv_node *node)
 {
+    rkv_node__wbatch_free(node->next_batch);
     rkv_node__held_expire(node, UINT64_MAX);
     rkv_node__iprops_free(node);
     node_free_replicas(node);
+    while (node->all_head != NULL) {
+        /* Requests that wait on nothing: answered, like the others. */
+        rkv_node__request_fail(node->all_head, RKV_ESHUTDOWN, "node stopping");
+    }
     if (node->store != NULL) {
         rkv_range_store_close(node->store);
     }
@@ -949,18 +960,12 @@ static int node_start_threads(struct rkv_node *node)
     return 0;
 }
 
-int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
-                   char *errmsg, size_t errmsg_len)
+int rkv_node__new(const struct rkv_node_config *config, uint64_t seed,
+                  struct rkv_node **out, char *errmsg, size_t errmsg_len)
 {
-    char scratch[8];
     struct rkv_node *node;
     int rv;
 
-    if (errmsg == NULL) {
-        errmsg = scratch;
-        errmsg_len = sizeof(scratch);
-    }
-    errmsg[0] = '\0';
     node = rkv_calloc(1, sizeof(*node));
     if (node == NULL) {
         snprintf(errmsg, errmsg_len, "out of memory");
@@ -968,32 +973,75 @@ int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
     }
     pthread_mutex_init(&node->init_mutex, NULL);
     pthread_cond_init(&node->init_cond, NULL);
-    node->start_ms = rkv_monotonic_ms();
     node->next_iprop_id = 1;
-    if (getrandom(&node->rand_state, sizeof(node->rand_state), 0) < 0 ||
-        node->rand_state == 0) {
-        node->rand_state = node->start_ms | 1;
-    }
+    node->rand_state = seed != 0 ? seed : 1;
     node->n_buckets = RKV_NODE_REPLICAS_BUCKETS_MIN;
     node->buckets = rkv_calloc(node->n_buckets, sizeof(*node->buckets));
     if (node->buckets == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
         rv = -ENOMEM;
-        goto err_after_alloc;
+        goto err;
     }
-
     rv = node_configure(node, config, errmsg, errmsg_len);
     if (rv != 0) {
-        goto err_after_alloc;
+        goto err;
     }
     rv = node_open_store(node, errmsg, errmsg_len);
     if (rv != 0) {
-        goto err_after_alloc;
+        goto err;
     }
+    rv = node_open_replicas(node);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "opening replicas failed: %s",
+                 rkv_strerror(rv));
+        goto err;
+    }
+    *out = node;
+    return 0;
+
+err:
+    rkv_node__free(node);
+    assert(rv != 0);
+    return rv;
+}
+
+static uint64_t node_clock_now(void *data)
+{
+    (void)data;
+    return rkv_monotonic_ms();
+}
+
+int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
+                   char *errmsg, size_t errmsg_len)
+{
+    char scratch[8];
+    struct rkv_node *node;
+    uint64_t seed = 0;
+    int rv;
+
+    if (errmsg == NULL) {
+        errmsg = scratch;
+        errmsg_len = sizeof(scratch);
+    }
+    errmsg[0] = '\0';
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+        seed = rkv_monotonic_ms();
+    }
+    rv = rkv_node__new(config, seed, &node, errmsg, errmsg_len);
+    if (rv != 0) {
+        return rv;
+    }
+    node->clock.now_ms = node_clock_now;
+    node->transport.ops = &rkv_node__tcp_ops;
+    node->transport.data = node;
+    node->storage.ops = &rkv_node__writer_ops;
+    node->storage.data = &node->writer;
+    node->start_ms = rkv_node__now_ms(node);
     rv = node_init_handles(node);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "starting the event loop failed: %s",
                  rkv_strerror(rv));
-        goto err_after_alloc;
+        goto err_after_new;
     }
     rv = rkv_node__transport_start(node);
     if (rv != 0) {
@@ -1013,12 +1061,6 @@ int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
                  node->store_dir, rkv_strerror(rv));
         goto err_after_handles;
     }
-    rv = node_open_replicas(node);
-    if (rv != 0) {
-        snprintf(errmsg, errmsg_len, "opening replicas failed: %s",
-                 rkv_strerror(rv));
-        goto err_after_handles;
-    }
     rv = node_start_threads(node);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "starting threads failed: %s",
@@ -1036,8 +1078,8 @@ int rkv_node_start(const struct rkv_node_config *config, struct rkv_node **out,
 
 err_after_handles:
     node_close_handles(node);
-err_after_alloc:
-    node_free(node);
+err_after_new:
+    rkv_node__free(node);
     assert(rv != 0);
     return rv;
 }
@@ -1063,5 +1105,5 @@ void rkv_node_stop(struct rkv_node *node)
     uv_loop_close(&node->loop);
     RKV_LOG(RKV_INFO, "stopped node node=%llu",
             (unsigned long long)node->node_id);
-    node_free(node);
+    rkv_node__free(node);
 }

@@ -2,9 +2,8 @@
  * Internals of the node runtime shared by the files of node/.
  *
  * Threads: everything here lives on the node's loop thread except the
- * writer (node/writer.c), which owns one batch at a time between
- * rkv_node__writer_submit() and the completion the loop receives through
- * writer_async.
+ * writer (node/writer.c), which owns one batch at a time between its
+ * submission and the completion the loop receives through writer.async.
  *
  * Replica ids: every range's replica on node N has Raft id N (replica_id ==
  * node_id in every descriptor this node creates), so a Raft message's `to`
@@ -143,6 +142,94 @@
 
 struct rkv_node;
 struct rkv_node__replica;
+struct rkv_node__wbatch;
+
+/* ---- the node's reach to the outside world ------------------------------ */
+
+/* The node code (replicas, writer batches, splits, client requests) reaches
+ * time, peers and the disk only through these three interfaces. Production
+ * wires them to the monotonic clock, TCP (node/transport.c) and the writer
+ * thread (node/writer.c); the simulator (tests/sim/sim_node.c) wires them
+ * to its seeded clock, network and disk. Every function is called on the
+ * node's loop thread. */
+
+struct rkv_node__clock {
+    /* Returns monotonic milliseconds. */
+    uint64_t (*now_ms)(void *data);
+    void *data;
+};
+
+struct rkv_node__transport_ops {
+    /* Queues a Raft message for its `to` node. A message that cannot be
+     * sent is dropped: Raft resends. */
+    void (*send_raft)(void *data, const RkvRaft__Message *msg);
+    /* Forwards an internal proposal; RKV_EUNAVAILABLE when the peer cannot
+     * be reached now. */
+    int (*send_propose)(void *data, uint64_t to_node_id,
+                        const Rkv__Peer__Propose *propose);
+    void (*send_propose_result)(void *data, uint64_t to_node_id,
+                                const Rkv__Peer__ProposeResult *result);
+    void (*send_quiesce)(void *data, uint64_t to_node_id,
+                         const Rkv__Peer__Quiesce *quiesce);
+    /* Returns whether anything arrived from node_id within the last
+     * within_ms (always true for this node itself). */
+    bool (*peer_is_live)(void *data, uint64_t node_id, uint64_t within_ms);
+};
+
+struct rkv_node__transport {
+    const struct rkv_node__transport_ops *ops;
+    void *data;
+};
+
+struct rkv_node__storage_ops {
+    /* Takes batch b, commits it with rkv_node__wbatch_commit() (b->rv is
+     * the status) and later hands it back through rkv_node__batch_done().
+     * At most one batch is submitted at a time. */
+    void (*submit)(void *data, struct rkv_node__wbatch *b);
+    /* Returns RKV_ENOSPACE or RKV_EMAPFULL while commits fail for lack of
+     * space and are being retried, 0 otherwise. */
+    int (*stalled)(void *data);
+    /* A commit failed in a way no retry cures, so the Raft cores, which
+     * consider the batch handed out, cannot go on: stops the node without
+     * acknowledging anything more. Production exits the process. */
+    void (*failed)(void *data, int rv);
+};
+
+struct rkv_node__storage {
+    const struct rkv_node__storage_ops *ops;
+    void *data;
+};
+
+/* Where the one response to a client request goes: a client connection
+ * (node/rpc.c) or a simulated client. */
+struct rkv_node__reply_to {
+    /* Sends response (borrowed for the call). */
+    void (*send)(struct rkv_node__reply_to *to,
+                 const Rkv__Rpc__Response *response);
+    /* Drops the reference that a request held. */
+    void (*release)(struct rkv_node__reply_to *to);
+};
+
+#ifdef RKV_NODE_BUGS
+/* Known bugs that a test-only build (-DRKV_NODE_BUGS) can switch on, to
+ * prove that the simulator's checks catch them. Production builds do not
+ * contain them. */
+enum rkv_node__bug {
+    RKV_NODE_BUG_NONE = 0,
+    /* Every replica, leader or not, serves reads from its applied state at
+     * once, without ReadIndex. */
+    RKV_NODE_BUG_STALE_READ = 1,
+    /* A put is acknowledged as soon as it is proposed. */
+    RKV_NODE_BUG_EARLY_ACK = 2,
+    /* A new proposal at or below a pending one's index fails the pending
+     * one as dropped at once, instead of waiting for its index to apply
+     * (the bug fixed in 148e4c9). */
+    RKV_NODE_BUG_DROP_ON_TRUNCATE = 3,
+    /* Raft batches are acknowledged (votes granted, appends acknowledged)
+     * when collected, before the writer made them durable. */
+    RKV_NODE_BUG_ACK_BEFORE_PERSIST = 4,
+};
+#endif
 
 /* ---- client requests ---------------------------------------------------- */
 
@@ -160,10 +247,10 @@ enum rkv_node__wait {
 /* One client request in flight; owned by the node from decode to
  * response. */
 struct rkv_node__request {
-    struct rkv_node *node;           /* borrowed */
-    struct rkv_node__client *client; /* holds one reference */
-    Rkv__Rpc__Request *msg;          /* owned, freed on answer */
-    uint64_t deadline_ms;            /* monotonic */
+    struct rkv_node *node;            /* borrowed */
+    struct rkv_node__reply_to *reply; /* holds one reference */
+    Rkv__Rpc__Request *msg;           /* owned, freed on answer */
+    uint64_t deadline_ms;             /* monotonic */
     enum rkv_node__wait wait;
     uint64_t range_id;              /* the replica it waits on */
     uint64_t index;                 /* proposal: entry index; read: index
@@ -184,6 +271,7 @@ struct rkv_node__request_list {
 
 /* A client connection; freed once closed and unreferenced. */
 struct rkv_node__client {
+    struct rkv_node__reply_to reply; /* first: requests point here */
     struct rkv_node__conn conn;
     struct rkv_node *node;
     unsigned refs;                 /* pending requests plus the open socket */
@@ -301,7 +389,6 @@ struct rkv_node__writer {
     struct rkv_node__wbatch *done;      /* finished, not yet taken */
     bool stop;                          /* the thread exits when idle */
     bool give_up;                       /* stop retrying a stalled batch */
-    bool busy;                          /* a batch is submitted or done */
     uv_async_t async;                   /* wakes the loop on completion */
     struct rkv_range_store *store;      /* borrowed */
     const char *store_dir;              /* borrowed; for messages */
@@ -388,6 +475,12 @@ struct rkv_node {
     uint64_t rand_state;
 
     struct rkv_range_store *store; /* owned */
+    struct rkv_node__clock clock;
+    struct rkv_node__transport transport;
+    struct rkv_node__storage storage;
+#ifdef RKV_NODE_BUGS
+    enum rkv_node__bug bug;
+#endif
 
     uv_loop_t loop;
     pthread_t thread;
@@ -421,6 +514,7 @@ struct rkv_node {
 
     struct rkv_node__replica *work_head; /* replicas with Raft work */
     struct rkv_node__wbatch *next_batch; /* collecting for the writer */
+    bool batch_in_flight;                /* a batch is with the storage */
     struct rkv_node__writer writer;
 
     struct rkv_node__request *all_head; /* every pending request */
@@ -458,6 +552,34 @@ struct rkv_node {
 };
 
 /* ---- node.c ------------------------------------------------------------- */
+
+static inline uint64_t rkv_node__now_ms(struct rkv_node *node)
+{
+    return node->clock.now_ms(node->clock.data);
+}
+
+/*
+ * Creates a node without any I/O of its own: reads the configuration,
+ * opens (creating) the store and builds the replica of every stored range;
+ * seed feeds the election timeouts. The caller sets node->clock,
+ * node->transport and node->storage before anything else runs:
+ * rkv_node_start() wires the loop, sockets and writer thread, the
+ * simulator its own. Free with rkv_node__free().
+ */
+int rkv_node__new(const struct rkv_node_config *config, uint64_t seed,
+                  struct rkv_node **out, char *errmsg, size_t errmsg_len);
+/* Frees a node from rkv_node__new() after its I/O stopped: its replicas
+ * (waiting requests are answered RKV_ESHUTDOWN), internal proposals, held
+ * messages, the uncommitted next batch, and the store. A batch still
+ * submitted to the storage must have been freed by it. */
+void rkv_node__free(struct rkv_node *node);
+/* One tick of the node's clock: ticks the replicas and expires requests,
+ * internal proposals and held messages past their time. */
+void rkv_node__tick(struct rkv_node *node);
+/* Delivers a Raft message from its sender's node: steps it into the
+ * replica of its range, or holds it while that range does not exist here
+ * yet. */
+void rkv_node__deliver_raft(struct rkv_node *node, const RkvRaft__Message *msg);
 
 /* Marks a replica as having Raft work for this loop iteration. */
 void rkv_node__replica_mark(struct rkv_node__replica *replica);
@@ -497,6 +619,16 @@ void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b);
 /* Proposes command bytes on a replica; on success *index and *term. */
 int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
                       size_t len, uint64_t *index, uint64_t *term);
+/* Starts moving the leadership of replica (its leader) to node `to`, a
+ * voter of the range. */
+int rkv_node__transfer_leadership(struct rkv_node__replica *replica,
+                                  uint64_t to);
+/* Proposes one membership change of replica's range (its leader):
+ * node_id's replica is added as a learner, promoted or removed once the
+ * entry at *index applies. */
+int rkv_node__change_replicas(struct rkv_node__replica *replica,
+                              enum rkv_raft_conf_change change,
+                              uint64_t node_id, uint64_t *index);
 void rkv_node__replica_free(struct rkv_node__replica *replica);
 /* Fails every request waiting on replica with rv and closes its snapshot
  * readers. */
@@ -540,18 +672,20 @@ void rkv_node__tick_replicas(struct rkv_node *node);
 
 /* ---- writer.c ----------------------------------------------------------- */
 
+/* The writer thread as the node's storage (data: &node->writer). */
+extern const struct rkv_node__storage_ops rkv_node__writer_ops;
+/* Records every item of b in one store transaction, in order, and commits
+ * it; returns the commit status. Nothing is committed on failure, and the
+ * same batch may be committed again. */
+int rkv_node__wbatch_commit(struct rkv_range_store *store,
+                            struct rkv_node__wbatch *b);
+
 int rkv_node__writer_start(struct rkv_node *node);
-/* Hands batch b to the writer; the writer must be idle. */
-void rkv_node__writer_submit(struct rkv_node__writer *w,
-                             struct rkv_node__wbatch *b);
 /* Stops and joins the writer thread (after the last batch finished). */
 void rkv_node__writer_stop(struct rkv_node__writer *w);
 /* Asks a writer that retries a batch for lack of space to give up: the
  * batch then completes with its error, unacknowledged (used at stop). */
 void rkv_node__writer_give_up(struct rkv_node__writer *w);
-/* Returns RKV_ENOSPACE or RKV_EMAPFULL while the writer cannot commit for
- * lack of space, 0 otherwise (loop thread). */
-int rkv_node__writer_stalled(struct rkv_node__writer *w);
 /* Returns whether rv is a lack of space the writer waits out. */
 bool rkv_node__is_space_error(int rv);
 /* Compares the store's free space with its reserve (loop thread); force
@@ -564,6 +698,46 @@ void rkv_node__wbatch_free(struct rkv_node__wbatch *b);
 
 /* ---- transport.c -------------------------------------------------------- */
 
+/* TCP as the node's transport (data: the node). */
+extern const struct rkv_node__transport_ops rkv_node__tcp_ops;
+
+static inline void rkv_node__send_raft(struct rkv_node *node,
+                                       const RkvRaft__Message *msg)
+{
+    node->transport.ops->send_raft(node->transport.data, msg);
+}
+
+static inline int rkv_node__send_propose(struct rkv_node *node,
+                                         uint64_t to_node_id,
+                                         const Rkv__Peer__Propose *propose)
+{
+    return node->transport.ops->send_propose(node->transport.data, to_node_id,
+                                             propose);
+}
+
+static inline void
+rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
+                              const Rkv__Peer__ProposeResult *result)
+{
+    node->transport.ops->send_propose_result(node->transport.data, to_node_id,
+                                             result);
+}
+
+static inline void rkv_node__send_quiesce(struct rkv_node *node,
+                                          uint64_t to_node_id,
+                                          const Rkv__Peer__Quiesce *quiesce)
+{
+    node->transport.ops->send_quiesce(node->transport.data, to_node_id,
+                                      quiesce);
+}
+
+static inline bool rkv_node__peer_is_live(struct rkv_node *node,
+                                          uint64_t node_id, uint64_t within_ms)
+{
+    return node->transport.ops->peer_is_live(node->transport.data, node_id,
+                                             within_ms);
+}
+
 int rkv_node__transport_start(struct rkv_node *node);
 /* Binds and listens on addr ("a.b.c.d:port"); fills advertise when empty
  * with the bound address. */
@@ -572,21 +746,8 @@ int rkv_node__listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr,
                      uv_connection_cb connection_cb);
 /* Closes listeners and every peer connection. */
 void rkv_node__transport_close(struct rkv_node *node);
-/* Sends a Raft message to its `to` node (batched until the flush). */
-void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg);
-/* Sends a forwarded proposal or its result to a peer. */
-int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
-                           const Rkv__Peer__Propose *propose);
-void rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
-                                   const Rkv__Peer__ProposeResult *result);
-/* Tells a peer that a range is quiesced. */
-void rkv_node__send_quiesce(struct rkv_node *node, uint64_t to_node_id,
-                            const Rkv__Peer__Quiesce *quiesce);
 /* Sends the per-tick liveness heartbeat to every connected peer. */
 void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick);
-/* Returns whether a frame from node_id arrived within within_ms. */
-bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
-                            uint64_t now_ms, uint64_t within_ms);
 /* Closes the inbound peer connections whose Hello has not been accepted
  * within RKV_NODE_PEER_HELLO_TIMEOUT_MS at now_ms. */
 void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms);
@@ -606,6 +767,11 @@ void rkv_node__auth_digest(const char *secret,
 
 int rkv_node__rpc_start(struct rkv_node *node);
 void rkv_node__rpc_close(struct rkv_node *node);
+/* Takes a decoded client request (msg owned, one reference of reply) and
+ * serves it; its one response goes to reply. */
+void rkv_node__request_start(struct rkv_node *node,
+                             struct rkv_node__reply_to *reply,
+                             Rkv__Rpc__Request *msg);
 /* Answers a request with error rv (or a success built by the caller) and
  * frees it. */
 void rkv_node__request_fail(struct rkv_node__request *req, int rv,

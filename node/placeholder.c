@@ -92,7 +92,7 @@ void rkv_node__placeholder_maybe_create(struct rkv_node *node,
     int rv;
 
     if (node->cluster_id == 0 ||
-        placeholder_recently_tried(node, range_id, rkv_monotonic_ms()) ||
+        placeholder_recently_tried(node, range_id, rkv_node__now_ms(node)) ||
         !placeholder_is_due(node, range_id)) {
         return;
     }

@@ -120,7 +120,8 @@ static void serve_reads(struct rkv_node__replica *replica)
 static void fail_reads_stalled(struct rkv_node__replica *replica)
 {
     struct rkv_node__request *req = replica->reads.head;
-    int rv = rkv_node__writer_stalled(&replica->node->writer);
+    struct rkv_node *node = replica->node;
+    int rv = node->storage.ops->stalled(node->storage.data);
 
     while (rv != 0 && req != NULL) {
         struct rkv_node__request *next = req->next;
@@ -323,6 +324,18 @@ static void collect_one(struct rkv_node *node, struct rkv_node__replica *r)
         rkv_raft_ready_free(rd);
         return;
     }
+#ifdef RKV_NODE_BUGS
+    if (node->bug == RKV_NODE_BUG_ACK_BEFORE_PERSIST) {
+        /* The injected bug: votes and append acknowledgments go out before
+         * the batch is durable, so a crash loses what a quorum counted. */
+        rv = rkv_raft_ack(r->raft, rd->seq);
+        assert(rv == 0);
+        for (size_t i = 0; i < rd->n_messages_after_persist; i++) {
+            rkv_node__send_raft(node, rd->messages_after_persist[i]);
+        }
+        rd->n_messages_after_persist = 0;
+    }
+#endif
     rv = batch_append(node, r, rd);
     if (rv != 0) {
         /* Raft handed the batch out; losing it would lose the log. */
@@ -374,14 +387,15 @@ void rkv_node__collect_ready(struct rkv_node *node)
         struct rkv_node__wbatch *b;
 
         collect_marked(node);
-        if (node->writer.busy || node->next_batch == NULL) {
+        if (node->batch_in_flight || node->next_batch == NULL) {
             return;
         }
         b = node->next_batch;
         node->next_batch = NULL;
         if (batch_needs_commit(b)) {
             node->counters.n_batches++;
-            rkv_node__writer_submit(&node->writer, b);
+            node->batch_in_flight = true;
+            node->storage.ops->submit(node->storage.data, b);
             return;
         }
         rkv_node__batch_done(node, b);
@@ -525,8 +539,8 @@ static void batch_refresh_stats(struct rkv_node *node,
  * Raft. At stop (the writer gave up waiting for space) it is dropped, as a
  * crash would drop it. Otherwise the store failed in a way a retry does not
  * cure (-EIO, RKV_ECORRUPT, -ENOMEM), and the Raft cores, which consider the
- * work handed out, cannot go on: the process exits, and a restart recovers
- * from the last commit. */
+ * work handed out, cannot go on: the storage stops the node (production
+ * exits the process), and a restart recovers from the last commit. */
 static void batch_done_failed(struct rkv_node *node, struct rkv_node__wbatch *b)
 {
     if (node->stopping && rkv_node__is_space_error(b->rv)) {
@@ -537,8 +551,8 @@ static void batch_done_failed(struct rkv_node *node, struct rkv_node__wbatch *b)
             "writing raft work to store %s failed, stopping the node; a "
             "restart recovers from the last commit error=%s",
             node->store_dir, rkv_strerror(b->rv));
-    fflush(NULL);
-    _exit(EXIT_FAILURE);
+    node->storage.ops->failed(node->storage.data, b->rv);
+    rkv_node__wbatch_free(b);
 }
 
 /* Marks the replicas whose snapshot install the store refused. Their
@@ -578,6 +592,7 @@ static void batch_finish_replicas(struct rkv_node *node,
 
 void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b)
 {
+    node->batch_in_flight = false;
     if (b->rv != 0) {
         batch_done_failed(node, b);
         return;
@@ -592,6 +607,12 @@ void rkv_node__batch_done(struct rkv_node *node, struct rkv_node__wbatch *b)
         if (!item_is_live(item)) {
             continue;
         }
+#ifdef RKV_NODE_BUGS
+        if (node->bug == RKV_NODE_BUG_ACK_BEFORE_PERSIST) {
+            rkv_node__replica_mark(r);
+            continue;
+        }
+#endif
         rv = rkv_raft_ack(r->raft, rd->seq);
         assert(rv == 0);
         (void)rv;
@@ -632,6 +653,41 @@ int rkv_node__propose(struct rkv_node__replica *replica, const uint8_t *data,
         return rv;
     }
     replica->node->counters.n_proposals++;
+    rkv_node__replica_wake(replica);
+    rkv_node__replica_mark(replica);
+    return 0;
+}
+
+int rkv_node__transfer_leadership(struct rkv_node__replica *replica,
+                                  uint64_t to)
+{
+    int rv;
+
+    rkv_node__replica_wake(replica);
+    rv = rkv_raft_transfer_leadership(replica->raft, to);
+    if (rv == 0) {
+        rkv_node__replica_mark(replica);
+    }
+    return rv;
+}
+
+int rkv_node__change_replicas(struct rkv_node__replica *replica,
+                              enum rkv_raft_conf_change change,
+                              uint64_t node_id, uint64_t *index)
+{
+    uint64_t term;
+    int rv;
+
+    rv = rkv_raft_propose_conf_change(replica->raft, change, node_id, index,
+                                      &term);
+    if (rv != 0) {
+        return rv;
+    }
+    RKV_LOG(RKV_INFO,
+            "proposed membership change range=%llu change=%d "
+            "node=%llu index=%llu",
+            (unsigned long long)replica->range_id, (int)change,
+            (unsigned long long)node_id, (unsigned long long)*index);
     rkv_node__replica_wake(replica);
     rkv_node__replica_mark(replica);
     return 0;
@@ -689,6 +745,19 @@ void rkv_node__replica_step(struct rkv_node__replica *replica,
     }
 }
 
+void rkv_node__deliver_raft(struct rkv_node *node, const RkvRaft__Message *msg)
+{
+    struct rkv_node__replica *replica =
+        rkv_node__replica_find(node, msg->group_id);
+
+    if (replica == NULL) {
+        rkv_node__placeholder_maybe_create(node, msg->group_id);
+        rkv_node__hold_message(node, msg);
+        return;
+    }
+    rkv_node__replica_step(replica, msg, msg->from);
+}
+
 /* ---- messages for ranges not created yet -------------------------------- */
 
 static void held_pop(struct rkv_node *node)
@@ -722,7 +791,7 @@ void rkv_node__hold_message(struct rkv_node *node, const RkvRaft__Message *msg)
         return; /* Raft resends a dropped message. */
     }
     h->range_id = msg->group_id;
-    h->expire_ms = rkv_monotonic_ms() + RKV_NODE_HELD_TTL_MS;
+    h->expire_ms = rkv_node__now_ms(node) + RKV_NODE_HELD_TTL_MS;
     h->len = len;
     h->next = NULL;
     rkv_raft__message__pack(msg, h->packed);
@@ -879,7 +948,6 @@ static void replica_tick(struct rkv_node__replica *r)
 
 void rkv_node__tick_replicas(struct rkv_node *node)
 {
-    uint64_t now_ms = rkv_monotonic_ms();
     uint64_t election_ms = (uint64_t)RKV_NODE_ELECTION_TICKS * node->tick_ms;
 
     for (size_t i = 0; i < node->n_buckets; i++) {
@@ -889,8 +957,7 @@ void rkv_node__tick_replicas(struct rkv_node *node)
              * silent for an election timeout, so that a dead leader is
              * replaced as if the range had never quiesced. */
             if (r->quiesced && r->role != RKV_RAFT_LEADER &&
-                !rkv_node__peer_is_live(node, r->leader_id, now_ms,
-                                        election_ms)) {
+                !rkv_node__peer_is_live(node, r->leader_id, election_ms)) {
                 rkv_node__replica_wake(r);
             }
             if (!r->quiesced) {

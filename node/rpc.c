@@ -84,6 +84,19 @@ static void proposals_insert(struct rkv_node__request_list *list,
 {
     struct rkv_node__request *after = list->tail;
 
+#ifdef RKV_NODE_BUGS
+    if (req->node->bug == RKV_NODE_BUG_DROP_ON_TRUNCATE) {
+        /* The injected bug: the older proposals are failed at once. */
+        while (list->tail != NULL && list->tail->index >= req->index) {
+            struct rkv_node__request *old = list->tail;
+
+            rkv_node__request_list_remove(list, old);
+            rkv_node__request_fail(old, RKV_EDROPPED, "dropped");
+        }
+        after = list->tail;
+    }
+#endif
+
     while (after != NULL && after->index > req->index) {
         after = after->prev;
     }
@@ -112,6 +125,29 @@ static void client_unref(struct rkv_node__client *client)
     }
 }
 
+static void client_reply_release(struct rkv_node__reply_to *to)
+{
+    client_unref((struct rkv_node__client *)to);
+}
+
+/* Sends a response on the client's connection, if it is still open. */
+static void client_reply_send(struct rkv_node__reply_to *to,
+                              const Rkv__Rpc__Response *response)
+{
+    struct rkv_node__client *client = (struct rkv_node__client *)to;
+    int rv;
+
+    if (client->conn.closing) {
+        return;
+    }
+    rv = rkv_node__conn_send_message(&client->conn, response);
+    if (rv != 0) {
+        RKV_LOG(RKV_WARN, "sending response failed request=%llu error=%s",
+                (unsigned long long)response->id, rkv_strerror(rv));
+        rkv_node__conn_close(&client->conn);
+    }
+}
+
 static void request_free(struct rkv_node__request *req)
 {
     struct rkv_node *node = req->node;
@@ -128,26 +164,16 @@ static void request_free(struct rkv_node__request *req)
     }
     node->n_requests--;
     rkv__rpc__request__free_unpacked(req->msg, NULL);
-    client_unref(req->client);
+    req->reply->release(req->reply);
     rkv_free(req);
 }
 
-/* Sends response for req (if its connection is open) and frees req. */
+/* Sends response for req and frees req. */
 static void request_respond(struct rkv_node__request *req,
                             Rkv__Rpc__Response *response)
 {
-    struct rkv_node__client *client = req->client;
-    int rv;
-
     response->id = req->msg->id;
-    if (!client->conn.closing) {
-        rv = rkv_node__conn_send_message(&client->conn, response);
-        if (rv != 0) {
-            RKV_LOG(RKV_WARN, "sending response failed request=%llu error=%s",
-                    (unsigned long long)req->msg->id, rkv_strerror(rv));
-            rkv_node__conn_close(&client->conn);
-        }
-    }
+    req->reply->send(req->reply, response);
     request_free(req);
 }
 
@@ -409,6 +435,16 @@ static void handle_write(struct rkv_node__request *req,
     req->wait = RKV_NODE_WAIT_PROPOSAL;
     req->index = index;
     req->term = term;
+#ifdef RKV_NODE_BUGS
+    if (req->node->bug == RKV_NODE_BUG_EARLY_ACK &&
+        req->msg->op_case == RKV__RPC__REQUEST__OP_PUT) {
+        /* The injected bug: acknowledged before it is committed. */
+        struct rkv_range_apply_result none = {0};
+
+        rkv_node__request_applied(req, &none);
+        return;
+    }
+#endif
     proposals_insert(&r->proposals, req);
 }
 
@@ -552,6 +588,10 @@ static void handle_read(struct rkv_node__request *req,
 {
     int rv;
 
+#ifdef RKV_NODE_BUGS
+    /* The injected bug: every replica reads its own state at once. */
+    serializable = serializable || req->node->bug == RKV_NODE_BUG_STALE_READ;
+#endif
     if (serializable) {
         rkv_node__request_read(req);
         return;
@@ -720,7 +760,7 @@ static void handle_status(struct rkv_node__request *req)
     STATUS_SET(n_fsyncs, counters.n_fsyncs);
     STATUS_SET(n_entries_applied, counters.n_entries_applied);
     STATUS_SET(n_puts, node->counters.n_puts);
-    STATUS_SET(uptime_ms, rkv_monotonic_ms() - node->start_ms);
+    STATUS_SET(uptime_ms, rkv_node__now_ms(node) - node->start_ms);
     STATUS_SET(n_bytes_sent, node->io.n_bytes_sent);
     STATUS_SET(n_bytes_received, node->io.n_bytes_received);
     STATUS_SET(n_quiesced, n_quiesced);
@@ -950,10 +990,7 @@ static int client_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
                            size_t payload_len)
 {
     struct rkv_node__client *client = conn->data;
-    struct rkv_node *node = client->node;
-    struct rkv_node__request *req;
     Rkv__Rpc__Request *msg;
-    uint64_t timeout_ms;
 
     msg = rkv__rpc__request__unpack(NULL, payload_len, payload);
     if (msg == NULL) {
@@ -965,19 +1002,36 @@ static int client_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
                 payload_len, (unsigned long long)conn->io->n_malformed);
         return RKV_EMALFORMED;
     }
+    client->refs++;
+    rkv_node__request_start(client->node, &client->reply, msg);
+    return 0;
+}
+
+void rkv_node__request_start(struct rkv_node *node,
+                             struct rkv_node__reply_to *reply,
+                             Rkv__Rpc__Request *msg)
+{
+    struct rkv_node__request *req;
+    uint64_t timeout_ms;
+    Rkv__Rpc__Response response = RKV__RPC__RESPONSE__INIT;
+
     req = rkv_calloc(1, sizeof(*req));
     if (req == NULL) {
+        response.id = msg->id;
+        response.error = -ENOMEM;
+        response.error_message = "out of memory";
+        reply->send(reply, &response);
+        reply->release(reply);
         rkv__rpc__request__free_unpacked(msg, NULL);
-        return -ENOMEM;
+        return;
     }
     req->node = node;
-    req->client = client;
-    client->refs++;
+    req->reply = reply;
     req->msg = msg;
     timeout_ms = msg->has_deadline_ms && msg->deadline_ms > 0
                      ? msg->deadline_ms
                      : RKV_NODE_REQUEST_TIMEOUT_MS;
-    req->deadline_ms = rkv_monotonic_ms() + timeout_ms;
+    req->deadline_ms = rkv_node__now_ms(node) + timeout_ms;
 
     /* Every request joins the deadline list; deadlines are nearly in
      * arrival order, so expiry scans only the head. */
@@ -993,10 +1047,9 @@ static int client_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
     if (node->n_requests > RKV_NODE_REQUESTS_MAX) {
         rkv_node__request_fail(req, RKV_EBUSY,
                                "too many requests in flight on this node");
-        return 0;
+        return;
     }
     request_dispatch(req);
-    return 0;
 }
 
 static void client_close_cb(struct rkv_node__conn *conn)
@@ -1038,6 +1091,8 @@ static void client_listener_cb(uv_stream_t *server, int status)
     }
     client->node = node;
     client->refs = 1;
+    client->reply.send = client_reply_send;
+    client->reply.release = client_reply_release;
     rv = rkv_node__conn_init(&client->conn, &node->io, &client_ops, client,
                              "client", RKV_NODE_CLIENT_FRAME_MAX,
                              RKV_NODE_CLIENT_OUT_MAX);

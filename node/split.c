@@ -113,7 +113,7 @@ static struct rkv_node__iprop *iprop_new(struct rkv_node *node,
         return NULL;
     }
     p->range_id = range_id;
-    p->deadline_ms = rkv_monotonic_ms() + RKV_NODE_SPLIT_TIMEOUT_MS;
+    p->deadline_ms = rkv_node__now_ms(node) + RKV_NODE_SPLIT_TIMEOUT_MS;
     p->next = node->iprops;
     node->iprops = p;
     return p;
@@ -271,7 +271,8 @@ void rkv_node__iprops_free(struct rkv_node *node)
 static void split_reset(struct rkv_node__replica *r, int rv)
 {
     r->split_state = RKV_NODE_SPLIT_IDLE;
-    r->split_check_after_ms = rkv_monotonic_ms() + RKV_NODE_SPLIT_RETRY_MS;
+    r->split_check_after_ms =
+        rkv_node__now_ms(r->node) + RKV_NODE_SPLIT_RETRY_MS;
     while (r->split_waiters.head != NULL) {
         struct rkv_node__request *req = r->split_waiters.head;
 
@@ -302,12 +303,11 @@ static void split_meta_cb(void *data, int rv,
         /* The split itself is done. Until the repair on a later tick
          * rewrites the record, a stale one costs clients a
          * RKV_EKEYMISMATCH round trip. */
-        RKV_LOG(RKV_WARN,
-                "meta update failed, will retry range=%llu error=%s",
+        RKV_LOG(RKV_WARN, "meta update failed, will retry range=%llu error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
     }
     r->split_state = RKV_NODE_SPLIT_IDLE;
-    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    r->meta_check_after_ms = rkv_node__now_ms(r->node) + RKV_NODE_META_CHECK_MS;
 }
 
 static void split_apply_cb(void *data, int rv,
@@ -356,7 +356,7 @@ static void split_apply_cb(void *data, int rv,
 meta_failed:
     RKV_LOG(RKV_WARN, "meta update failed, will retry range=%llu error=%s",
             (unsigned long long)r->range_id, rkv_strerror(rv));
-    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    r->meta_check_after_ms = rkv_node__now_ms(r->node) + RKV_NODE_META_CHECK_MS;
 }
 
 static void split_alloc_cb(void *data, int rv,
@@ -438,7 +438,7 @@ static void split_meta_repair(struct rkv_node__replica *r)
     int rv;
 
     /* Until a check shows the record fresh, retry soon. */
-    r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_CHECK_MS;
+    r->meta_check_after_ms = rkv_node__now_ms(r->node) + RKV_NODE_META_CHECK_MS;
     rv = rkv_range_rtxn_begin(r->node->store, &rtxn);
     if (rv != 0) {
         return;
@@ -449,7 +449,8 @@ static void split_meta_repair(struct rkv_node__replica *r)
         return;
     }
     if (!stale) {
-        r->meta_check_after_ms = rkv_monotonic_ms() + RKV_NODE_META_AUDIT_MS;
+        r->meta_check_after_ms =
+            rkv_node__now_ms(r->node) + RKV_NODE_META_AUDIT_MS;
         return;
     }
 
@@ -464,7 +465,8 @@ static void split_meta_repair(struct rkv_node__replica *r)
                 (unsigned long long)r->range_id, rkv_strerror(rv));
         return;
     }
-    RKV_LOG(RKV_INFO, "meta record stale, proposing it again range=%llu "
+    RKV_LOG(RKV_INFO,
+            "meta record stale, proposing it again range=%llu "
             "generation=%llu",
             (unsigned long long)r->range_id,
             (unsigned long long)r->desc.generation);
@@ -476,7 +478,7 @@ void rkv_node__split_meta_tick(struct rkv_node__replica *r)
     if (r->role == RKV_RAFT_LEADER && r->initialized &&
         r->split_state == RKV_NODE_SPLIT_IDLE &&
         r->range_id != RKV_RANGE_ID_FIRST &&
-        rkv_monotonic_ms() >= r->meta_check_after_ms) {
+        rkv_node__now_ms(r->node) >= r->meta_check_after_ms) {
         split_meta_repair(r);
     }
 }
@@ -491,7 +493,7 @@ void rkv_node__split_maybe(struct rkv_node__replica *r)
 
     if (r->role != RKV_RAFT_LEADER || !r->initialized ||
         r->split_state != RKV_NODE_SPLIT_IDLE ||
-        rkv_monotonic_ms() < r->split_check_after_ms ||
+        rkv_node__now_ms(r->node) < r->split_check_after_ms ||
         !rkv_range_should_split(node->store, &r->stats)) {
         return;
     }
@@ -507,7 +509,8 @@ void rkv_node__split_maybe(struct rkv_node__replica *r)
     if (rv != 0) {
         RKV_LOG(RKV_DEBUG, "split not started range=%llu error=%s",
                 (unsigned long long)r->range_id, rkv_strerror(rv));
-        r->split_check_after_ms = rkv_monotonic_ms() + RKV_NODE_SPLIT_RETRY_MS;
+        r->split_check_after_ms =
+            rkv_node__now_ms(r->node) + RKV_NODE_SPLIT_RETRY_MS;
     }
 }
 

@@ -73,14 +73,12 @@ void rkv_node__spread_leadership(struct rkv_node *node)
             if (to == node->node_id || !spread_target_ok(node, r, to)) {
                 continue;
             }
-            rkv_node__replica_wake(r);
-            if (rkv_raft_transfer_leadership(r->raft, to) == 0) {
+            if (rkv_node__transfer_leadership(r, to) == 0) {
                 RKV_LOG(RKV_INFO,
                         "spreading leadership range=%llu to=%llu leaders=%zu "
                         "share=%zu",
                         (unsigned long long)r->range_id, (unsigned long long)to,
                         n_leaders, share);
-                rkv_node__replica_mark(r);
                 n_moves++;
             }
         }

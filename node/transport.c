@@ -302,7 +302,6 @@ static void peer_in_step(struct rkv_node__peer_in *in,
                          const RkvRaft__Message *msg)
 {
     struct rkv_node *node = in->node;
-    struct rkv_node__replica *replica;
 
     if (msg->to != node->node_id) {
         RKV_LOG(RKV_DEBUG, "dropped message for another node to=%llu",
@@ -322,13 +321,7 @@ static void peer_in_step(struct rkv_node__peer_in *in,
                 (unsigned long long)node->n_raft_rejected);
         return;
     }
-    replica = rkv_node__replica_find(node, msg->group_id);
-    if (replica == NULL) {
-        rkv_node__placeholder_maybe_create(node, msg->group_id);
-        rkv_node__hold_message(node, msg);
-        return;
-    }
-    rkv_node__replica_step(replica, msg, in->node_id);
+    rkv_node__deliver_raft(node, msg);
 }
 
 static int peer_in_frame_cb(struct rkv_node__conn *conn, const uint8_t *payload,
@@ -751,8 +744,9 @@ static void peer_dial(struct rkv_node__peer *peer)
     }
 }
 
-void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg)
+static void tcp_send_raft(void *data, const RkvRaft__Message *msg)
 {
+    struct rkv_node *node = data;
     struct rkv_node__peer *peer;
     int rv;
 
@@ -775,9 +769,10 @@ void rkv_node__send_raft(struct rkv_node *node, const RkvRaft__Message *msg)
     }
 }
 
-int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
-                           const Rkv__Peer__Propose *propose)
+static int tcp_send_propose(void *data, uint64_t to_node_id,
+                            const Rkv__Peer__Propose *propose)
 {
+    struct rkv_node *node = data;
     struct rkv_node__peer *peer;
 
     if (to_node_id == 0 || to_node_id > node->n_peers ||
@@ -791,9 +786,10 @@ int rkv_node__send_propose(struct rkv_node *node, uint64_t to_node_id,
     return rkv_node__conn_append_field(peer->out, 3, propose);
 }
 
-void rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
-                                   const Rkv__Peer__ProposeResult *result)
+static void tcp_send_propose_result(void *data, uint64_t to_node_id,
+                                    const Rkv__Peer__ProposeResult *result)
 {
+    struct rkv_node *node = data;
     struct rkv_node__peer *peer;
 
     if (to_node_id == 0 || to_node_id > node->n_peers ||
@@ -807,9 +803,10 @@ void rkv_node__send_propose_result(struct rkv_node *node, uint64_t to_node_id,
     rkv_node__conn_append_field(peer->out, 4, result);
 }
 
-void rkv_node__send_quiesce(struct rkv_node *node, uint64_t to_node_id,
-                            const Rkv__Peer__Quiesce *quiesce)
+static void tcp_send_quiesce(void *data, uint64_t to_node_id,
+                             const Rkv__Peer__Quiesce *quiesce)
 {
+    struct rkv_node *node = data;
     struct rkv_node__peer *peer;
 
     if (to_node_id == 0 || to_node_id > node->n_peers ||
@@ -838,17 +835,27 @@ void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick)
     }
 }
 
-bool rkv_node__peer_is_live(struct rkv_node *node, uint64_t node_id,
-                            uint64_t now_ms, uint64_t within_ms)
+static bool tcp_peer_is_live(void *data, uint64_t node_id, uint64_t within_ms)
 {
+    struct rkv_node *node = data;
+
     if (node_id == node->node_id) {
         return true;
     }
     if (node_id == 0 || node_id > node->n_peers) {
         return false;
     }
-    return now_ms < node->peers[node_id - 1].last_heard_ms + within_ms;
+    return rkv_monotonic_ms() <
+           node->peers[node_id - 1].last_heard_ms + within_ms;
 }
+
+const struct rkv_node__transport_ops rkv_node__tcp_ops = {
+    .send_raft = tcp_send_raft,
+    .send_propose = tcp_send_propose,
+    .send_propose_result = tcp_send_propose_result,
+    .send_quiesce = tcp_send_quiesce,
+    .peer_is_live = tcp_peer_is_live,
+};
 
 void rkv_node__transport_reset(struct rkv_node *node)
 {

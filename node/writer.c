@@ -34,9 +34,11 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 static void witem_free(struct rkv_node__witem *item)
 {
@@ -101,6 +103,30 @@ static int writer_record_chunk(struct rkv_range_wtxn *wtxn,
     return rkv_range_snapshot_install_finish(wtxn, range_id, &item->install);
 }
 
+/* Applies a committed configuration entry to the range's descriptor in the
+ * same transaction (replica ids are node ids). */
+static int writer_record_conf(struct rkv_range_wtxn *wtxn, uint64_t range_id,
+                              const struct rkv_range_entry *entry)
+{
+    struct rkv_range_replica replicas[RKV_RANGE_REPLICAS_MAX];
+    struct rkv_raft_conf conf;
+    int rv;
+
+    rv = rkv_raft_conf_decode(entry->data, entry->data_len, &conf);
+    if (rv != 0) {
+        return rv;
+    }
+    if (conf.n_servers > RKV_RANGE_REPLICAS_MAX) {
+        return RKV_ETOOLARGE;
+    }
+    for (unsigned i = 0; i < conf.n_servers; i++) {
+        replicas[i].node_id = conf.servers[i].id;
+        replicas[i].replica_id = conf.servers[i].id;
+        replicas[i].learner = conf.servers[i].learner;
+    }
+    return rkv_range_replicas_set(wtxn, range_id, replicas, conf.n_servers);
+}
+
 /* Records the operations of one item, in the order raft.h prescribes:
  * chunks, entries, hard state, then applies, then compaction. */
 static int writer_record_item(struct rkv_range_wtxn *wtxn,
@@ -141,6 +167,9 @@ static int writer_record_item(struct rkv_range_wtxn *wtxn,
     for (size_t i = 0; i < rd->n_committed; i++) {
         rv = rkv_range_apply(wtxn, range_id, &item->committed[i],
                              &item->results[i]);
+        if (rv == 0 && item->committed[i].type == RKV_RANGE_ENTRY_CONF) {
+            rv = writer_record_conf(wtxn, range_id, &item->committed[i]);
+        }
         if (rv != 0) {
             return rv;
         }
@@ -178,8 +207,8 @@ static int writer_prepare_item(struct rkv_node__witem *item)
     return 0;
 }
 
-static int writer_commit_batch(struct rkv_range_store *store,
-                               struct rkv_node__wbatch *b)
+int rkv_node__wbatch_commit(struct rkv_range_store *store,
+                            struct rkv_node__wbatch *b)
 {
     struct rkv_range_wtxn *wtxn;
     int rv;
@@ -278,7 +307,7 @@ static int writer_commit_retrying(struct rkv_node__writer *w,
     uint64_t n_attempts = 1;
     int rv;
 
-    rv = writer_space_cause(w, writer_commit_batch(w->store, b));
+    rv = writer_space_cause(w, rkv_node__wbatch_commit(w->store, b));
     while (rkv_node__is_space_error(rv)) {
         uint64_t now_ms = writer_now_ms();
         bool go_on;
@@ -307,7 +336,7 @@ static int writer_commit_retrying(struct rkv_node__writer *w,
         }
         delay_ms = RKV_MIN(delay_ms * 2, RKV_NODE_STALL_RETRY_MAX_MS);
         n_attempts++;
-        rv = writer_space_cause(w, writer_commit_batch(w->store, b));
+        rv = writer_space_cause(w, rkv_node__wbatch_commit(w->store, b));
     }
     if (n_attempts > 1) {
         atomic_store(&w->stalled_rv, 0);
@@ -319,8 +348,9 @@ static int writer_commit_retrying(struct rkv_node__writer *w,
     return rv;
 }
 
-int rkv_node__writer_stalled(struct rkv_node__writer *w)
+static int writer_stalled(void *data)
 {
+    struct rkv_node__writer *w = data;
     int rv = atomic_load(&w->stalled_rv);
 
     if (rv == 0) {
@@ -389,7 +419,7 @@ void rkv_node__space_check(struct rkv_node *node, bool force)
 
 int rkv_node__writes_blocked(struct rkv_node *node)
 {
-    int rv = rkv_node__writer_stalled(&node->writer);
+    int rv = node->storage.ops->stalled(node->storage.data);
 
     return rv != 0 ? rv : node->space_low_rv;
 }
@@ -455,17 +485,32 @@ int rkv_node__writer_start(struct rkv_node *node)
     return 0;
 }
 
-void rkv_node__writer_submit(struct rkv_node__writer *w,
-                             struct rkv_node__wbatch *b)
+static void writer_submit(void *data, struct rkv_node__wbatch *b)
 {
-    assert(!w->busy);
+    struct rkv_node__writer *w = data;
+
     pthread_mutex_lock(&w->mutex);
-    assert(w->submitted == NULL);
+    assert(w->submitted == NULL && w->done == NULL);
     w->submitted = b;
-    w->busy = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mutex);
 }
+
+/* The store failed in a way a retry does not cure; the loop logged why.
+ * The process exits, and a restart recovers from the last commit. */
+static void writer_failed(void *data, int rv)
+{
+    (void)data;
+    (void)rv;
+    fflush(NULL);
+    _exit(EXIT_FAILURE);
+}
+
+const struct rkv_node__storage_ops rkv_node__writer_ops = {
+    .submit = writer_submit,
+    .stalled = writer_stalled,
+    .failed = writer_failed,
+};
 
 void rkv_node__writer_stop(struct rkv_node__writer *w)
 {
