@@ -630,8 +630,9 @@ int rkv_node__change_replicas(struct rkv_node__replica *replica,
                               enum rkv_raft_conf_change change,
                               uint64_t node_id, uint64_t *index);
 void rkv_node__replica_free(struct rkv_node__replica *replica);
-/* Fails every request waiting on replica with rv and closes its snapshot
- * readers. */
+/* Fails the reads and splits waiting on replica with rv and closes its
+ * snapshot readers. Its proposals keep waiting: their entries may still
+ * apply, and the entry applied at each one's index settles it. */
 void rkv_node__replica_fail_waiting(struct rkv_node__replica *replica, int rv,
                                     const char *message);
 /* Schedules a placeholder (uninitialized) replica for range_id when a

@@ -333,7 +333,6 @@ static void collect_one(struct rkv_node *node, struct rkv_node__replica *r)
         for (size_t i = 0; i < rd->n_messages_after_persist; i++) {
             rkv_node__send_raft(node, rd->messages_after_persist[i]);
         }
-        rd->n_messages_after_persist = 0;
     }
 #endif
     rv = batch_append(node, r, rd);
@@ -738,8 +737,16 @@ void rkv_node__replica_step(struct rkv_node__replica *replica,
     }
     /* A message that leaves work (a response to send, entries to write)
      * wakes a quiesced range. A late heartbeat response to a leader that
-     * just quiesced leaves none, so it does not undo the quiescence. */
-    if (rkv_raft_has_ready(replica->raft)) {
+     * just quiesced leaves none, so it does not undo the quiescence. A vote
+     * request may leave none either (a leader or a follower in its lease
+     * ignores it), but it comes from a replica that did not quiesce, such
+     * as a follower that missed the last commit index: the range wakes, so
+     * that the leader's heartbeats reach it and the next quiesce includes
+     * it, instead of that replica campaigning for ever. */
+    if (rkv_raft_has_ready(replica->raft) ||
+        (replica->quiesced &&
+         (msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_PRE_VOTE ||
+          msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_VOTE))) {
         rkv_node__replica_wake(replica);
         rkv_node__replica_mark(replica);
     }
@@ -973,7 +980,6 @@ void rkv_node__tick_replicas(struct rkv_node *node)
 void rkv_node__replica_fail_waiting(struct rkv_node__replica *replica, int rv,
                                     const char *message)
 {
-    fail_request_list(&replica->proposals, rv, message);
     fail_request_list(&replica->reads, rv, message);
     fail_request_list(&replica->split_waiters, rv, message);
     replica->split_state = RKV_NODE_SPLIT_IDLE;
@@ -984,6 +990,8 @@ void rkv_node__replica_fail_waiting(struct rkv_node__replica *replica, int rv,
 
 void rkv_node__replica_free(struct rkv_node__replica *replica)
 {
+    fail_request_list(&replica->proposals, RKV_ESHUTDOWN,
+                      "node stopping; the write may still apply");
     rkv_node__replica_fail_waiting(replica, RKV_ESHUTDOWN, "node stopping");
     rkv_raft_free(replica->raft);
     rkv_free(replica);
