@@ -1,5 +1,8 @@
 /*
- * rkv-sim: runs deterministic simulations of a rangekv cluster.
+ * rkv-sim: runs deterministic simulations of a rangekv cluster: the
+ * production node code on a simulated clock, network and disk (sim.h).
+ * It links the node code built with RKV_NODE_BUGS, so that --bug can
+ * switch a known bug on; without --bug that build behaves as production.
  *
  *   rkv-sim --seed N --nodes 3 -v   replays seed N: prints its fault
  *                                   schedule, and the history of a key
@@ -66,8 +69,9 @@ static void usage(FILE *out)
             "  --split-bytes N  range split threshold in bytes; default 48\n"
             "  --compact        compact Raft logs; lagging replicas catch up "
             "by snapshot\n"
-            "  --bug NAME       inject a glue bug: stale-read, early-ack,\n"
-            "                   drop-on-truncate, ack-before-persist\n"
+            "  --bug NAME       switch on a known node bug (test build):\n"
+            "                   stale-read, early-ack, drop-on-truncate,\n"
+            "                   ack-before-persist\n"
             "  -v               print the fault schedule and failing "
             "histories\n",
             RKV_SIM_NODES_MAX, RKV_SIM_CLIENTS_MAX, RKV_SIM_KEYS_MAX);
@@ -227,7 +231,8 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
     if (report.verdict != RKV_SIM_PASS || o.verbose) {
         printf("seed=%" PRIu64 " nodes=%u verdict=%s ops=%" PRIu64
                " unknown=%" PRIu64 " ranges=%" PRIu64 " crashes=%" PRIu64
-               " disk_errors=%" PRIu64 " partitions=%" PRIu64
+               " disk_errors=%" PRIu64 " disk_full=%" PRIu64
+               " full_rejects=%" PRIu64 " partitions=%" PRIu64
                " transfers=%" PRIu64 " conf_changes=%" PRIu64
                " compactions=%" PRIu64 " snapshots=%" PRIu64
                " messages=%" PRIu64 " end_ms=%" PRIu64
@@ -235,7 +240,8 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
                "%s%s\n",
                seed, n_nodes, rkv_sim_verdict_name(report.verdict),
                report.n_ops, report.n_unknown, report.n_ranges,
-               report.n_crashes, report.n_disk_errors, report.n_partitions,
+               report.n_crashes, report.n_disk_errors, report.n_disk_full,
+               report.n_full_rejects, report.n_partitions,
                report.n_transfers, report.n_conf_changes,
                report.n_compactions, report.n_snapshots, report.n_messages,
                report.end_ms, report.history_hash,

@@ -109,8 +109,8 @@ static void client_send(struct rkv_sim_world *w, unsigned c)
     client->request.req_id = ++client->next_req_id;
     client->n_attempts++;
     client->deadline_ms = w->now_ms + RKV_SIM_CLIENT_TIMEOUT_MS;
-    msg = sim_msg_new(SIM_MSG_REQUEST, RKV_SIM_CLIENT_ADDR_BASE + c,
-                      target + 1);
+    msg =
+        sim_msg_new(SIM_MSG_REQUEST, RKV_SIM_CLIENT_ADDR_BASE + c, target + 1);
     msg->request = client->request;
     sim_net_send(w, msg);
 }
@@ -138,9 +138,9 @@ static void client_choose_op(struct rkv_sim_world *w, unsigned c,
         return;
     }
     client->n_ops++;
-    if (dice < 65 || (!client->known_absent[key] &&
-                      strlen(client->known_value[key]) >
-                          RKV_SIM_APPEND_LEN_MAX)) {
+    if (dice < 65 ||
+        (!client->known_absent[key] &&
+         strlen(client->known_value[key]) > RKV_SIM_APPEND_LEN_MAX)) {
         op->kind = RKV_SIM_OP_PUT;
         snprintf(op->value, sizeof(op->value), "c%u.%" PRIu64, c,
                  client->n_ops);
@@ -200,8 +200,7 @@ static void client_op_done(struct rkv_sim_world *w, unsigned c)
 }
 
 /* Remembers what the client now knows of the key's value. */
-static void client_learn(struct sim_client *client,
-                         const struct rkv_sim_op *op)
+static void client_learn(struct sim_client *client, const struct rkv_sim_op *op)
 {
     unsigned key = op->key;
 
@@ -215,6 +214,27 @@ static void client_learn(struct sim_client *client,
         memcpy(client->known_value[key], op->value, sizeof(op->value));
     } else {
         client->known[key] = false; /* a failed CAS: read again first */
+    }
+}
+
+/* Returns whether a failed request certainly took no effect: it was
+ * refused before anything was proposed, or its entry's index was taken by
+ * another entry. Any other error (a timeout) leaves a write's outcome
+ * unknown. */
+static bool error_is_definite(int rv)
+{
+    switch (rv) {
+    case RKV_ENOTLEADER:
+    case RKV_EUNAVAILABLE:
+    case RKV_EDROPPED:
+    case RKV_EKEYMISMATCH:
+    case RKV_ERANGENOTFOUND:
+    case RKV_ENOSPACE:
+    case RKV_EMAPFULL:
+    case RKV_EBUSY:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -235,6 +255,19 @@ void sim_client_receive(struct rkv_sim_world *w, unsigned c,
         }
         client_record(w, c);
         client_learn(client, op);
+        client_op_done(w, c);
+        return;
+    }
+    if (response->rv == RKV_ENOSPACE) {
+        w->report->n_full_rejects++;
+    }
+    if (!error_is_definite(response->rv)) {
+        if (op->kind != RKV_SIM_OP_GET) {
+            op->unknown = true;
+            client_record(w, c);
+            client->known[op->key] = false;
+        }
+        client->target = random_node(w);
         client_op_done(w, c);
         return;
     }
@@ -348,8 +381,7 @@ static void partition_start(struct rkv_sim_world *w, struct sim_faults *f)
         len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%u",
                                 a == 0 ? "" : ",", side[a] ? 1u : 0u);
     }
-    f->heal_partition_ms =
-        w->now_ms + rkv_sim_prng_between(&w->prng, 50, 600);
+    f->heal_partition_ms = w->now_ms + rkv_sim_prng_between(&w->prng, 50, 600);
     w->report->n_partitions++;
     sim_trace(w, "partition %s sides=%s (1 cannot send to 0%s)",
               one_way ? "one-way" : "symmetric", text,
@@ -367,8 +399,7 @@ static void fault_crash(struct rkv_sim_world *w)
     }
     sim_node_crash(w, i);
     w->report->n_crashes++;
-    sim_trace(w, "crash node=%u restart_at=%" PRIu64, i + 1,
-              w->restart_ms[i]);
+    sim_trace(w, "crash node=%u restart_at=%" PRIu64, i + 1, w->restart_ms[i]);
 }
 
 static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
@@ -397,8 +428,7 @@ static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
             unsigned skip = (unsigned)rkv_sim_prng_below(&w->prng, 8);
 
             sim_node_fail_write(w, i, skip);
-            sim_trace(w, "disk will fail node=%u after_writes=%u", i + 1,
-                      skip);
+            sim_trace(w, "disk will fail node=%u after_writes=%u", i + 1, skip);
         }
     } else if (dice < 70) {
         /* Try the nodes from a random one until one leads something. */
@@ -418,6 +448,15 @@ static void faults_step(struct rkv_sim_world *w, struct sim_faults *f)
                 w->report->n_conf_changes++;
                 break;
             }
+        }
+    } else if (dice < 92) {
+        i = random_node(w);
+        if (w->up[i]) {
+            uint64_t ms = rkv_sim_prng_between(&w->prng, 20, 300);
+
+            sim_node_fill_disk(w, i, ms);
+            w->report->n_disk_full++;
+            sim_trace(w, "disk full node=%u for_ms=%" PRIu64, i + 1, ms);
         }
     }
 }
@@ -483,12 +522,40 @@ static int world_step(struct rkv_sim_world *w, struct sim_faults *f)
     return 0;
 }
 
+/* Lists, in ids (SIM_RANGES_MAX), the range ids that any node has an
+ * initialized replica of, ascending; returns the count. */
+static size_t world_range_ids(struct rkv_sim_world *w, uint64_t *ids)
+{
+    size_t n_ids = 0;
+
+    for (unsigned i = 0; i < w->options.n_nodes; i++) {
+        uint64_t node_ids[SIM_RANGES_MAX];
+        size_t n = sim_node_range_ids(w, i, node_ids, SIM_RANGES_MAX);
+
+        for (size_t k = 0; k < n; k++) {
+            size_t at = 0;
+
+            while (at < n_ids && ids[at] < node_ids[k]) {
+                at++;
+            }
+            if ((at < n_ids && ids[at] == node_ids[k]) ||
+                n_ids == SIM_RANGES_MAX) {
+                continue;
+            }
+            memmove(&ids[at + 1], &ids[at], (n_ids - at) * sizeof(*ids));
+            ids[at] = node_ids[k];
+            n_ids++;
+        }
+    }
+    return n_ids;
+}
+
 /* Returns whether every range has a leader with every node as a voter,
  * whose whole log every replica applied. */
 static bool world_converged(struct rkv_sim_world *w, uint64_t *ids,
                             size_t *n_ids)
 {
-    *n_ids = sim_node_range_ids(w, 0, ids, SIM_RANGES_MAX);
+    *n_ids = world_range_ids(w, ids);
     for (unsigned i = 0; i < w->options.n_nodes; i++) {
         /* Queued disk work may remain, because every heartbeat that
          * carries a newer commit index makes a hard-state write. The
@@ -600,8 +667,8 @@ static void final_reads(struct rkv_sim_world *w, const uint64_t *ids,
         snprintf(key_text, sizeof(key_text), "k%02u", key);
         rv = RKV_EKEYMISMATCH;
         for (size_t k = 0; k < n_ids && rv == RKV_EKEYMISMATCH; k++) {
-            rv = rkv_range_get(rtxn, ids[k], key_text, strlen(key_text),
-                               &value, &value_len);
+            rv = rkv_range_get(rtxn, ids[k], key_text, strlen(key_text), &value,
+                               &value_len);
             if (rv == RKV_ERANGENOTFOUND) {
                 rv = RKV_EKEYMISMATCH;
             }
@@ -648,8 +715,7 @@ static int check_history(struct rkv_sim_world *w)
                    "operations linearize; >> marks the operation that "
                    "could not take effect before it returned:\n",
                    key, detail.n_linearized_max, detail.n_ops);
-            rkv_sim_history_print(&w->history, key,
-                                  detail.blocked_call_seq);
+            rkv_sim_history_print(&w->history, key, detail.blocked_call_seq);
         }
     }
     return 0;
@@ -662,9 +728,7 @@ static void world_print_views(struct rkv_sim_world *w)
     uint64_t ids[SIM_RANGES_MAX];
     size_t n_ids = 0;
 
-    for (unsigned i = 0; i < w->options.n_nodes && n_ids == 0; i++) {
-        n_ids = sim_node_range_ids(w, i, ids, SIM_RANGES_MAX);
-    }
+    n_ids = world_range_ids(w, ids);
     for (size_t k = 0; k < n_ids; k++) {
         for (unsigned i = 0; i < w->options.n_nodes; i++) {
             struct sim_replica_view v;
@@ -672,13 +736,13 @@ static void world_print_views(struct rkv_sim_world *w)
             sim_node_view(w, i, ids[k], &v);
             printf("range=%llu node=%u present=%d initialized=%d role=%d "
                    "leader=%llu term=%llu applied=%llu commit=%llu "
-                   "last=%llu conf=%s disk_busy=%d\n",
-                   (unsigned long long)ids[k], i + 1, v.present,
-                   v.initialized, v.role, (unsigned long long)v.leader_id,
+                   "last=%llu conf=%s quiesced=%d disk_busy=%d\n",
+                   (unsigned long long)ids[k], i + 1, v.present, v.initialized,
+                   v.role, (unsigned long long)v.leader_id,
                    (unsigned long long)v.term,
                    (unsigned long long)v.applied_index,
                    (unsigned long long)v.commit_index,
-                   (unsigned long long)v.last_index, v.conf_text,
+                   (unsigned long long)v.last_index, v.conf_text, v.quiesced,
                    sim_node_disk_busy(w, i));
         }
     }
@@ -758,6 +822,24 @@ static int world_run(struct rkv_sim_world *w)
     return check_history(w);
 }
 
+/* Receives the nodes' log lines during a run: printed into the schedule,
+ * stamped with simulated time, when verbose, and dropped otherwise (an
+ * injected disk error is logged at ERROR, as production logs it). */
+static void log_emit(void *data, enum rkv_log_level level, uint64_t node_id,
+                     const char *subsys, const char *file, int line,
+                     const char *message)
+{
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    struct rkv_sim_world *w = data;
+
+    (void)file;
+    (void)line;
+    if (w->options.verbose) {
+        printf("t=%" PRIu64 " log node=%llu %s %s %s\n", w->now_ms,
+               (unsigned long long)node_id, names[level], subsys, message);
+    }
+}
+
 static int remove_entry_cb(const char *path, const struct stat *st, int flag,
                            struct FTW *ftw)
 {
@@ -785,10 +867,9 @@ static uint64_t history_hash(const struct rkv_sim_history *history)
 
     for (size_t i = 0; i < history->n_ops; i++) {
         const struct rkv_sim_op *op = &history->ops[i];
-        uint64_t numbers[] = {op->client,       op->key,
-                              (uint64_t)op->kind, op->unknown,
-                              op->found,        op->expect_absent,
-                              op->call_seq,     op->return_seq};
+        uint64_t numbers[] = {op->client,   op->key,       (uint64_t)op->kind,
+                              op->unknown,  op->found,     op->expect_absent,
+                              op->call_seq, op->return_seq};
 
         h = hash_bytes(h, numbers, sizeof(numbers));
         h = hash_bytes(h, op->value, strlen(op->value));
@@ -828,6 +909,14 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     int rv;
 
     memset(report, 0, sizeof(*report));
+#ifndef RKV_NODE_BUGS
+    if (options->bug != RKV_SIM_BUG_NONE) {
+        snprintf(report->detail, sizeof(report->detail),
+                 "this build has no injected bugs: use the simulator built "
+                 "with RKV_NODE_BUGS (rkv-sim)");
+        return -ENOTSUP;
+    }
+#endif
     if (options->n_nodes == 0 || options->n_nodes > RKV_SIM_NODES_MAX ||
         options->n_clients > RKV_SIM_CLIENTS_MAX ||
         options->n_keys > RKV_SIM_KEYS_MAX || options->dir == NULL) {
@@ -850,6 +939,7 @@ int rkv_sim_run(const struct rkv_sim_options *options,
         w->clients[c].target = random_node(w);
     }
 
+    rkv_log_set_emitter(log_emit, w);
     rv = world_run(w);
     if (rv != 0) {
         snprintf(report->detail, sizeof(report->detail),
@@ -863,6 +953,7 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     }
 
     sim_nodes_free(w);
+    rkv_log_set_emitter(NULL, NULL);
     sim_net_free(&w->net);
     rkv_sim_history_free(&w->history);
     sim_safety_free(w);

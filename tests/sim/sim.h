@@ -3,19 +3,20 @@
  * linearizability checker for the histories it records.
  *
  * One simulation run (rkv_sim_run()) puts N nodes in one process. Each node
- * is a real LMDB store (range/range.h, opened without fsync) plus one Raft
- * core (raft/raft.h) per range, glued together as node/ glues them
- * (tests/sim/sim_node.c). The network, the clock, the disk latency, the
- * faults and the client workload are all driven by one seeded PRNG, so a
- * seed replays exactly: nothing in the simulation reads the wall clock or
- * calls rand().
+ * runs the production node code of node/ (replicas, writer batches,
+ * splits, snapshots, client requests) over a real LMDB store opened
+ * without fsync, with its clock, transport and storage interfaces wired
+ * to the simulator (tests/sim/sim_node.c). The network, the clock, the
+ * disk latency, the faults and the client workload are all driven by one
+ * seeded PRNG, so a seed replays exactly: nothing in the simulation reads
+ * the wall clock or calls rand().
  *
  * A run has three phases:
  *   1. load with faults for options.duration_ms of simulated time: message
  *      delay, drop, duplication and reordering, symmetric and one-way
  *      partitions, crashes that lose every queued but uncommitted disk
- *      write, disk write errors, leadership transfers and membership
- *      changes, with range splits (and, with options.compact, log
+ *      write, disk write errors, full disks, leadership transfers and
+ *      membership changes, with range splits (and, with options.compact, log
  *      compaction and snapshots) happening along the way;
  *   2. healing: faults stop, crashed nodes restart, clients finish, and the
  *      run waits (at most options.heal_ms) until every range has one leader
@@ -36,8 +37,9 @@
  * (linearizability is compositional). A step budget
  * makes it return RKV_SIM_CHECK_UNKNOWN instead of running for ever.
  *
- * Threads: everything is single-threaded; separate runs share nothing
- * except the process-wide log level.
+ * Threads: everything is single-threaded, and a process runs one
+ * simulation at a time: a run installs the process-wide log emitter
+ * (rkv_log_set_emitter()) for its duration.
  */
 #ifndef RKV_SIM_H
 #define RKV_SIM_H
@@ -80,16 +82,16 @@ enum rkv_sim_op_kind {
 /* One client operation on one key of a register. Values are strings;
  * "absent" is a key with no value. */
 struct rkv_sim_op {
-    unsigned client;           /* client number, for printing */
-    unsigned key;              /* key number; ops are checked per key */
+    unsigned client; /* client number, for printing */
+    unsigned key;    /* key number; ops are checked per key */
     enum rkv_sim_op_kind kind;
     char value[RKV_SIM_VALUE_MAX];    /* PUT and CAS: the value written */
     bool expect_absent;               /* CAS: expects the key absent */
     char expected[RKV_SIM_VALUE_MAX]; /* CAS: the expected value */
     bool unknown;                     /* outcome unknown (writes only) */
-    bool found;  /* GET: the key had a value; CAS: it swapped */
-    char output[RKV_SIM_VALUE_MAX];   /* GET: the value read when found */
-    uint64_t call_seq;   /* when the client sent the operation */
+    bool found; /* GET: the key had a value; CAS: it swapped */
+    char output[RKV_SIM_VALUE_MAX]; /* GET: the value read when found */
+    uint64_t call_seq;              /* when the client sent the operation */
     uint64_t return_seq; /* when it learned the outcome; ignored if unknown */
 };
 
@@ -109,15 +111,15 @@ int rkv_sim_history_add(struct rkv_sim_history *history,
  * call order, one line each, to stdout. The operation called at
  * marked_call_seq (0: none) is marked as the one that could not be
  * linearized. */
-void rkv_sim_history_print(const struct rkv_sim_history *history,
-                           unsigned key, uint64_t marked_call_seq);
+void rkv_sim_history_print(const struct rkv_sim_history *history, unsigned key,
+                           uint64_t marked_call_seq);
 
 /* ---- checker ------------------------------------------------------------ */
 
 enum rkv_sim_check_result {
-    RKV_SIM_CHECK_OK = 0,               /* linearizable */
-    RKV_SIM_CHECK_VIOLATION = 1,        /* no linearization exists */
-    RKV_SIM_CHECK_UNKNOWN = 2,          /* the step budget ran out */
+    RKV_SIM_CHECK_OK = 0,        /* linearizable */
+    RKV_SIM_CHECK_VIOLATION = 1, /* no linearization exists */
+    RKV_SIM_CHECK_UNKNOWN = 2,   /* the step budget ran out */
 };
 
 /* Default step budget of one key's search. */
@@ -125,8 +127,8 @@ enum rkv_sim_check_result {
 
 /* Where the search got furthest, to explain a violation. */
 struct rkv_sim_check_detail {
-    size_t n_ops;               /* operations on the key */
-    size_t n_linearized_max;    /* most operations linearized at once */
+    size_t n_ops;            /* operations on the key */
+    size_t n_linearized_max; /* most operations linearized at once */
     /* call_seq of the operation whose return ended that deepest attempt:
      * no order of the other operations let it take effect in time. */
     uint64_t blocked_call_seq;
@@ -139,14 +141,16 @@ struct rkv_sim_check_detail {
  * NULL) is filled, and 0 returned; errors: -ENOMEM.
  */
 int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
-                      uint64_t step_budget,
-                      enum rkv_sim_check_result *result,
+                      uint64_t step_budget, enum rkv_sim_check_result *result,
                       struct rkv_sim_check_detail *detail);
 
 /* ---- simulation runs ---------------------------------------------------- */
 
-/* Bugs that can be injected into the simulator's own glue, to prove that
- * the checks catch them. */
+/* Known bugs that the node code built with RKV_NODE_BUGS (the rkv_sim_bugs
+ * library, which rkv-sim and test_sim_bugs use) can switch on, to prove
+ * that the checks catch them; the values are those of enum rkv_node__bug
+ * in node/node_internal.h. Production builds do not contain them, and the
+ * rkv_sim library refuses them (-ENOTSUP). */
 enum rkv_sim_bug {
     RKV_SIM_BUG_NONE = 0,
     /* Any replica, follower or leader, serves reads from its local state
@@ -156,8 +160,8 @@ enum rkv_sim_bug {
      * committed. */
     RKV_SIM_BUG_EARLY_ACK = 2,
     /* A leader whose new proposal lands at or below the index of a pending
-     * one fails the pending one as dropped at once, as node/rpc.c does,
-     * instead of waiting for its index to apply. */
+     * one fails the pending one as dropped at once (the bug node/rpc.c had
+     * before 148e4c9), instead of waiting for its index to apply. */
     RKV_SIM_BUG_DROP_ON_TRUNCATE = 3,
     /* Each node acknowledges a Raft batch (rkv_raft_ack(), and sends its
      * vote grants and append acknowledgments) before the batch is on
@@ -173,18 +177,18 @@ enum rkv_sim_bug {
 
 struct rkv_sim_options {
     uint64_t seed;
-    unsigned n_nodes;      /* 1..RKV_SIM_NODES_MAX */
-    unsigned n_clients;    /* 0: 6 */
-    unsigned n_keys;       /* 0: 6 */
-    uint64_t duration_ms;  /* phase 1, simulated ms; 0: 2000 */
-    uint64_t heal_ms;      /* phase 2 limit, simulated ms; 0: 10000 */
-    uint64_t split_bytes;  /* split threshold in bytes; 0: 48 */
-    uint64_t check_steps;  /* checker budget per key; 0: the default */
+    unsigned n_nodes;     /* 1..RKV_SIM_NODES_MAX */
+    unsigned n_clients;   /* 0: 6 */
+    unsigned n_keys;      /* 0: 6 */
+    uint64_t duration_ms; /* phase 1, simulated ms; 0: 2000 */
+    uint64_t heal_ms;     /* phase 2 limit, simulated ms; 0: 10000 */
+    uint64_t split_bytes; /* split threshold in bytes; 0: 48 */
+    uint64_t check_steps; /* checker budget per key; 0: the default */
     enum rkv_sim_bug bug;
-    bool compact;          /* compact Raft logs, so lagging replicas catch
-                              up by snapshot */
-    bool verbose;          /* print the fault schedule and the history */
-    const char *dir;       /* existing folder for the stores; borrowed */
+    bool compact;    /* compact Raft logs, so lagging replicas catch
+                        up by snapshot */
+    bool verbose;    /* print the fault schedule and the history */
+    const char *dir; /* existing folder for the stores; borrowed */
 };
 
 enum rkv_sim_verdict {
@@ -200,12 +204,15 @@ enum rkv_sim_verdict {
 /* What one run did and found. */
 struct rkv_sim_report {
     enum rkv_sim_verdict verdict;
-    char detail[512];        /* the first failure, one line */
-    uint64_t n_ops;          /* operations recorded, final reads included */
-    uint64_t n_unknown;      /* of those, with unknown outcome */
-    uint64_t n_ranges;       /* ranges at the end */
+    char detail[512];   /* the first failure, one line */
+    uint64_t n_ops;     /* operations recorded, final reads included */
+    uint64_t n_unknown; /* of those, with unknown outcome */
+    uint64_t n_ranges;  /* ranges at the end */
     uint64_t n_crashes;
     uint64_t n_disk_errors;
+    uint64_t n_disk_full;    /* periods of a full disk */
+    uint64_t n_full_rejects; /* writes the nodes rejected for lack of
+                                space (RKV_ENOSPACE) */
     uint64_t n_partitions;
     uint64_t n_transfers;    /* leadership transfers started */
     uint64_t n_conf_changes; /* membership changes proposed */

@@ -12,10 +12,8 @@
  * Invariants:
  *   1. Every random choice comes from world->prng, taken in an order fixed
  *      by the seed, so a run replays exactly.
- *   2. A node that is down owns no store, replica or disk job; messages to
- *      it are dropped on delivery.
- *   3. A node's disk jobs commit in queue order, and a Raft batch is
- *      acknowledged only after the transaction holding it committed.
+ *   2. A node that is down owns no store, replica or disk batch; messages
+ *      to it are dropped on delivery.
  */
 #ifndef RKV_SIM_INTERNAL_H
 #define RKV_SIM_INTERNAL_H
@@ -32,18 +30,11 @@
 /* Raft tick length in simulated ms; each node's clock is off by up to
  * 1 ms per tick. */
 #define RKV_SIM_TICK_MS 10
-/* Election timeout and heartbeat interval in ticks, as node/ uses. */
-#define RKV_SIM_ELECTION_TICKS 10
-#define RKV_SIM_HEARTBEAT_TICKS 1
 /* How long a client waits for a response before the outcome is unknown. */
 #define RKV_SIM_CLIENT_TIMEOUT_MS 400
 /* Attempts of one operation that fail definitely before the client gives
  * it up (not recorded, since it took no effect). */
 #define RKV_SIM_CLIENT_ATTEMPTS_MAX 8
-/* How long an internal proposal (split steps) waits for its result. */
-#define RKV_SIM_IPROP_TIMEOUT_MS 1000
-/* Wait after a failed or skipped split before checking again. */
-#define RKV_SIM_SPLIT_RETRY_MS 200
 /* A value grows by CAS appends until it is this long; then a put resets
  * it, so values stay under RKV_SIM_VALUE_MAX. */
 #define RKV_SIM_APPEND_LEN_MAX 160
@@ -54,16 +45,14 @@ struct sim_node;
 /* ---- messages ----------------------------------------------------------- */
 
 enum sim_msg_kind {
-    SIM_MSG_RAFT = 0,        /* a packed RkvRaft__Message between nodes */
-    SIM_MSG_REQUEST,         /* client -> node */
-    SIM_MSG_RESPONSE,        /* node -> client */
-    SIM_MSG_PROPOSE,         /* node -> node: an internal proposal */
-    SIM_MSG_PROPOSE_RESULT,  /* node -> node: its outcome */
+    SIM_MSG_PEER = 0, /* node -> node: a packed Rkv__Peer__Frame */
+    SIM_MSG_REQUEST,  /* client -> node */
+    SIM_MSG_RESPONSE, /* node -> client */
 };
 
 /* A client request as it travels to a node. */
 struct sim_request {
-    uint64_t req_id;                  /* unique per client */
+    uint64_t req_id; /* unique per client */
     enum rkv_sim_op_kind kind;
     unsigned key;
     char value[RKV_SIM_VALUE_MAX];
@@ -74,32 +63,29 @@ struct sim_request {
 /* A node's response to a client request. */
 struct sim_response {
     uint64_t req_id;
-    int rv;                           /* 0, or why it failed */
-    bool found;                       /* GET: present; CAS: swapped */
-    char value[RKV_SIM_VALUE_MAX];    /* GET: the value */
-    uint64_t leader_hint;             /* RKV_ENOTLEADER: node id or 0 */
+    int rv;                        /* 0, or why it failed */
+    bool found;                    /* GET: present; CAS: swapped */
+    char value[RKV_SIM_VALUE_MAX]; /* GET: the value */
+    uint64_t leader_hint;          /* RKV_ENOTLEADER: node id or 0 */
 };
 
 struct sim_msg {
     enum sim_msg_kind kind;
-    unsigned from;                    /* address */
-    unsigned to;                      /* address */
+    unsigned from; /* address */
+    unsigned to;   /* address */
     uint64_t deliver_ms;
-    uint64_t order;                   /* random tie-break among equals */
-    uint8_t *data;                    /* owned; RAFT and PROPOSE payload */
+    uint64_t order; /* random tie-break among equals */
+    uint8_t *data;  /* owned; PEER payload */
     size_t data_len;
-    uint64_t range_id;                /* PROPOSE */
-    uint64_t iprop_id;                /* PROPOSE, PROPOSE_RESULT */
-    int rv;                           /* PROPOSE_RESULT */
-    uint64_t new_range_id;            /* PROPOSE_RESULT */
-    struct sim_request request;       /* REQUEST */
-    struct sim_response response;     /* RESPONSE */
+    uint64_t epoch;               /* PEER: the sender's incarnation */
+    struct sim_request request;   /* REQUEST */
+    struct sim_response response; /* RESPONSE */
 };
 
 /* ---- network (sim_net.c) ------------------------------------------------ */
 
 struct sim_net {
-    struct sim_msg **heap;            /* min-heap by (deliver_ms, order) */
+    struct sim_msg **heap; /* min-heap by (deliver_ms, order) */
     size_t n_heap;
     size_t cap;
     /* blocked[a][b]: messages from node a to node b are lost (0-based). */
@@ -108,7 +94,7 @@ struct sim_net {
     unsigned dup_per_mille;
     uint64_t delay_min_ms;
     uint64_t delay_max_ms;
-    unsigned slow_per_mille;          /* chance of a long delay */
+    unsigned slow_per_mille; /* chance of a long delay */
     uint64_t slow_max_ms;
 };
 
@@ -121,19 +107,19 @@ void sim_msg_free(struct sim_msg *msg);
 /* Frees every message in flight. */
 void sim_net_free(struct sim_net *net);
 /* Returns a new zeroed message, aborting the run on allocation failure. */
-struct sim_msg *sim_msg_new(enum sim_msg_kind kind, unsigned from,
-                            unsigned to);
+struct sim_msg *sim_msg_new(enum sim_msg_kind kind, unsigned from, unsigned to);
 
 /* ---- nodes (sim_node.c) ------------------------------------------------- */
 
-/* Starts node i: opens (creating) its store, bootstraps range 1 when the
- * store is new, and builds the Raft cores of every stored range. */
+/* Starts node i: the production node code (rkv_node__new()) on its store,
+ * wired to the simulated clock, network and disk, and bootstrapped into
+ * cluster 1 when the store is new. */
 int sim_node_start(struct rkv_sim_world *w, unsigned i);
-/* Crashes node i: drops its queued disk writes, frees its Raft cores and
+/* Crashes node i: drops its uncommitted disk writes, frees the node and
  * closes its store. */
 void sim_node_crash(struct rkv_sim_world *w, unsigned i);
-/* Runs one millisecond of node i: commits due disk jobs, ticks, and takes
- * the Raft work of every replica. */
+/* Runs one millisecond of node i: commits its batch when due, ticks, and
+ * collects the Raft work of every replica. */
 int sim_node_step(struct rkv_sim_world *w, unsigned i);
 /* Handles a message delivered to node i. */
 int sim_node_receive(struct rkv_sim_world *w, unsigned i,
@@ -149,20 +135,25 @@ bool sim_node_change_membership(struct rkv_sim_world *w, unsigned i,
                                 bool restore);
 /* Makes node i's next write (after `skip` more successful ones) fail. */
 void sim_node_fail_write(struct rkv_sim_world *w, unsigned i, unsigned skip);
+/* Makes node i's disk full for duration_ms: its commits fail with ENOSPC
+ * and are retried. */
+void sim_node_fill_disk(struct rkv_sim_world *w, unsigned i,
+                        uint64_t duration_ms);
 
 /* What the convergence check needs to know about one replica. */
 struct sim_replica_view {
     bool present;
-    bool full_conf;       /* every node is a voter of the group */
+    bool full_conf; /* every node is a voter of the group */
     bool initialized;
     bool is_leader;
     uint64_t applied_index;
     uint64_t commit_index;
     uint64_t last_index;
     uint64_t term;
-    int role;             /* enum rkv_raft_role */
-    uint64_t leader_id;   /* who it follows; 0: unknown */
-    char conf_text[64];   /* "1,2,3L": ids, L marks a learner */
+    int role;           /* enum rkv_raft_role */
+    uint64_t leader_id; /* who it follows; 0: unknown */
+    bool quiesced;      /* not ticking until woken */
+    char conf_text[64]; /* "1,2,3L": ids, L marks a learner */
 };
 
 /* Fills view for range_id on node i. */
@@ -184,46 +175,45 @@ void sim_nodes_free(struct rkv_sim_world *w);
 struct sim_map {
     struct sim_map_slot *slots; /* owned */
     size_t n;
-    size_t cap;                 /* a power of two, or 0 */
+    size_t cap; /* a power of two, or 0 */
 };
 
 struct sim_client {
-    bool waiting;                     /* an operation is outstanding */
-    struct rkv_sim_op op;             /* the outstanding operation */
+    bool waiting;         /* an operation is outstanding */
+    struct rkv_sim_op op; /* the outstanding operation */
     struct sim_request request;
-    uint64_t deadline_ms;             /* of the current attempt */
-    uint64_t retry_ms;                /* 0, or when to send the next
-                                         attempt after a definite failure */
+    uint64_t deadline_ms; /* of the current attempt */
+    uint64_t retry_ms;    /* 0, or when to send the next
+                             attempt after a definite failure */
     unsigned n_attempts;
-    unsigned target;                  /* node index it sends to */
-    uint64_t next_op_ms;              /* think time ends */
+    unsigned target;     /* node index it sends to */
+    uint64_t next_op_ms; /* think time ends */
     uint64_t next_req_id;
     /* The last value read per key, used as the CAS expectation. */
     bool known[RKV_SIM_KEYS_MAX];
     bool known_absent[RKV_SIM_KEYS_MAX];
     char known_value[RKV_SIM_KEYS_MAX][RKV_SIM_VALUE_MAX];
-    uint64_t n_ops;                   /* operations started */
+    uint64_t n_ops; /* operations started */
 };
 
 struct rkv_sim_world {
-    struct rkv_sim_options options;   /* defaults filled in */
+    struct rkv_sim_options options; /* defaults filled in */
     struct rkv_sim_prng prng;
     uint64_t now_ms;
     uint64_t seq;
-    bool faults_on;                   /* phase 1 */
+    bool faults_on; /* phase 1 */
     bool clients_on;
     struct sim_net net;
     struct sim_node *nodes[RKV_SIM_NODES_MAX]; /* owned */
     bool up[RKV_SIM_NODES_MAX];
-    uint64_t restart_ms[RKV_SIM_NODES_MAX];    /* when down: restart time */
+    uint64_t restart_ms[RKV_SIM_NODES_MAX]; /* when down: restart time */
     struct sim_client clients[RKV_SIM_CLIENTS_MAX];
     struct rkv_sim_history history;
-    uint64_t next_iprop_id;
-    uint64_t disk_latency_max_ms;     /* a disk write takes 1..this ms */
-    struct sim_map leaders;           /* (range, term) -> leader node id */
-    struct sim_map applied;           /* (range, index) -> applied term */
-    struct rkv_sim_report *report;    /* borrowed */
-    char errmsg[256];                 /* harness failure */
+    uint64_t disk_latency_max_ms;  /* a disk write takes 1..this ms */
+    struct sim_map leaders;        /* (range, term) -> leader node id */
+    struct sim_map applied;        /* (range, index) -> applied term */
+    struct rkv_sim_report *report; /* borrowed */
+    char errmsg[256];              /* harness failure */
 };
 
 /* Prints a schedule line ("t=120 crash node=2") when verbose. */
@@ -243,7 +233,6 @@ void sim_safety_leader(struct rkv_sim_world *w, uint64_t range_id,
 void sim_safety_applied(struct rkv_sim_world *w, uint64_t range_id,
                         uint64_t index, uint64_t term, uint64_t node_id);
 void sim_safety_free(struct rkv_sim_world *w);
-
 
 /* Stops the process on an impossible harness state (out of memory). */
 void sim_fatal(const char *what, int rv) __attribute__((noreturn));
