@@ -698,7 +698,7 @@ static int check_history(struct rkv_sim_world *w)
         int rv;
 
         rv = rkv_sim_check_key(&w->history, key, w->options.check_steps,
-                               &result, &detail);
+                               w->options.check_ms, &result, &detail);
         if (rv != 0) {
             return rv;
         }

@@ -124,6 +124,10 @@ enum rkv_sim_check_result {
 
 /* Default step budget of one key's search. */
 #define RKV_SIM_CHECK_STEPS_DEFAULT 2000000u
+/* Default wall-clock budget of one key's search, in ms. The step budget
+ * keeps a run deterministic; this one only stops a search that would run
+ * for far longer than a seed should take. */
+#define RKV_SIM_CHECK_MS_DEFAULT 10000u
 
 /* Where the search got furthest, to explain a violation. */
 struct rkv_sim_check_detail {
@@ -137,11 +141,14 @@ struct rkv_sim_check_detail {
 /*
  * Checks the operations of `key` in history for linearizability against a
  * register that starts absent. step_budget bounds the search steps (0:
- * RKV_SIM_CHECK_STEPS_DEFAULT). On success *result is set, detail (may be
- * NULL) is filled, and 0 returned; errors: -ENOMEM.
+ * RKV_SIM_CHECK_STEPS_DEFAULT) and time_budget_ms its wall-clock time (0:
+ * RKV_SIM_CHECK_MS_DEFAULT); past either, *result is
+ * RKV_SIM_CHECK_UNKNOWN. On success *result is set, detail (may be NULL)
+ * is filled, and 0 returned; errors: -ENOMEM.
  */
 int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
-                      uint64_t step_budget, enum rkv_sim_check_result *result,
+                      uint64_t step_budget, uint64_t time_budget_ms,
+                      enum rkv_sim_check_result *result,
                       struct rkv_sim_check_detail *detail);
 
 /* ---- simulation runs ---------------------------------------------------- */
@@ -184,6 +191,8 @@ struct rkv_sim_options {
     uint64_t heal_ms;     /* phase 2 limit, simulated ms; 0: 10000 */
     uint64_t split_bytes; /* split threshold in bytes; 0: 48 */
     uint64_t check_steps; /* checker budget per key; 0: the default */
+    uint64_t check_ms;    /* checker wall-clock budget per key in ms;
+                             0: the default */
     enum rkv_sim_bug bug;
     bool compact;    /* compact Raft logs, so lagging replicas catch
                         up by snapshot */

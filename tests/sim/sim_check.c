@@ -32,14 +32,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/common.h"
 
 struct check_event {
     bool is_call;
-    size_t op_index;            /* index into check.ops */
-    uint64_t time;              /* call or return sequence number */
-    struct check_event *match;  /* call: its return; return: its call */
+    size_t op_index;           /* index into check.ops */
+    uint64_t time;             /* call or return sequence number */
+    struct check_event *match; /* call: its return; return: its call */
     struct check_event *prev;
     struct check_event *next;
 };
@@ -47,13 +48,13 @@ struct check_event {
 /* A (linearized set, state) pair seen before; bits follow the header. */
 struct check_seen {
     uint64_t hash;
-    const char *state;          /* borrowed from an op; NULL: absent */
+    const char *state; /* borrowed from an op; NULL: absent */
     uint64_t bits[];
 };
 
 struct check_frame {
     struct check_event *call;
-    const char *state;          /* the state before the call */
+    const char *state; /* the state before the call */
 };
 
 struct check {
@@ -65,14 +66,14 @@ struct check {
     struct check_event *events; /* 2 * n_ops */
     struct check_frame *stack;  /* n_ops frames */
     size_t n_stack;
-    uint8_t *seen_pool;         /* records of seen_size bytes */
+    uint8_t *seen_pool; /* records of seen_size bytes */
     size_t seen_size;
     size_t n_seen;
-    size_t seen_pool_cap;       /* in records */
-    uint32_t *table;            /* 1-based record numbers; 0: empty */
-    size_t table_cap;           /* a power of two */
-    size_t best_depth;          /* most operations linearized at once */
-    uint64_t blocked_call_seq;  /* see struct rkv_sim_check_detail */
+    size_t seen_pool_cap;      /* in records */
+    uint32_t *table;           /* 1-based record numbers; 0: empty */
+    size_t table_cap;          /* a power of two */
+    size_t best_depth;         /* most operations linearized at once */
+    uint64_t blocked_call_seq; /* see struct rkv_sim_check_detail */
 };
 
 static bool state_equal(const char *a, const char *b)
@@ -256,8 +257,8 @@ static int check_build_events(struct check *c)
     }
     for (size_t i = 0; i < n_events; i++) {
         if (!c->events[i].is_call) {
-            struct check_event *call = &c->events[call_at[c->events[i]
-                                                               .op_index]];
+            struct check_event *call =
+                &c->events[call_at[c->events[i].op_index]];
 
             call->match = &c->events[i];
             c->events[i].match = call;
@@ -335,8 +336,19 @@ static int search_try_call(struct check *c, struct check_event **entry,
     return 1;
 }
 
+static uint64_t check_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Reads the clock once per this many steps. */
+#define CHECK_CLOCK_EVERY 1024
+
 static int check_search(struct check *c, uint64_t step_budget,
-                        enum rkv_sim_check_result *result)
+                        uint64_t deadline_ms, enum rkv_sim_check_result *result)
 {
     struct check_event *entry = c->head.next;
     const char *state = NULL;
@@ -344,7 +356,8 @@ static int check_search(struct check *c, uint64_t step_budget,
     int rv;
 
     while (c->head.next != NULL) {
-        if (++steps > step_budget) {
+        if (++steps > step_budget ||
+            (steps % CHECK_CLOCK_EVERY == 0 && check_now_ms() >= deadline_ms)) {
             *result = RKV_SIM_CHECK_UNKNOWN;
             return 0;
         }
@@ -414,7 +427,7 @@ static bool op_is_observed(const struct rkv_sim_history *history,
 /* Runs one search over the operations of key; with prune, leaves out the
  * unknown writes whose value no operation saw. */
 static int check_run(const struct rkv_sim_history *history, unsigned key,
-                     bool prune, uint64_t step_budget,
+                     bool prune, uint64_t step_budget, uint64_t deadline_ms,
                      enum rkv_sim_check_result *result,
                      struct rkv_sim_check_detail *detail)
 {
@@ -450,7 +463,7 @@ static int check_run(const struct rkv_sim_history *history, unsigned key,
     if (rv != 0) {
         goto err_after_alloc;
     }
-    rv = check_search(&c, step_budget, result);
+    rv = check_search(&c, step_budget, deadline_ms, result);
     if (rv != 0) {
         goto err_after_alloc;
     }
@@ -472,24 +485,31 @@ err:
 }
 
 int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
-                      uint64_t step_budget,
+                      uint64_t step_budget, uint64_t time_budget_ms,
                       enum rkv_sim_check_result *result,
                       struct rkv_sim_check_detail *detail)
 {
+    uint64_t deadline_ms;
     int rv;
 
     if (step_budget == 0) {
         step_budget = RKV_SIM_CHECK_STEPS_DEFAULT;
     }
+    if (time_budget_ms == 0) {
+        time_budget_ms = RKV_SIM_CHECK_MS_DEFAULT;
+    }
+    deadline_ms = check_now_ms() + time_budget_ms;
 
     /* Pruning is sound in one direction only: an unknown write that no
-     * operation saw can always be linearized last, where it changes nothing observed, so
-     * a linearization without it extends to one with it. Without it, a
-     * failed CAS might match a state the write would have hidden, so a
+     * operation saw can always be linearized last, where it changes nothing
+     * observed, so a linearization without it extends to one with it. Without
+     * it, a failed CAS might match a state the write would have hidden, so a
      * violation is confirmed on the whole history. */
-    rv = check_run(history, key, true, step_budget, result, detail);
+    rv =
+        check_run(history, key, true, step_budget, deadline_ms, result, detail);
     if (rv != 0 || *result == RKV_SIM_CHECK_OK) {
         return rv;
     }
-    return check_run(history, key, false, step_budget, result, detail);
+    return check_run(history, key, false, step_budget, deadline_ms, result,
+                     detail);
 }

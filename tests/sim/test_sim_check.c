@@ -75,7 +75,7 @@ static enum rkv_sim_check_result check(struct fixture *f)
 {
     enum rkv_sim_check_result result;
 
-    ASSERT_OK(rkv_sim_check_key(&f->history, 0, 0, &result, NULL));
+    ASSERT_OK(rkv_sim_check_key(&f->history, 0, 0, 0, &result, NULL));
     return result;
 }
 
@@ -152,7 +152,7 @@ TEST(sim_check, violation_detail_names_op)
     put(&f, 1, 2, "a");
     put(&f, 3, 4, "b");
     get(&f, 5, 6, "a");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, &result, &detail));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, 0, &result, &detail));
     ASSERT_INT_EQ(result, RKV_SIM_CHECK_VIOLATION);
     ASSERT_UINT_EQ(detail.n_ops, 3);
     ASSERT_UINT_EQ(detail.n_linearized_max, 2);
@@ -315,7 +315,30 @@ TEST(sim_check, budget_gives_unknown)
     }
     get(&f, 100, 101, "v0");
     get(&f, 102, 103, "nobody");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 50, &result, NULL));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 50, 0, &result, NULL));
+    ASSERT_INT_EQ(result, RKV_SIM_CHECK_UNKNOWN);
+    teardown(&f);
+}
+
+/* A search too large to finish stops at its time budget with "unknown"
+ * instead of hanging, whatever its step budget. Without the time budget
+ * this test would run until its process is killed. */
+TEST(sim_check, time_budget_gives_unknown)
+{
+    struct fixture f;
+    enum rkv_sim_check_result result;
+    char value[16];
+
+    setup(&f);
+    /* 60 overlapping writes, each seen by a read, then a read of a value
+     * nobody wrote: proving the violation means trying every order. */
+    for (unsigned i = 0; i < 60; i++) {
+        snprintf(value, sizeof(value), "v%u", i);
+        put(&f, 1 + i, 0, value);
+        get(&f, 100 + i, 1000, value);
+    }
+    get(&f, 2000, 2001, "nobody");
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, UINT64_MAX, 20, &result, NULL));
     ASSERT_INT_EQ(result, RKV_SIM_CHECK_UNKNOWN);
     teardown(&f);
 }
@@ -362,8 +385,8 @@ TEST(sim_prng, replays_and_bounds)
     ASSERT_UINT_NE(rkv_sim_prng_next(&a), rkv_sim_prng_next(&b));
 }
 
-/* Many concurrent unknown writes that no operation read are pruned, so the check
- * passes within a budget that the unpruned search would exceed. Pruning
+/* Many concurrent unknown writes that no operation read are pruned, so the
+ * check passes within a budget that the unpruned search would exceed. Pruning
  * never hides a violation: the whole history is searched again. */
 TEST(sim_check, unobserved_unknowns_pruned)
 {
@@ -379,14 +402,14 @@ TEST(sim_check, unobserved_unknowns_pruned)
     }
     get(&f, 100, 101, "a");
     get(&f, 102, 103, "v7");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 500, &result, NULL));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 500, 0, &result, NULL));
     ASSERT_INT_EQ(result, RKV_SIM_CHECK_OK);
 
     /* After v7 was read, reading a again needs a second write of a. With
      * 40 unknown writes in the way, the budget may run out first, but the
      * result is never "linearizable". */
     get(&f, 104, 105, "a");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, &result, NULL));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, 0, &result, NULL));
     ASSERT_INT_NE(result, RKV_SIM_CHECK_OK);
     teardown(&f);
 
@@ -399,7 +422,7 @@ TEST(sim_check, unobserved_unknowns_pruned)
     }
     get(&f, 100, 101, "v7");
     get(&f, 102, 103, "a");
-    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, &result, NULL));
+    ASSERT_OK(rkv_sim_check_key(&f.history, 0, 0, 0, &result, NULL));
     ASSERT_INT_EQ(result, RKV_SIM_CHECK_VIOLATION);
     teardown(&f);
 }
