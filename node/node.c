@@ -932,7 +932,7 @@ void rkv_node__free(struct rkv_node *node)
     rkv_node__iprops_free(node);
     node_free_replicas(node);
     while (node->all_head != NULL) {
-        /* Requests that wait on nothing: answered, like the others. */
+        /* A request that waits on no replica gets its response too. */
         rkv_node__request_fail(node->all_head, RKV_ESHUTDOWN, "node stopping");
     }
     if (node->store != NULL) {

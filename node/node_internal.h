@@ -149,7 +149,7 @@ struct rkv_node__wbatch;
 /* The node code (replicas, writer batches, splits, client requests) reaches
  * time, peers and the disk only through these three interfaces. Production
  * wires them to the monotonic clock, TCP (node/transport.c) and the writer
- * thread (node/writer.c); the simulator (tests/sim/sim_node.c) wires them
+ * thread (node/writer.c). The simulator (tests/sim/sim_node.c) wires them
  * to its seeded clock, network and disk. Every function is called on the
  * node's loop thread. */
 

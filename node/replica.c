@@ -738,11 +738,11 @@ void rkv_node__replica_step(struct rkv_node__replica *replica,
     /* A message that leaves work (a response to send, entries to write)
      * wakes a quiesced range. A late heartbeat response to a leader that
      * just quiesced leaves none, so it does not undo the quiescence. A vote
-     * request may leave none either (a leader or a follower in its lease
-     * ignores it), but it comes from a replica that did not quiesce, such
-     * as a follower that missed the last commit index: the range wakes, so
-     * that the leader's heartbeats reach it and the next quiesce includes
-     * it, instead of that replica campaigning for ever. */
+     * request may leave none either, because a replica in its lease ignores
+     * it. It comes from a replica that did not quiesce, such as a follower
+     * that missed the last commit index. The range wakes so that the
+     * leader's heartbeats reach that follower and the next quiesce includes
+     * it. Otherwise the follower would campaign for ever. */
     if (rkv_raft_has_ready(replica->raft) ||
         (replica->quiesced &&
          (msg->type == RKV_RAFT__MESSAGE_TYPE__MSG_PRE_VOTE ||

@@ -490,7 +490,8 @@ static void writer_submit(void *data, struct rkv_node__wbatch *b)
     struct rkv_node__writer *w = data;
 
     pthread_mutex_lock(&w->mutex);
-    assert(w->submitted == NULL && w->done == NULL);
+    assert(w->submitted == NULL);
+    assert(w->done == NULL);
     w->submitted = b;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mutex);

@@ -5,8 +5,8 @@
  *   - clock: the world's simulated milliseconds;
  *   - transport: every peer message is packed into the same
  *     Rkv__Peer__Frame that TCP carries and queued on the simulated
- *     network, which may delay, drop, duplicate or reorder it; each node
- *     sends the per-tick liveness heartbeat that node/transport.c sends;
+ *     network, which may delay, drop, duplicate or reorder it. Each node
+ *     also sends the per-tick liveness heartbeat of node/transport.c;
  *   - storage: a submitted writer batch waits on the simulated disk for a
  *     random latency, then commits with rkv_node__wbatch_commit() into the
  *     node's real LMDB store (opened without fsync) and goes back through
@@ -15,13 +15,14 @@
  *     delivery and handed to rkv_node__request_start(); the response comes
  *     back packed as an Rkv__Rpc__Response.
  *
- * Faults owned here: a crash frees the node without flushing anything, so
- * the batch on the simulated disk and the batch being collected are lost
- * (they were never committed, so never acknowledged); a write error fails
- * the Nth commit with -EIO, which stops the node through the storage's
- * failed() as production exits; a full disk makes commits fail with
- * -ENOSPC until it ends, and the node, which sees the storage stalled,
- * rejects new writes meanwhile.
+ * Faults owned here:
+ *   - a crash frees the node without flushing anything. The batch on the
+ *     simulated disk and the batch being collected are lost, and since
+ *     they were never committed, nothing in them was acknowledged;
+ *   - a write error fails the Nth commit with -EIO. The node then stops
+ *     through the storage's failed(), where production exits;
+ *   - a full disk makes commits fail with -ENOSPC until it ends. The node
+ *     sees its storage stalled and rejects new writes meanwhile.
  *
  * Every random choice comes from the world's PRNG, so a seed replays.
  */

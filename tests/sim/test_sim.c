@@ -182,9 +182,8 @@ TEST(sim, seed_replays_exactly)
 }
 
 /* A follower that missed the last commit index before its leader
- * quiesced does not campaign for ever: its vote requests wake the quiesced
- * leader. Seed 12 on 2 nodes reached that state at 0311dfb, and its range 2
- * never settled. */
+ * quiesced does not campaign for ever, because its vote requests wake the
+ * quiesced leader. Without that, one range of this run never settles. */
 TEST(sim, lagging_follower_wakes_quiesced_leader)
 {
     struct rkv_sim_options o;
