@@ -288,6 +288,9 @@ static int replica_new_raft(struct rkv_node *node,
     cfg.election_ticks = RKV_NODE_ELECTION_TICKS;
     cfg.heartbeat_ticks = RKV_NODE_HEARTBEAT_TICKS;
     cfg.chunk_bytes_max = RKV_NODE_SNAPSHOT_CHUNK_MAX;
+#ifdef RKV_NODE_BUGS
+    cfg.bug_read_before_noop = node->bug == RKV_NODE_BUG_READ_BEFORE_NOOP;
+#endif
 
     rv = replica_load_log(node, state, &rb);
     if (rv != 0) {

@@ -228,6 +228,9 @@ enum rkv_node__bug {
     /* Raft batches are acknowledged (votes granted, appends acknowledged)
      * when collected, before the writer made them durable. */
     RKV_NODE_BUG_ACK_BEFORE_PERSIST = 4,
+    /* A new leader serves ReadIndex before it committed an entry of its
+     * term (raft.h, bug_read_before_noop). */
+    RKV_NODE_BUG_READ_BEFORE_NOOP = 5,
 };
 #endif
 

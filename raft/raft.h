@@ -110,20 +110,26 @@ enum rkv_raft_role {
 };
 
 struct rkv_raft_config {
-    uint64_t id;                 /* this replica's id; nonzero */
-    uint64_t group_id;           /* copied into every outgoing message */
-    unsigned election_ticks;     /* base election timeout, in ticks */
-    unsigned heartbeat_ticks;    /* leader heartbeat interval, in ticks */
-    uint64_t rand_state;         /* PRNG seed for election timeouts; != 0 */
-    bool pre_vote;               /* run a pre-vote round (thesis 9.6) */
-    bool check_quorum;           /* leader lease checks (thesis 6.2, 4.2.3) */
+    uint64_t id;                   /* this replica's id; nonzero */
+    uint64_t group_id;             /* copied into every outgoing message */
+    unsigned election_ticks;       /* base election timeout, in ticks */
+    unsigned heartbeat_ticks;      /* leader heartbeat interval, in ticks */
+    uint64_t rand_state;           /* PRNG seed for election timeouts; != 0 */
+    bool pre_vote;                 /* run a pre-vote round (thesis 9.6) */
+    bool check_quorum;             /* leader lease checks (thesis 6.2, 4.2.3) */
     uint64_t inflight_entries_max; /* entries in flight per follower */
     uint64_t inflight_bytes_max;   /* entry bytes in flight per follower */
-    uint64_t append_bytes_max;   /* entry bytes in one append message */
-    uint64_t chunk_bytes_max;    /* snapshot chunk size, in bytes */
+    uint64_t append_bytes_max;     /* entry bytes in one append message */
+    uint64_t chunk_bytes_max;      /* snapshot chunk size, in bytes */
     /* Leader: data bytes of uncommitted entries; past it proposals fail
      * with RKV_EBUSY (like etcd raft's MaxUncommittedEntriesSize). */
     uint64_t uncommitted_bytes_max;
+#ifdef RKV_RAFT_BUGS
+    /* Test-only build: a new leader serves ReadIndex at its commit index
+     * before it committed an entry of its term, when that index may still
+     * lag the one its predecessor acknowledged writes at. */
+    bool bug_read_before_noop;
+#endif
 };
 
 /*
@@ -427,8 +433,7 @@ uint64_t rkv_raft_last_index(const struct rkv_raft *r);
 uint64_t rkv_raft_first_index(const struct rkv_raft *r);
 /* Stores the term of index in *term; RKV_ECOMPACTED below the snapshot
  * index, RKV_ENOTFOUND past the last index. */
-int rkv_raft_term_at(const struct rkv_raft *r, uint64_t index,
-                     uint64_t *term);
+int rkv_raft_term_at(const struct rkv_raft *r, uint64_t index, uint64_t *term);
 /* Returns the leader's match index for server id: the highest index known
  * replicated there (0 when unknown, or when this replica does not lead).
  * The node uses it to pick an up-to-date leadership transfer target. */

@@ -146,8 +146,8 @@ static int inflight_add(struct rkv_raft_progress *pr, uint64_t last_index,
             return rv;
         }
     }
-    slot = &pr->inflight[(pr->inflight_head + pr->n_inflight) %
-                         pr->cap_inflight];
+    slot =
+        &pr->inflight[(pr->inflight_head + pr->n_inflight) % pr->cap_inflight];
     slot->last_index = last_index;
     slot->n_entries = n_entries;
     slot->bytes = bytes;
@@ -186,8 +186,7 @@ static void inflight_reset(struct rkv_raft_progress *pr)
     pr->inflight_bytes_total = 0;
 }
 
-void rkv_raft__progress_probe(struct rkv_raft_progress *pr,
-                              uint64_t next_index)
+void rkv_raft__progress_probe(struct rkv_raft_progress *pr, uint64_t next_index)
 {
     pr->state = RKV_RAFT_PROBE;
     pr->probe_sent = false;
@@ -362,8 +361,8 @@ int rkv_raft__broadcast_heartbeat(struct rkv_raft *r)
         if (pr->id == r->config.id) {
             continue;
         }
-        msg = rkv_raft__msg_new(r, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT,
-                                pr->id);
+        msg =
+            rkv_raft__msg_new(r, RKV_RAFT__MESSAGE_TYPE__MSG_HEARTBEAT, pr->id);
         if (msg == NULL) {
             return -ENOMEM;
         }
@@ -402,8 +401,8 @@ static uint64_t quorum_match_index(const struct rkv_raft *r)
             continue;
         }
         /* The leader counts only what its own storage acknowledged. */
-        matches[n++] = pr->id == r->config.id ? r->persisted_index
-                                               : pr->match_index;
+        matches[n++] =
+            pr->id == r->config.id ? r->persisted_index : pr->match_index;
     }
     if (n == 0) {
         return 0;
@@ -608,8 +607,7 @@ static int append_rejected(struct rkv_raft *r, struct rkv_raft_progress *pr,
     return rkv_raft__send_append(r, pr);
 }
 
-int rkv_raft__step_append_resp(struct rkv_raft *r,
-                               const RkvRaft__Message *msg)
+int rkv_raft__step_append_resp(struct rkv_raft *r, const RkvRaft__Message *msg)
 {
     struct rkv_raft_progress *pr;
     int rv;
@@ -764,7 +762,12 @@ int rkv_raft__reads_on_commit(struct rkv_raft *r)
     bool admitted = false;
     int rv;
 
-    if (rkv_raft__term(r, r->commit) != r->term) {
+    bool term_committed = rkv_raft__term(r, r->commit) == r->term;
+
+#ifdef RKV_RAFT_BUGS
+    term_committed = term_committed || r->config.bug_read_before_noop;
+#endif
+    if (!term_committed) {
         return 0;
     }
     for (size_t i = 0; i < r->n_reads; i++) {

@@ -48,6 +48,8 @@ static const char *bug_name(enum rkv_sim_bug bug)
         return "drop-on-truncate";
     case RKV_SIM_BUG_ACK_BEFORE_PERSIST:
         return "ack-before-persist";
+    case RKV_SIM_BUG_READ_BEFORE_NOOP:
+        return "read-before-noop";
     }
     return "none";
 }
@@ -71,7 +73,7 @@ static void usage(FILE *out)
             "by snapshot\n"
             "  --bug NAME       switch on a known node bug (test build):\n"
             "                   stale-read, early-ack, drop-on-truncate,\n"
-            "                   ack-before-persist\n"
+            "                   ack-before-persist, read-before-noop\n"
             "  -v               print the fault schedule and failing "
             "histories\n",
             RKV_SIM_NODES_MAX, RKV_SIM_CLIENTS_MAX, RKV_SIM_KEYS_MAX);
@@ -94,6 +96,8 @@ static int parse_bug(const char *text, enum rkv_sim_bug *bug)
         *bug = RKV_SIM_BUG_EARLY_ACK;
     } else if (strcmp(text, "ack-before-persist") == 0) {
         *bug = RKV_SIM_BUG_ACK_BEFORE_PERSIST;
+    } else if (strcmp(text, "read-before-noop") == 0) {
+        *bug = RKV_SIM_BUG_READ_BEFORE_NOOP;
     } else if (strcmp(text, "drop-on-truncate") == 0) {
         *bug = RKV_SIM_BUG_DROP_ON_TRUNCATE;
     } else if (strcmp(text, "none") == 0) {
@@ -105,8 +109,7 @@ static int parse_bug(const char *text, enum rkv_sim_bug *bug)
 }
 
 /* Parses the options with a value; returns 0, or -EINVAL. */
-static int parse_value(struct runner *run, const char *name,
-                       const char *text)
+static int parse_value(struct runner *run, const char *name, const char *text)
 {
     uint64_t v;
 
@@ -222,8 +225,8 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
     rv = rkv_sim_run(&o, &report);
     run->n_runs++;
     if (rv != 0) {
-        printf("seed=%" PRIu64 " nodes=%u harness error: %s\n", seed,
-               n_nodes, report.detail);
+        printf("seed=%" PRIu64 " nodes=%u harness error: %s\n", seed, n_nodes,
+               report.detail);
         print_replay(&o);
         run->n_failed++;
         return rv;
@@ -235,16 +238,14 @@ static int run_one(struct runner *run, uint64_t seed, unsigned n_nodes)
                " full_rejects=%" PRIu64 " partitions=%" PRIu64
                " transfers=%" PRIu64 " conf_changes=%" PRIu64
                " compactions=%" PRIu64 " snapshots=%" PRIu64
-               " messages=%" PRIu64 " end_ms=%" PRIu64
-               " history=%016" PRIx64
+               " messages=%" PRIu64 " end_ms=%" PRIu64 " history=%016" PRIx64
                "%s%s\n",
                seed, n_nodes, rkv_sim_verdict_name(report.verdict),
                report.n_ops, report.n_unknown, report.n_ranges,
                report.n_crashes, report.n_disk_errors, report.n_disk_full,
-               report.n_full_rejects, report.n_partitions,
-               report.n_transfers, report.n_conf_changes,
-               report.n_compactions, report.n_snapshots, report.n_messages,
-               report.end_ms, report.history_hash,
+               report.n_full_rejects, report.n_partitions, report.n_transfers,
+               report.n_conf_changes, report.n_compactions, report.n_snapshots,
+               report.n_messages, report.end_ms, report.history_hash,
                report.detail[0] != '\0' ? ": " : "", report.detail);
     }
     if (report.verdict != RKV_SIM_PASS) {
@@ -320,14 +321,13 @@ int main(int argc, char **argv)
     snprintf(dir, sizeof(dir), "%s/rkv-sim-XXXXXX",
              base != NULL && base[0] != '\0' ? base : "/tmp");
     if (mkdtemp(dir) == NULL) {
-        fprintf(stderr, "rkv-sim: creating a folder in %s failed: %s\n",
-                dir, strerror(errno));
+        fprintf(stderr, "rkv-sim: creating a folder in %s failed: %s\n", dir,
+                strerror(errno));
         return 1;
     }
     run.base.dir = dir;
     rv = run_all(&run);
     nftw(dir, remove_entry_cb, 8, FTW_DEPTH | FTW_PHYS);
-    printf("%" PRIu64 " runs, %" PRIu64 " failed\n", run.n_runs,
-           run.n_failed);
+    printf("%" PRIu64 " runs, %" PRIu64 " failed\n", run.n_runs, run.n_failed);
     return rv == 0 && run.n_failed == 0 ? 0 : 1;
 }

@@ -62,3 +62,16 @@ TEST(sim, ack_before_persist_bug_caught)
                                      5 * BUG_SEEDS_MAX, RKV_SIM_FAIL_SAFETY),
                    0);
 }
+
+/* A new leader that serves ReadIndex before an entry of its term committed
+ * reads at a commit index that may lag writes its predecessor
+ * acknowledged. It takes a leader change right after an acknowledged write
+ * whose commit index the new leader had not heard yet, so it shows up in
+ * about one run in a hundred. */
+TEST(sim, read_before_noop_bug_caught)
+{
+    ASSERT_UINT_NE(first_seed_caught(RKV_SIM_BUG_READ_BEFORE_NOOP, 3,
+                                     15 * BUG_SEEDS_MAX,
+                                     RKV_SIM_FAIL_LINEARIZABILITY),
+                   0);
+}
