@@ -28,6 +28,8 @@
  *     when another entry took the proposal's log index;
  *   - RKV_ETIMEOUT or RKV_ESHUTDOWN from the node: a read backs off, but a
  *     write may have been applied, so it ends as RKV_EUNKNOWN;
+ *   - RKV_EUNKNOWN from the node (its replica caught up past the write's
+ *     log entry by snapshot): the write ends as RKV_EUNKNOWN;
  *   - the connection drops: a read backs off and is re-routed, and so does a
  *     write whose frame never reached the socket. A sent write ends as
  *     RKV_EUNKNOWN;

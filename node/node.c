@@ -383,6 +383,9 @@ int rkv_node__replica_restart(struct rkv_node__replica *r)
                 (unsigned long long)r->range_id, rkv_strerror(rv));
         return rv;
     }
+    /* Work the old core handed out after the refused install was never
+     * written; like a crash of this one group, it is dropped. */
+    rkv_node__wbatch_drop_replica(node->next_batch, r);
     rkv_raft_free(r->raft);
     r->raft = raft;
     r->desc = state.desc;
@@ -396,6 +399,7 @@ int rkv_node__replica_restart(struct rkv_node__replica *r)
     node->by_key_stale = true;
     rkv_node__replica_fail_waiting(r, RKV_EUNAVAILABLE,
                                    "the range restarted; retry");
+    rkv_node__settle_skipped(r, r->applied_index, 0);
     rkv_node__replica_mark(r);
     return 0;
 }
@@ -910,22 +914,37 @@ static void node_close_handles(struct rkv_node *node)
     uv_loop_close(&node->loop);
 }
 
+/* Answers every pending request, then frees the replicas. Answering looks
+ * replicas up, so it runs while all of them are still in the table. */
 static void node_free_replicas(struct rkv_node *node)
 {
     for (size_t i = 0; i < node->n_buckets; i++) {
+        for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
+             r = r->hash_next) {
+            rkv_node__replica_stop(r);
+        }
+    }
+    while (node->all_head != NULL) {
+        /* A request that waits on no replica gets its response too. */
+        rkv_node__request_fail(node->all_head, RKV_ESHUTDOWN, "node stopping");
+    }
+    for (size_t i = 0; i < node->n_buckets; i++) {
         struct rkv_node__replica *r = node->buckets[i];
 
+        node->buckets[i] = NULL;
         while (r != NULL) {
             struct rkv_node__replica *next = r->hash_next;
 
             rkv_node__replica_free(r);
             r = next;
         }
-        node->buckets[i] = NULL;
     }
     node->n_replicas = 0;
+    node->n_buckets = 0;
     rkv_free(node->buckets);
+    node->buckets = NULL;
     rkv_free(node->by_key);
+    node->by_key = NULL;
 }
 
 void rkv_node__free(struct rkv_node *node)
@@ -934,10 +953,6 @@ void rkv_node__free(struct rkv_node *node)
     rkv_node__held_expire(node, UINT64_MAX);
     rkv_node__iprops_free(node);
     node_free_replicas(node);
-    while (node->all_head != NULL) {
-        /* A request that waits on no replica gets its response too. */
-        rkv_node__request_fail(node->all_head, RKV_ESHUTDOWN, "node stopping");
-    }
     if (node->store != NULL) {
         rkv_range_store_close(node->store);
     }
@@ -978,13 +993,14 @@ int rkv_node__new(const struct rkv_node_config *config, uint64_t seed,
     pthread_cond_init(&node->init_cond, NULL);
     node->next_iprop_id = 1;
     node->rand_state = seed != 0 ? seed : 1;
-    node->n_buckets = RKV_NODE_REPLICAS_BUCKETS_MIN;
-    node->buckets = rkv_calloc(node->n_buckets, sizeof(*node->buckets));
+    node->buckets =
+        rkv_calloc(RKV_NODE_REPLICAS_BUCKETS_MIN, sizeof(*node->buckets));
     if (node->buckets == NULL) {
         snprintf(errmsg, errmsg_len, "out of memory");
         rv = -ENOMEM;
         goto err;
     }
+    node->n_buckets = RKV_NODE_REPLICAS_BUCKETS_MIN;
     rv = node_configure(node, config, errmsg, errmsg_len);
     if (rv != 0) {
         goto err;

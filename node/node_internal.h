@@ -14,7 +14,9 @@
  *      acknowledged to Raft in submission order.
  *   2. A replica's pending proposals are sorted by index. Two share an
  *      index only when the log was truncated under the older one, and the
- *      entry applied at that index settles both.
+ *      entry applied at that index settles both. A snapshot or restart
+ *      that jumps past a proposal's index settles it as unknown (or as
+ *      dropped when its term is too new), never as dropped by guess.
  *   3. A client request is on at most one wait list (pending proposal,
  *      pending read, split waiter) and on the node's deadline list until
  *      its one response is sent, then it is freed.
@@ -632,7 +634,18 @@ int rkv_node__transfer_leadership(struct rkv_node__replica *replica,
 int rkv_node__change_replicas(struct rkv_node__replica *replica,
                               enum rkv_raft_conf_change change,
                               uint64_t node_id, uint64_t *index);
+/* Answers every request waiting on replica with RKV_ESHUTDOWN (node stop),
+ * so that it can be freed. */
+void rkv_node__replica_stop(struct rkv_node__replica *replica);
+/* Frees a replica that no request waits on. */
 void rkv_node__replica_free(struct rkv_node__replica *replica);
+/* Settles the client proposals at or below index, whose entries replica
+ * will not apply itself because it jumped past them (a snapshot at (index,
+ * term), or a restart from its store at index with term 0). A proposal of
+ * a higher term than `term` never committed (RKV_EDROPPED). The outcome of
+ * any other is unknown (RKV_EUNKNOWN), which clients do not retry. */
+void rkv_node__settle_skipped(struct rkv_node__replica *replica, uint64_t index,
+                              uint64_t term);
 /* Fails the reads and splits waiting on replica with rv and closes its
  * snapshot readers. Its proposals keep waiting: their entries may still
  * apply, and the entry applied at each one's index settles it. */
@@ -699,6 +712,10 @@ void rkv_node__space_check(struct rkv_node *node, bool force);
  * lack of space, 0 when they may go on (loop thread). */
 int rkv_node__writes_blocked(struct rkv_node *node);
 void rkv_node__wbatch_free(struct rkv_node__wbatch *b);
+/* Removes and frees the items of replica from batch b (may be NULL): work
+ * of a Raft core that is being replaced, none of it acknowledged. */
+void rkv_node__wbatch_drop_replica(struct rkv_node__wbatch *b,
+                                   const struct rkv_node__replica *replica);
 
 /* ---- transport.c -------------------------------------------------------- */
 
@@ -750,6 +767,9 @@ int rkv_node__listen(uv_loop_t *loop, uv_tcp_t *tcp, const char *addr,
                      uv_connection_cb connection_cb);
 /* Closes listeners and every peer connection. */
 void rkv_node__transport_close(struct rkv_node *node);
+/* Fills the per-tick liveness heartbeat. */
+void rkv_node__heartbeat_fill(struct rkv_node *node, uint64_t tick,
+                              Rkv__Peer__Heartbeat *heartbeat);
 /* Sends the per-tick liveness heartbeat to every connected peer. */
 void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick);
 /* Closes the inbound peer connections whose Hello has not been accepted

@@ -401,23 +401,51 @@ void rkv_node__collect_ready(struct rkv_node *node)
     }
 }
 
-/* Completes the client proposals up to index. The one at index with the
- * same term succeeded. Every other one was dropped, because another entry
- * took its index. */
+/* Completes the client proposals up to index, where this replica applied
+ * the entry (index, term). A proposal at index with the same term
+ * succeeded, and one with another term was dropped, because another entry
+ * took its index. A proposal below index is settled as unknown: this
+ * replica did not apply the entry at its index (settle_skipped() handles
+ * the snapshots and restarts that skip entries, so none is expected). */
 static void finish_proposals(struct rkv_node__replica *r, uint64_t index,
                              uint64_t term,
                              const struct rkv_range_apply_result *result)
 {
+    if (r->proposals.head != NULL && r->proposals.head->index < index) {
+        rkv_node__settle_skipped(r, index - 1, 0);
+    }
     while (r->proposals.head != NULL && r->proposals.head->index <= index) {
         struct rkv_node__request *req = r->proposals.head;
 
         rkv_node__request_list_remove(&r->proposals, req);
-        if (req->index == index && req->term == term) {
+        if (req->term == term) {
             rkv_node__request_applied(req, result);
         } else {
             rkv_node__request_fail(req, RKV_EDROPPED,
                                    "the proposal was dropped by a leader "
                                    "change; retry");
+        }
+    }
+}
+
+void rkv_node__settle_skipped(struct rkv_node__replica *r, uint64_t index,
+                              uint64_t term)
+{
+    while (r->proposals.head != NULL && r->proposals.head->index <= index) {
+        struct rkv_node__request *req = r->proposals.head;
+
+        rkv_node__request_list_remove(&r->proposals, req);
+        if (term != 0 && req->term > term) {
+            /* Terms never decrease along a log, so every entry up to index
+             * has a term of at most `term`: this one never committed. */
+            rkv_node__request_fail(req, RKV_EDROPPED,
+                                   "the proposal was dropped by a leader "
+                                   "change; retry");
+        } else {
+            rkv_node__request_fail(req, RKV_EUNKNOWN,
+                                   "the range caught up past the write's log "
+                                   "entry without applying it here, so "
+                                   "whether it applied is unknown");
         }
     }
 }
@@ -454,6 +482,7 @@ static void item_installed(struct rkv_node *node,
         r->applied_index = chunk->meta.index;
         r->compacted_index = chunk->meta.index;
         node->by_key_stale = true;
+        rkv_node__settle_skipped(r, chunk->meta.index, chunk->meta.term);
         RKV_LOG(RKV_INFO,
                 "installed snapshot range=%llu index=%llu term=%llu "
                 "generation=%llu",
@@ -674,9 +703,18 @@ int rkv_node__change_replicas(struct rkv_node__replica *replica,
                               enum rkv_raft_conf_change change,
                               uint64_t node_id, uint64_t *index)
 {
+    struct rkv_raft_conf conf;
     uint64_t term;
     int rv;
 
+    /* A range descriptor has room for fewer servers than a Raft
+     * configuration, and a committed configuration the store cannot record
+     * would stop the node at every apply. */
+    rkv_raft_conf_get(replica->raft, &conf);
+    if (change == RKV_RAFT_ADD_LEARNER &&
+        conf.n_servers >= RKV_RANGE_REPLICAS_MAX) {
+        return RKV_ETOOLARGE;
+    }
     rv = rkv_raft_propose_conf_change(replica->raft, change, node_id, index,
                                       &term);
     if (rv != 0) {
@@ -988,11 +1026,18 @@ void rkv_node__replica_fail_waiting(struct rkv_node__replica *replica, int rv,
     }
 }
 
-void rkv_node__replica_free(struct rkv_node__replica *replica)
+void rkv_node__replica_stop(struct rkv_node__replica *replica)
 {
     fail_request_list(&replica->proposals, RKV_ESHUTDOWN,
                       "node stopping; the write may still apply");
     rkv_node__replica_fail_waiting(replica, RKV_ESHUTDOWN, "node stopping");
+}
+
+void rkv_node__replica_free(struct rkv_node__replica *replica)
+{
+    assert(replica->proposals.head == NULL);
+    assert(replica->reads.head == NULL);
+    assert(replica->split_waiters.head == NULL);
     rkv_raft_free(replica->raft);
     rkv_free(replica);
 }

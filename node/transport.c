@@ -819,13 +819,20 @@ static void tcp_send_quiesce(void *data, uint64_t to_node_id,
     }
 }
 
+void rkv_node__heartbeat_fill(struct rkv_node *node, uint64_t tick,
+                              Rkv__Peer__Heartbeat *heartbeat)
+{
+    rkv__peer__heartbeat__init(heartbeat);
+    heartbeat->tick = tick;
+    heartbeat->has_writes_blocked = true;
+    heartbeat->writes_blocked = rkv_node__writes_blocked(node) != 0;
+}
+
 void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick)
 {
-    Rkv__Peer__Heartbeat heartbeat = RKV__PEER__HEARTBEAT__INIT;
+    Rkv__Peer__Heartbeat heartbeat;
 
-    heartbeat.tick = tick;
-    heartbeat.has_writes_blocked = true;
-    heartbeat.writes_blocked = rkv_node__writes_blocked(node) != 0;
+    rkv_node__heartbeat_fill(node, tick, &heartbeat);
     for (size_t i = 0; i < node->n_peers; i++) {
         struct rkv_node__peer *peer = &node->peers[i];
 

@@ -55,6 +55,33 @@ static void witem_free(struct rkv_node__witem *item)
     rkv_free(item);
 }
 
+void rkv_node__wbatch_drop_replica(struct rkv_node__wbatch *b,
+                                   const struct rkv_node__replica *replica)
+{
+    struct rkv_node__witem **link;
+    struct rkv_node__witem *prev = NULL;
+
+    if (b == NULL) {
+        return;
+    }
+    link = &b->head;
+    while (*link != NULL) {
+        struct rkv_node__witem *item = *link;
+
+        if (item->replica != replica) {
+            prev = item;
+            link = &item->next;
+            continue;
+        }
+        *link = item->next;
+        if (b->tail == item) {
+            b->tail = prev;
+        }
+        b->n_items--;
+        witem_free(item);
+    }
+}
+
 void rkv_node__wbatch_free(struct rkv_node__wbatch *b)
 {
     struct rkv_node__witem *item;

@@ -108,7 +108,10 @@ static void client_send(struct rkv_sim_world *w, unsigned c)
     }
     client->request.req_id = ++client->next_req_id;
     client->n_attempts++;
-    client->deadline_ms = w->now_ms + RKV_SIM_CLIENT_TIMEOUT_MS;
+    client->request.timeout_ms = rkv_sim_prng_between(
+        &w->prng, RKV_SIM_CLIENT_TIMEOUT_MIN_MS, RKV_SIM_CLIENT_TIMEOUT_MAX_MS);
+    client->deadline_ms =
+        w->now_ms + client->request.timeout_ms + RKV_SIM_CLIENT_GRACE_MS;
     msg =
         sim_msg_new(SIM_MSG_REQUEST, RKV_SIM_CLIENT_ADDR_BASE + c, target + 1);
     msg->request = client->request;

@@ -30,8 +30,12 @@
 /* Raft tick length in simulated ms; each node's clock is off by up to
  * 1 ms per tick. */
 #define RKV_SIM_TICK_MS 10
-/* How long a client waits for a response before the outcome is unknown. */
-#define RKV_SIM_CLIENT_TIMEOUT_MS 400
+/* Bounds of the deadline a client gives each request (drawn per attempt).
+ * The client waits RKV_SIM_CLIENT_GRACE_MS longer for the node's answer
+ * before it takes the outcome as unknown. */
+#define RKV_SIM_CLIENT_TIMEOUT_MIN_MS 200
+#define RKV_SIM_CLIENT_TIMEOUT_MAX_MS 3000
+#define RKV_SIM_CLIENT_GRACE_MS 50
 /* Attempts of one operation that fail definitely before the client gives
  * it up (not recorded, since it took no effect). */
 #define RKV_SIM_CLIENT_ATTEMPTS_MAX 8
@@ -52,7 +56,8 @@ enum sim_msg_kind {
 
 /* A client request as it travels to a node. */
 struct sim_request {
-    uint64_t req_id; /* unique per client */
+    uint64_t req_id;     /* unique per client */
+    uint64_t timeout_ms; /* the node gives up after this */
     enum rkv_sim_op_kind kind;
     unsigned key;
     char value[RKV_SIM_VALUE_MAX];

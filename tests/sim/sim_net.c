@@ -7,9 +7,9 @@
  * direction) is lost. Any message may be lost (drop_per_mille), and a node
  * to node message may be duplicated (dup_per_mille, the copy with its own
  * delay). A message may be held back for a long delay (slow_per_mille), and
- * random delays reorder messages. Loss and
- * duplication of client traffic model a client that never hears back or a
- * request resent by the network.
+ * random delays reorder messages. Loss of client traffic models a client
+ * that never hears back. Client traffic is never duplicated, since it
+ * rides TCP in node/ and a client relies on that when it retries.
  */
 #include "tests/sim/sim_internal.h"
 
@@ -18,8 +18,7 @@
 
 #include "common/common.h"
 
-struct sim_msg *sim_msg_new(enum sim_msg_kind kind, unsigned from,
-                            unsigned to)
+struct sim_msg *sim_msg_new(enum sim_msg_kind kind, unsigned from, unsigned to)
 {
     struct sim_msg *msg = rkv_calloc(1, sizeof(*msg));
 
@@ -123,8 +122,7 @@ static uint64_t net_delay(struct rkv_sim_world *w)
         return rkv_sim_prng_between(&w->prng, net->delay_max_ms,
                                     net->slow_max_ms);
     }
-    return rkv_sim_prng_between(&w->prng, net->delay_min_ms,
-                                net->delay_max_ms);
+    return rkv_sim_prng_between(&w->prng, net->delay_min_ms, net->delay_max_ms);
 }
 
 static struct sim_msg *msg_copy(const struct sim_msg *msg)

@@ -41,6 +41,8 @@
 #define SIM_COMPACT_KEEP 16
 /* A full disk's commit is retried after this long. */
 #define SIM_DISK_FULL_RETRY_MS 20
+/* last_heard_ms of a peer not heard from since the node started. */
+#define SIM_NEVER UINT64_MAX
 
 struct sim_node {
     struct rkv_sim_world *w;
@@ -134,9 +136,15 @@ static void sim_send_raft(void *data, const RkvRaft__Message *msg)
 static int sim_send_propose(void *data, uint64_t to_node_id,
                             const Rkv__Peer__Propose *propose)
 {
+    struct sim_node *sn = data;
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
     Rkv__Peer__Propose *proposes[1] = {(Rkv__Peer__Propose *)propose};
 
+    /* As over TCP: a peer that is down has no connection to send on. */
+    if (to_node_id == 0 || to_node_id > sn->w->options.n_nodes ||
+        !sn->w->up[to_node_id - 1]) {
+        return RKV_EUNAVAILABLE;
+    }
     frame.n_proposes = 1;
     frame.proposes = proposes;
     send_frame(data, to_node_id, &frame);
@@ -172,7 +180,8 @@ static bool sim_peer_is_live(void *data, uint64_t node_id, uint64_t within_ms)
     if (node_id == sn->id) {
         return true;
     }
-    if (node_id == 0 || node_id > sn->w->options.n_nodes) {
+    if (node_id == 0 || node_id > sn->w->options.n_nodes ||
+        sn->last_heard_ms[node_id - 1] == SIM_NEVER) {
         return false;
     }
     return sn->w->now_ms < sn->last_heard_ms[node_id - 1] + within_ms;
@@ -190,12 +199,10 @@ static const struct rkv_node__transport_ops sim_transport_ops = {
 static void send_heartbeats(struct sim_node *sn)
 {
     Rkv__Peer__Frame frame = RKV__PEER__FRAME__INIT;
-    Rkv__Peer__Heartbeat heartbeat = RKV__PEER__HEARTBEAT__INIT;
+    Rkv__Peer__Heartbeat heartbeat;
     Rkv__Peer__Heartbeat *heartbeats[1] = {&heartbeat};
 
-    heartbeat.tick = sn->node->n_ticks + 1;
-    heartbeat.has_writes_blocked = true;
-    heartbeat.writes_blocked = rkv_node__writes_blocked(sn->node) != 0;
+    rkv_node__heartbeat_fill(sn->node, sn->node->n_ticks + 1, &heartbeat);
     frame.n_heartbeats = 1;
     frame.heartbeats = heartbeats;
     for (uint64_t id = 1; id <= sn->w->options.n_nodes; id++) {
@@ -265,6 +272,17 @@ static void disk_record_applied(struct sim_node *sn,
     }
 }
 
+/* Commits b into the node's store and records what it applied. */
+static int disk_commit(struct sim_node *sn, struct rkv_node__wbatch *b)
+{
+    int rv = rkv_node__wbatch_commit(sn->node->store, b);
+
+    if (rv == 0) {
+        disk_record_applied(sn, b);
+    }
+    return rv;
+}
+
 /* Commits the submitted batch once its disk time came, and hands it back
  * to the node. */
 static void disk_step(struct sim_node *sn)
@@ -296,13 +314,15 @@ static void disk_step(struct sim_node *sn)
     if (sn->fail_write_at != 0 && sn->n_writes == sn->fail_write_at) {
         sn->fail_write_at = 0;
         w->report->n_disk_errors++;
+        /* The error comes either before anything reached the disk, or
+         * after the commit did, as an fsync error can. */
+        if (rkv_sim_prng_chance(&w->prng, 500)) {
+            disk_commit(sn, b);
+        }
         sim_trace(w, "disk write fails node=%llu", (unsigned long long)sn->id);
         b->rv = -EIO;
     } else {
-        b->rv = rkv_node__wbatch_commit(sn->node->store, b);
-    }
-    if (b->rv == 0) {
-        disk_record_applied(sn, b);
+        b->rv = disk_commit(sn, b);
     }
     rkv_node__batch_done(sn->node, b);
 }
@@ -364,7 +384,7 @@ static void receive_request(struct sim_node *sn, const struct sim_msg *m)
     key_data.len = strlen(key);
     request.id = in->req_id;
     request.has_deadline_ms = true;
-    request.deadline_ms = RKV_SIM_CLIENT_TIMEOUT_MS;
+    request.deadline_ms = in->timeout_ms;
     switch (in->kind) {
     case RKV_SIM_OP_GET:
         get.key = key_data;
@@ -524,7 +544,9 @@ int sim_node_start(struct rkv_sim_world *w, unsigned i)
     sn->full_until_ms = 0;
     sn->fail_write_at = 0;
     sn->next_tick_ms = w->now_ms + sn->tick_ms;
-    memset(sn->last_heard_ms, 0, sizeof(sn->last_heard_ms));
+    for (unsigned k = 0; k < RKV_SIM_NODES_MAX; k++) {
+        sn->last_heard_ms[k] = SIM_NEVER;
+    }
     memset(sn->peer_epochs, 0, sizeof(sn->peer_epochs));
     sn->epoch++;
     w->up[i] = true;
@@ -548,6 +570,14 @@ void sim_node_crash(struct rkv_sim_world *w, unsigned i)
 
     if (sn == NULL || !w->up[i]) {
         return;
+    }
+    /* A crash may also come after the batch on the disk committed and
+     * before the node learned it: durable, but nothing acknowledged. */
+    if (sn->disk != NULL && !sn->failed && w->now_ms >= sn->full_until_ms &&
+        rkv_sim_prng_chance(&w->prng, 300)) {
+        sim_trace(w, "node=%llu crashes after its last write committed",
+                  (unsigned long long)sn->id);
+        disk_commit(sn, sn->disk);
     }
     node_stop(sn);
     w->up[i] = false;

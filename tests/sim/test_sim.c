@@ -190,13 +190,34 @@ TEST(sim, lagging_follower_wakes_quiesced_leader)
     struct rkv_sim_report r;
 
     rkv_log_set_level(RKV_ERROR);
-    rkv_sim_options_init(&o, 12, 2);
+    rkv_sim_options_init(&o, 116, 3);
     o.dir = rkv_test_tmpdir();
     ASSERT_OK(rkv_sim_run(&o, &r));
     if (r.verdict != RKV_SIM_PASS) {
         print_replay(&o, &r);
     }
     ASSERT_INT_EQ(r.verdict, RKV_SIM_PASS);
+}
+
+/* A write whose log entry a snapshot covers before the proposing node
+ * applied it is answered as unknown, not as dropped: answered as dropped,
+ * the client retries it and it applies twice. This run installs such a
+ * snapshot under a waiting put, and fails linearizability without that. */
+TEST(sim, snapshot_past_proposal_not_dropped)
+{
+    struct rkv_sim_options o;
+    struct rkv_sim_report r;
+
+    rkv_log_set_level(RKV_ERROR);
+    rkv_sim_options_init(&o, 553, 5);
+    o.dir = rkv_test_tmpdir();
+    o.compact = true;
+    ASSERT_OK(rkv_sim_run(&o, &r));
+    if (r.verdict != RKV_SIM_PASS) {
+        print_replay(&o, &r);
+    }
+    ASSERT_INT_EQ(r.verdict, RKV_SIM_PASS);
+    ASSERT_UINT_GT(r.n_snapshots, 0);
 }
 
 /* The build without injected bugs refuses to inject one. */

@@ -59,7 +59,7 @@ TEST(sim, early_ack_bug_caught)
 TEST(sim, ack_before_persist_bug_caught)
 {
     ASSERT_UINT_NE(first_seed_caught(RKV_SIM_BUG_ACK_BEFORE_PERSIST, 3,
-                                     5 * BUG_SEEDS_MAX, RKV_SIM_FAIL_SAFETY),
+                                     10 * BUG_SEEDS_MAX, RKV_SIM_FAIL_SAFETY),
                    0);
 }
 
@@ -71,7 +71,7 @@ TEST(sim, ack_before_persist_bug_caught)
 TEST(sim, read_before_noop_bug_caught)
 {
     ASSERT_UINT_NE(first_seed_caught(RKV_SIM_BUG_READ_BEFORE_NOOP, 3,
-                                     15 * BUG_SEEDS_MAX,
+                                     110 * BUG_SEEDS_MAX,
                                      RKV_SIM_FAIL_LINEARIZABILITY),
                    0);
 }
