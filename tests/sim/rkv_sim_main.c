@@ -1,8 +1,9 @@
 /*
  * rkv-sim: runs deterministic simulations of a rangekv cluster: the
  * production node code on a simulated clock, network and disk (sim.h).
- * It links the node code built with RKV_NODE_BUGS, so that --bug can
- * switch a known bug on; without --bug that build behaves as production.
+ * rkv-sim-bugs is the same program over the node and Raft code built with
+ * RKV_NODE_BUGS and RKV_RAFT_BUGS, so that --bug can switch a known bug on;
+ * rkv-sim rejects --bug.
  *
  *   rkv-sim --seed N --nodes 3 -v   replays seed N: prints its fault
  *                                   schedule, and the history of a key
@@ -71,7 +72,7 @@ static void usage(FILE *out)
             "  --split-bytes N  range split threshold in bytes; default 48\n"
             "  --compact        compact Raft logs; lagging replicas catch up "
             "by snapshot\n"
-            "  --bug NAME       switch on a known node bug (test build):\n"
+            "  --bug NAME       switch on a known bug (rkv-sim-bugs only):\n"
             "                   stale-read, early-ack, drop-on-truncate,\n"
             "                   ack-before-persist, read-before-noop\n"
             "  -v               print the fault schedule and failing "
@@ -189,7 +190,8 @@ static void print_replay(const struct rkv_sim_options *o)
     struct rkv_sim_options d;
 
     rkv_sim_options_init(&d, o->seed, o->n_nodes);
-    printf("replay: rkv-sim --seed %" PRIu64 " --nodes %u", o->seed,
+    printf("replay: %s --seed %" PRIu64 " --nodes %u",
+           o->bug != RKV_SIM_BUG_NONE ? "rkv-sim-bugs" : "rkv-sim", o->seed,
            o->n_nodes);
     if (o->duration_ms != 0 && o->duration_ms != d.duration_ms) {
         printf(" --duration %" PRIu64, o->duration_ms);

@@ -916,7 +916,7 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     if (options->bug != RKV_SIM_BUG_NONE) {
         snprintf(report->detail, sizeof(report->detail),
                  "this build has no injected bugs: use the simulator built "
-                 "with RKV_NODE_BUGS (rkv-sim)");
+                 "with RKV_NODE_BUGS (rkv-sim-bugs)");
         return -ENOTSUP;
     }
 #endif

@@ -154,10 +154,11 @@ int rkv_sim_check_key(const struct rkv_sim_history *history, unsigned key,
 /* ---- simulation runs ---------------------------------------------------- */
 
 /* Known bugs that the node and Raft code built with RKV_NODE_BUGS and
- * RKV_RAFT_BUGS (the rkv_sim_bugs library, which rkv-sim and test_sim_bugs
- * use) can switch on, to prove that the checks catch them. The values are
- * those of enum rkv_node__bug in node/node_internal.h. Production builds
- * do not contain them, and the rkv_sim library rejects them (-ENOTSUP). */
+ * RKV_RAFT_BUGS (the rkv_sim_bugs library, which rkv-sim-bugs and
+ * test_sim_bugs use) can switch on, to prove that the checks catch them. The
+ * values are those of enum rkv_node__bug in node/node_internal.h. Production
+ * builds do not contain them, and the rkv_sim library rejects them (-ENOTSUP).
+ */
 enum rkv_sim_bug {
     RKV_SIM_BUG_NONE = 0,
     /* Any replica, follower or leader, serves reads from its local state

@@ -1,8 +1,17 @@
 /*
- * The simulator catches known bugs: each bug that the node code built with
- * RKV_NODE_BUGS can switch on (enum rkv_node__bug) must make a run fail
- * within the first few seeds. This proves that the checks can fail.
+ * The simulator catches known bugs: each bug that the node and Raft code
+ * built with RKV_NODE_BUGS and RKV_RAFT_BUGS can switch on (enum
+ * rkv_node__bug) must make a run fail within the first seeds. This proves
+ * that the checks can fail. With no bug on, that build must run exactly as
+ * production does.
+ *
+ * bugs_build_matches_production runs $RKV_BUILD_DIR/tests/sim/rkv-sim;
+ * ctest sets RKV_BUILD_DIR.
  */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "tests/lib/test.h"
 #include "tests/sim/sim.h"
 
@@ -74,4 +83,59 @@ TEST(sim, read_before_noop_bug_caught)
                                      110 * BUG_SEEDS_MAX,
                                      RKV_SIM_FAIL_LINEARIZABILITY),
                    0);
+}
+
+/* Returns the history hash that the production simulator (rkv-sim, which
+ * links node/ and raft/ without the bug switches) prints for one seed. */
+static uint64_t production_history_hash(uint64_t seed, unsigned n_nodes,
+                                        bool compact)
+{
+    const char *build_dir = getenv("RKV_BUILD_DIR");
+    char command[1024];
+    char line[2048];
+    uint64_t hash = 0;
+    FILE *out;
+
+    ASSERT_TRUE(build_dir != NULL);
+    snprintf(command, sizeof(command),
+             "%s/tests/sim/rkv-sim --seed %llu --nodes %u%s -v", build_dir,
+             (unsigned long long)seed, n_nodes, compact ? " --compact" : "");
+    out = popen(command, "r");
+    ASSERT_TRUE(out != NULL);
+    while (fgets(line, sizeof(line), out) != NULL) {
+        const char *at = strstr(line, " history=");
+
+        if (strncmp(line, "seed=", 5) == 0 && at != NULL) {
+            hash = strtoull(at + strlen(" history="), NULL, 16);
+        }
+    }
+    ASSERT_INT_EQ(pclose(out), 0);
+    return hash;
+}
+
+/* With no bug switched on, the bugs build runs exactly as production: the
+ * same seeds give the same histories, so a failing seed of test_sim
+ * replays in either build. */
+TEST(sim, bugs_build_matches_production)
+{
+    static const struct {
+        uint64_t seed;
+        unsigned n_nodes;
+        bool compact;
+    } cases[] = {{3, 3, false}, {17, 5, false}, {44, 3, true}, {101, 5, true}};
+
+    rkv_log_set_level(RKV_ERROR);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rkv_sim_options o;
+        struct rkv_sim_report r;
+
+        rkv_sim_options_init(&o, cases[i].seed, cases[i].n_nodes);
+        o.dir = rkv_test_tmpdir();
+        o.compact = cases[i].compact;
+        ASSERT_OK(rkv_sim_run(&o, &r));
+        ASSERT_INT_EQ(r.verdict, RKV_SIM_PASS);
+        ASSERT_UINT_EQ(r.history_hash,
+                       production_history_hash(cases[i].seed, cases[i].n_nodes,
+                                               cases[i].compact));
+    }
 }
