@@ -488,7 +488,14 @@ static void faults_profile(struct rkv_sim_world *w)
 
 static void deliver(struct rkv_sim_world *w, struct sim_msg *msg)
 {
-    if (msg->to >= RKV_SIM_CLIENT_ADDR_BASE) {
+    if (w->scripted && msg->to < RKV_SIM_CLIENT_ADDR_BASE &&
+        msg->from < RKV_SIM_CLIENT_ADDR_BASE &&
+        w->net.blocked[msg->from - 1][msg->to - 1]) {
+        /* A scripted partition also loses what was in flight when it
+         * started, so a script can cut a link right after a send. */
+    } else if (msg->to >= RKV_SIM_CLIENT_ADDR_BASE && w->scripted) {
+        sim_script_receive(w, &msg->response);
+    } else if (msg->to >= RKV_SIM_CLIENT_ADDR_BASE) {
         sim_client_receive(w, msg->to - RKV_SIM_CLIENT_ADDR_BASE,
                            &msg->response);
     } else {
@@ -510,7 +517,8 @@ static int world_step(struct rkv_sim_world *w, struct sim_faults *f)
         sim_node_step(w, i);
     }
     for (unsigned i = 0; i < w->options.n_nodes; i++) {
-        if (!w->up[i] && (w->now_ms >= w->restart_ms[i] || !w->faults_on)) {
+        if (!w->up[i] && !w->scripted &&
+            (w->now_ms >= w->restart_ms[i] || !w->faults_on)) {
             rv = sim_node_start(w, i);
             if (rv != 0) {
                 return rv;
@@ -904,12 +912,17 @@ static void options_fill_defaults(struct rkv_sim_options *o)
     }
 }
 
-int rkv_sim_run(const struct rkv_sim_options *options,
-                struct rkv_sim_report *report)
+int sim_world_step(struct rkv_sim_world *w)
+{
+    struct sim_faults none = {0};
+
+    return world_step(w, &none);
+}
+
+int sim_world_new(const struct rkv_sim_options *options,
+                  struct rkv_sim_report *report, struct rkv_sim_world **out)
 {
     struct rkv_sim_world *w;
-    char path[600];
-    int rv;
 
     memset(report, 0, sizeof(*report));
 #ifndef RKV_NODE_BUGS
@@ -941,19 +954,14 @@ int rkv_sim_run(const struct rkv_sim_options *options,
     for (unsigned c = 0; c < w->options.n_clients; c++) {
         w->clients[c].target = random_node(w);
     }
-
     rkv_log_set_emitter(log_emit, w);
-    rv = world_run(w);
-    if (rv != 0) {
-        snprintf(report->detail, sizeof(report->detail),
-                 "harness failed: %s: %s", w->errmsg, rkv_strerror(rv));
-    }
-    report->end_ms = w->now_ms;
-    report->n_ops = w->history.n_ops;
-    report->history_hash = history_hash(&w->history);
-    for (size_t i = 0; i < w->history.n_ops; i++) {
-        report->n_unknown += w->history.ops[i].unknown;
-    }
+    *out = w;
+    return 0;
+}
+
+void sim_world_free(struct rkv_sim_world *w)
+{
+    char path[600];
 
     sim_nodes_free(w);
     rkv_log_set_emitter(NULL, NULL);
@@ -965,5 +973,29 @@ int rkv_sim_run(const struct rkv_sim_options *options,
         nftw(path, remove_entry_cb, 8, FTW_DEPTH | FTW_PHYS);
     }
     rkv_free(w);
+}
+
+int rkv_sim_run(const struct rkv_sim_options *options,
+                struct rkv_sim_report *report)
+{
+    struct rkv_sim_world *w;
+    int rv;
+
+    rv = sim_world_new(options, report, &w);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = world_run(w);
+    if (rv != 0) {
+        snprintf(report->detail, sizeof(report->detail),
+                 "harness failed: %s: %s", w->errmsg, rkv_strerror(rv));
+    }
+    report->end_ms = w->now_ms;
+    report->n_ops = w->history.n_ops;
+    report->history_hash = history_hash(&w->history);
+    for (size_t i = 0; i < w->history.n_ops; i++) {
+        report->n_unknown += w->history.ops[i].unknown;
+    }
+    sim_world_free(w);
     return rv;
 }

@@ -169,9 +169,9 @@ enum rkv_sim_bug {
     RKV_SIM_BUG_EARLY_ACK = 2,
     /* A leader whose new proposal lands at or below the index of a pending
      * one fails the pending one as dropped at once, instead of waiting for
-     * its index to apply. NOTE: the runs do not reach what exposes it (the
-     * old entry committed by another leader after the early failure), so
-     * no test asserts that it is caught. */
+     * its index to apply. Random runs do not reach what exposes it (the
+     * old entry committed by another leader after the early failure); the
+     * scripted scenario sim_scenario_truncated_proposal() does. */
     RKV_SIM_BUG_DROP_ON_TRUNCATE = 3,
     /* Each node acknowledges a Raft batch (rkv_raft_ack(), and sends its
      * vote grants and append acknowledgments) before the batch is on

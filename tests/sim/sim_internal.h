@@ -27,6 +27,8 @@
 #include "tests/sim/sim.h"
 
 #define RKV_SIM_CLIENT_ADDR_BASE 100
+/* Client responses a scripted world keeps. */
+#define SIM_SCRIPT_RESPONSES_MAX 64
 /* Raft tick length in simulated ms; each node's clock is off by up to
  * 1 ms per tick. */
 #define RKV_SIM_TICK_MS 10
@@ -219,6 +221,12 @@ struct rkv_sim_world {
     struct sim_map applied;        /* (range, index) -> applied term */
     struct rkv_sim_report *report; /* borrowed */
     char errmsg[256];              /* harness failure */
+    /* A scripted world (sim_script.c): no faults, clients or restarts of
+     * its own, partitions that also lose messages in flight, and client
+     * responses kept for the script. */
+    bool scripted;
+    struct sim_response script_responses[SIM_SCRIPT_RESPONSES_MAX];
+    size_t n_script_responses;
 };
 
 /* Prints a schedule line ("t=120 crash node=2") when verbose. */
@@ -227,6 +235,76 @@ void sim_trace(struct rkv_sim_world *w, const char *fmt, ...)
 /* Delivers a response to a client (from the network). */
 void sim_client_receive(struct rkv_sim_world *w, unsigned client,
                         const struct sim_response *response);
+/* Creates a world for options (checked, defaults filled) with no node
+ * started; report (borrowed) is zeroed. Free with sim_world_free(). */
+int sim_world_new(const struct rkv_sim_options *options,
+                  struct rkv_sim_report *report, struct rkv_sim_world **out);
+/* Runs one simulated millisecond (see sim.c). */
+int sim_world_step(struct rkv_sim_world *w);
+/* Stops every node, frees the world and removes the node folders. */
+void sim_world_free(struct rkv_sim_world *w);
+
+/* ---- scripted runs (sim_script.c) --------------------------------------- */
+
+/* Starts a scripted world with the nodes, seed, split threshold, bug and
+ * folder of options: every message and disk write takes 1 ms, and nothing
+ * fails unless the script says so. */
+int sim_script_new(const struct rkv_sim_options *options,
+                   struct rkv_sim_report *report, struct rkv_sim_world **out);
+/* Runs until done(w, arg) holds (checked after every millisecond) or
+ * max_ms passed; returns whether done held. */
+bool sim_script_run_until(struct rkv_sim_world *w,
+                          bool (*done)(struct rkv_sim_world *w, void *arg),
+                          void *arg, uint64_t max_ms);
+/* Runs for ms milliseconds. */
+void sim_script_run(struct rkv_sim_world *w, uint64_t ms);
+/* Cuts (or restores) the link from node `from` to node `to` (0-based). */
+void sim_script_block(struct rkv_sim_world *w, unsigned from, unsigned to,
+                      bool blocked);
+/* Cuts (or restores) every link between node i and the others. */
+void sim_script_isolate(struct rkv_sim_world *w, unsigned i, bool isolated);
+/* Sends a put of key number `key` from the script to node i; returns the
+ * request id. */
+uint64_t sim_script_put(struct rkv_sim_world *w, unsigned i, unsigned key,
+                        const char *value);
+/* Returns whether the response to req_id arrived, and copies it to out
+ * (may be NULL). */
+bool sim_script_response(struct rkv_sim_world *w, uint64_t req_id,
+                         struct sim_response *out);
+/* Keeps a response that reached the script's client. */
+void sim_script_receive(struct rkv_sim_world *w,
+                        const struct sim_response *response);
+/* Returns the node (0-based) that leads range_id in the highest term, or
+ * -1 when none does. */
+int sim_script_leader(struct rkv_sim_world *w, uint64_t range_id);
+
+/* What the truncated-proposal scenario saw. */
+struct sim_truncate_outcome {
+    bool reached;        /* every step reached the state it waits for */
+    char step[128];      /* the step that did not, when !reached */
+    bool answered_early; /* the truncated write was answered as soon as a
+                            new proposal took its log index */
+    int early_rv;        /* that answer */
+    bool applied_later;  /* the truncated write's entry committed later,
+                            under another leader */
+};
+
+/*
+ * Runs the scenario of a write whose log entry is truncated on the node
+ * that proposed it while other replicas keep it (options: 5 nodes, a seed,
+ * a bug, a folder):
+ *   1. leader A appends writes P1..P3 that reach only follower C;
+ *   2. A and C are cut off; B wins term t+1 with D and E, and its no-op
+ *      reaches only A, which truncates P1..P3;
+ *   3. B crashes; A wins term t+2 with D and E, its entries reach no one,
+ *      and a new write Q takes P3's index on A;
+ *   4. A crashes; C, whose log is the most complete, wins with D and E and
+ *      commits P1..P3.
+ * A must not answer P3 as dropped at step 3, because P3 still commits at
+ * step 4. Returns 0 (see out) or a harness error.
+ */
+int sim_scenario_truncated_proposal(const struct rkv_sim_options *options,
+                                    struct sim_truncate_outcome *out);
 /* ---- safety checks (sim_safety.c) --------------------------------------- */
 
 /* Records that node_id became leader of range_id in term; fails the run

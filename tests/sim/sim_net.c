@@ -148,8 +148,8 @@ void sim_net_send(struct rkv_sim_world *w, struct sim_msg *msg)
     unsigned to = msg->to - 1;
 
     w->report->n_messages++;
-    if (w->faults_on && (net_is_blocked(net, from, to) ||
-                         rkv_sim_prng_chance(&w->prng, net->drop_per_mille))) {
+    if (net_is_blocked(net, from, to) ||
+        (w->faults_on && rkv_sim_prng_chance(&w->prng, net->drop_per_mille))) {
         sim_msg_free(msg);
         return;
     }

@@ -220,6 +220,30 @@ TEST(sim, snapshot_past_proposal_not_dropped)
     ASSERT_UINT_GT(r.n_snapshots, 0);
 }
 
+/* A write whose log entry is truncated on the node that proposed it keeps
+ * waiting when a newer proposal takes its index there, because another
+ * replica may still commit it, and here does. */
+TEST(sim, truncated_proposal_keeps_waiting)
+{
+    rkv_log_set_level(RKV_ERROR);
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        struct rkv_sim_options o;
+        struct sim_truncate_outcome out;
+
+        rkv_sim_options_init(&o, seed, 5);
+        o.dir = rkv_test_tmpdir();
+        o.split_bytes = 1u << 30;
+        ASSERT_OK(sim_scenario_truncated_proposal(&o, &out));
+        if (!out.reached) {
+            fprintf(stderr, "seed %llu stopped at: %s\n",
+                    (unsigned long long)seed, out.step);
+        }
+        ASSERT_TRUE(out.reached);
+        ASSERT_FALSE(out.answered_early);
+        ASSERT_TRUE(out.applied_later);
+    }
+}
+
 /* The build without injected bugs refuses to inject one. */
 TEST(sim, bugs_refused_in_production_build)
 {

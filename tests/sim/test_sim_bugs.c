@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rangekv/error.h"
 #include "tests/lib/test.h"
 #include "tests/sim/sim.h"
+#include "tests/sim/sim_internal.h"
 
 #include "rangekv/log.h"
 
@@ -138,4 +140,24 @@ TEST(sim, bugs_build_matches_production)
                        production_history_hash(cases[i].seed, cases[i].n_nodes,
                                                cases[i].compact));
     }
+}
+
+/* Failing a pending write as dropped as soon as a newer proposal takes its
+ * log index is caught: in the scripted scenario that write is answered
+ * RKV_EDROPPED and then commits under another leader. */
+TEST(sim, drop_on_truncate_bug_caught)
+{
+    struct rkv_sim_options o;
+    struct sim_truncate_outcome out;
+
+    rkv_log_set_level(RKV_ERROR);
+    rkv_sim_options_init(&o, 1, 5);
+    o.dir = rkv_test_tmpdir();
+    o.split_bytes = 1u << 30;
+    o.bug = RKV_SIM_BUG_DROP_ON_TRUNCATE;
+    ASSERT_OK(sim_scenario_truncated_proposal(&o, &out));
+    ASSERT_TRUE(out.reached);
+    ASSERT_TRUE(out.answered_early);
+    ASSERT_INT_EQ(out.early_rv, RKV_EDROPPED);
+    ASSERT_TRUE(out.applied_later);
 }
