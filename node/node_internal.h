@@ -58,8 +58,10 @@
 #define RKV_NODE_RECONNECT_MAX_MS 2000
 /* Client request timeout when the request sets none. */
 #define RKV_NODE_REQUEST_TIMEOUT_MS 5000
-/* A split attempt that has not finished by then is abandoned. */
-#define RKV_NODE_SPLIT_TIMEOUT_MS 10000
+/* An internal proposal (a split step or a meta update) that has not
+ * applied by then is abandoned, and its split retried later. A forwarded
+ * one whose message or result was lost waits this long. */
+#define RKV_NODE_SPLIT_TIMEOUT_MS 5000
 /* Replica count the hash table of replicas starts with (grows by
  * doubling). */
 #define RKV_NODE_REPLICAS_BUCKETS_MIN 64

@@ -695,6 +695,7 @@ static bool for_each_led(struct rkv_sim_world *w, unsigned i,
     if (node == NULL || w->nodes[i]->failed) {
         return false;
     }
+    rkv_log_set_thread_node_id(node->node_id);
     for (size_t b = 0; b < node->n_buckets && !done; b++) {
         for (struct rkv_node__replica *r = node->buckets[b]; r != NULL && !done;
              r = r->hash_next) {
