@@ -576,7 +576,7 @@ static inline uint64_t rkv_node__now_ms(struct rkv_node *node)
 int rkv_node__new(const struct rkv_node_config *config, uint64_t seed,
                   struct rkv_node **out, char *errmsg, size_t errmsg_len);
 /* Frees a node from rkv_node__new() after its I/O stopped: its replicas
- * (waiting requests are answered RKV_ESHUTDOWN), internal proposals, held
+ * (waiting requests get RKV_ESHUTDOWN), internal proposals, held
  * messages, the uncommitted next batch, and the store. A batch still
  * submitted to the storage must have been freed by it. */
 void rkv_node__free(struct rkv_node *node);

@@ -33,7 +33,7 @@
  * 1 ms per tick. */
 #define RKV_SIM_TICK_MS 10
 /* Bounds of the deadline a client gives each request (drawn per attempt).
- * The client waits RKV_SIM_CLIENT_GRACE_MS longer for the node's answer
+ * The client waits RKV_SIM_CLIENT_GRACE_MS longer for the node's response
  * before it takes the outcome as unknown. */
 #define RKV_SIM_CLIENT_TIMEOUT_MIN_MS 200
 #define RKV_SIM_CLIENT_TIMEOUT_MAX_MS 3000
@@ -282,7 +282,7 @@ int sim_script_leader(struct rkv_sim_world *w, uint64_t range_id);
 struct sim_truncate_outcome {
     bool reached;        /* every step reached the state it waits for */
     char step[128];      /* the step that did not, when !reached */
-    bool answered_early; /* the truncated write was answered as soon as a
+    bool responded_early; /* the truncated write was answered as soon as a
                             new proposal took its log index */
     int early_rv;        /* that answer */
     bool applied_later;  /* the truncated write's entry committed later,

@@ -310,8 +310,8 @@ static bool scenario_run(struct rkv_sim_world *w,
     if (view_of(w, cast.a).last_index < cast.p1_index + 2) {
         return scenario_fail(out, "Q appended at P3's index on A");
     }
-    out->answered_early = sim_script_response(w, p3_req, &response);
-    out->early_rv = out->answered_early ? response.rv : 0;
+    out->responded_early = sim_script_response(w, p3_req, &response);
+    out->early_rv = out->responded_early ? response.rv : 0;
 
     /* 4. C, with P1..P3, wins with D and E and commits them. */
     sim_node_crash(w, cast.a);

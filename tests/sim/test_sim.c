@@ -200,8 +200,8 @@ TEST(sim, lagging_follower_wakes_quiesced_leader)
 }
 
 /* A write whose log entry a snapshot covers before the proposing node
- * applied it is answered as unknown, not as dropped: answered as dropped,
- * the client retries it and it applies twice. This run installs such a
+ * applied it gets RKV_EUNKNOWN, not RKV_EDROPPED: with RKV_EDROPPED, the
+ * client retries it and it applies twice. This run installs such a
  * snapshot under a waiting put, and fails linearizability without that. */
 TEST(sim, snapshot_past_proposal_not_dropped)
 {
@@ -239,7 +239,7 @@ TEST(sim, truncated_proposal_keeps_waiting)
                     (unsigned long long)seed, out.step);
         }
         ASSERT_TRUE(out.reached);
-        ASSERT_FALSE(out.answered_early);
+        ASSERT_FALSE(out.responded_early);
         ASSERT_TRUE(out.applied_later);
     }
 }

@@ -143,7 +143,7 @@ TEST(sim, bugs_build_matches_production)
 }
 
 /* Failing a pending write as dropped as soon as a newer proposal takes its
- * log index is caught: in the scripted scenario that write is answered
+ * log index is caught: in the scripted scenario that write gets
  * RKV_EDROPPED and then commits under another leader. */
 TEST(sim, drop_on_truncate_bug_caught)
 {
@@ -157,7 +157,7 @@ TEST(sim, drop_on_truncate_bug_caught)
     o.bug = RKV_SIM_BUG_DROP_ON_TRUNCATE;
     ASSERT_OK(sim_scenario_truncated_proposal(&o, &out));
     ASSERT_TRUE(out.reached);
-    ASSERT_TRUE(out.answered_early);
+    ASSERT_TRUE(out.responded_early);
     ASSERT_INT_EQ(out.early_rv, RKV_EDROPPED);
     ASSERT_TRUE(out.applied_later);
 }
