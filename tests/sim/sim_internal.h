@@ -280,13 +280,13 @@ int sim_script_leader(struct rkv_sim_world *w, uint64_t range_id);
 
 /* What the truncated-proposal scenario saw. */
 struct sim_truncate_outcome {
-    bool reached;        /* every step reached the state it waits for */
-    char step[128];      /* the step that did not, when !reached */
-    bool responded_early; /* the truncated write was answered as soon as a
+    bool reached;         /* every step reached the state it waits for */
+    char step[128];       /* the step that did not, when !reached */
+    bool responded_early; /* the truncated write got a response as soon as a
                             new proposal took its log index */
-    int early_rv;        /* that answer */
-    bool applied_later;  /* the truncated write's entry committed later,
-                            under another leader */
+    int early_rv;         /* that response */
+    bool applied_later;   /* the truncated write's entry committed later,
+                             under another leader */
 };
 
 /*
