@@ -157,10 +157,11 @@ struct sim_replica_view {
     uint64_t commit_index;
     uint64_t last_index;
     uint64_t term;
-    int role;           /* enum rkv_raft_role */
-    uint64_t leader_id; /* who it follows; 0: unknown */
-    bool quiesced;      /* not ticking until woken */
-    char conf_text[64]; /* "1,2,3L": ids, L marks a learner */
+    int role;                 /* enum rkv_raft_role */
+    uint64_t leader_id;       /* who it follows; 0: unknown */
+    bool quiesced;            /* not ticking until woken */
+    uint64_t compacted_index; /* the log starts after it */
+    char conf_text[64];       /* "1,2,3L": ids, L marks a learner */
 };
 
 /* Fills view for range_id on node i. */
@@ -305,6 +306,31 @@ struct sim_truncate_outcome {
  */
 int sim_scenario_truncated_proposal(const struct rkv_sim_options *options,
                                     struct sim_truncate_outcome *out);
+
+/* What the snapshot-past-proposal scenario saw. */
+struct sim_snapshot_outcome {
+    bool reached;   /* every step reached the state it waits for */
+    char step[128]; /* the step that did not, when !reached */
+    bool responded; /* the write got a response */
+    int rv;         /* that response */
+    bool applied;   /* the write's value is in the proposer's store */
+};
+
+/*
+ * Runs the scenario of a write whose entry commits while the node that
+ * proposed it hears nothing back, and reaches that node only inside a
+ * snapshot (options: 3 nodes with compaction, a seed, a folder):
+ *   1. leader A appends write P, which reaches B and C, but nothing
+ *      reaches A any more;
+ *   2. B or C takes over, commits P and enough writes after it that its
+ *      log is compacted past P;
+ *   3. A hears again and catches up by snapshot.
+ * P's response must not be RKV_EDROPPED, because P applied; the node
+ * cannot know its result, so RKV_EUNKNOWN is expected. Returns 0 (see out)
+ * or a harness error.
+ */
+int sim_scenario_snapshot_past_proposal(const struct rkv_sim_options *options,
+                                        struct sim_snapshot_outcome *out);
 /* ---- safety checks (sim_safety.c) --------------------------------------- */
 
 /* Records that node_id became leader of range_id in term; fails the run

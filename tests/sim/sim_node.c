@@ -832,6 +832,7 @@ void sim_node_view(struct rkv_sim_world *w, unsigned i, uint64_t range_id,
     view->term = rkv_raft_term(r->raft);
     view->leader_id = rkv_raft_leader(r->raft);
     view->quiesced = r->quiesced;
+    view->compacted_index = r->compacted_index;
     rkv_raft_conf_get(r->raft, &conf);
     for (unsigned k = 0; k < conf.n_servers; k++) {
         n_voters += !conf.servers[k].learner;

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 
+#include "rangekv/error.h"
 #include "tests/lib/test.h"
 #include "tests/sim/sim.h"
 #include "tests/sim/sim_internal.h"
@@ -241,6 +242,33 @@ TEST(sim, truncated_proposal_keeps_waiting)
         ASSERT_TRUE(out.reached);
         ASSERT_FALSE(out.responded_early);
         ASSERT_TRUE(out.applied_later);
+    }
+}
+
+/* A write whose entry commits while the node that proposed it hears
+ * nothing back, and then reaches that node inside a snapshot, gets
+ * RKV_EUNKNOWN: it applied, so RKV_EDROPPED would make the client apply it
+ * a second time. */
+TEST(sim, snapshot_past_write_is_unknown)
+{
+    rkv_log_set_level(RKV_ERROR);
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        struct rkv_sim_options o;
+        struct sim_snapshot_outcome out;
+
+        rkv_sim_options_init(&o, seed, 3);
+        o.dir = rkv_test_tmpdir();
+        o.split_bytes = 1u << 30;
+        o.compact = true;
+        ASSERT_OK(sim_scenario_snapshot_past_proposal(&o, &out));
+        if (!out.reached) {
+            fprintf(stderr, "seed %llu stopped at: %s\n",
+                    (unsigned long long)seed, out.step);
+        }
+        ASSERT_TRUE(out.reached);
+        ASSERT_TRUE(out.responded);
+        ASSERT_INT_EQ(out.rv, RKV_EUNKNOWN);
+        ASSERT_TRUE(out.applied);
     }
 }
 
