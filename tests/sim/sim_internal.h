@@ -279,10 +279,13 @@ void sim_script_receive(struct rkv_sim_world *w,
  * -1 when none does. */
 int sim_script_leader(struct rkv_sim_world *w, uint64_t range_id);
 
+/* Bytes of a scenario's step name. */
+#define SIM_SCENARIO_STEP_MAX 128
+
 /* What the truncated-proposal scenario saw. */
 struct sim_truncate_outcome {
-    bool reached;         /* every step reached the state it waits for */
-    char step[128];       /* the step that did not, when !reached */
+    bool reached; /* every step reached the state it waits for */
+    char step[SIM_SCENARIO_STEP_MAX]; /* the step that did not, when !reached */
     bool responded_early; /* the truncated write got a response as soon as a
                             new proposal took its log index */
     int early_rv;         /* that response */
@@ -309,11 +312,11 @@ int sim_scenario_truncated_proposal(const struct rkv_sim_options *options,
 
 /* What the snapshot-past-proposal scenario saw. */
 struct sim_snapshot_outcome {
-    bool reached;   /* every step reached the state it waits for */
-    char step[128]; /* the step that did not, when !reached */
-    bool responded; /* the write got a response */
-    int rv;         /* that response */
-    bool applied;   /* the write's value is in the proposer's store */
+    bool reached; /* every step reached the state it waits for */
+    char step[SIM_SCENARIO_STEP_MAX]; /* the step that did not, when !reached */
+    bool responded;                   /* the write got a response */
+    int rv;                           /* that response */
+    bool applied; /* the write's value is in the proposer's store */
 };
 
 /*
@@ -331,6 +334,26 @@ struct sim_snapshot_outcome {
  */
 int sim_scenario_snapshot_past_proposal(const struct rkv_sim_options *options,
                                         struct sim_snapshot_outcome *out);
+
+/* What the lagging-follower scenario saw. */
+struct sim_quiesce_outcome {
+    bool reached;                     /* the script reached its states */
+    char step[SIM_SCENARIO_STEP_MAX]; /* the step that did not */
+    bool lagged;    /* the leader quiesced while one follower missed the
+                       commit of the last write and did not quiesce */
+    bool caught_up; /* that follower applied the write once its link came
+                       back, within 3 s */
+};
+
+/*
+ * Runs the scenario of a leader that quiesces while a follower missed the
+ * commit index of the last write (options: 3 nodes, a seed, a folder).
+ * The follower did not quiesce, so it times out and asks for votes; the
+ * quiesced leader must wake and bring it up to date instead of the range
+ * staying split for ever. Returns 0 (see out) or a harness error.
+ */
+int sim_scenario_quiesce_lagging_follower(const struct rkv_sim_options *options,
+                                          struct sim_quiesce_outcome *out);
 /* ---- safety checks (sim_safety.c) --------------------------------------- */
 
 /* Records that node_id became leader of range_id in term; fails the run

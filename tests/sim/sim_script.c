@@ -243,15 +243,36 @@ static void read_key(struct rkv_sim_world *w, unsigned i, unsigned key,
     rkv_range_rtxn_end(rtxn);
 }
 
-static bool scenario_fail(struct sim_truncate_outcome *out, const char *step)
+/* Names in step (SIM_SCENARIO_STEP_MAX bytes) the state a scenario did not
+ * reach, and returns false. */
+static bool step_missed(char *step, const char *what)
 {
-    snprintf(out->step, sizeof(out->step), "%s", step);
+    snprintf(step, SIM_SCENARIO_STEP_MAX, "%s", what);
     return false;
 }
 
-static bool scenario_run(struct rkv_sim_world *w,
-                         struct sim_truncate_outcome *out)
+/* Runs run(w, out) in a new scripted world for options; *reached is what
+ * run returned. */
+static int scenario_world(const struct rkv_sim_options *options,
+                          bool (*run)(struct rkv_sim_world *w, void *out),
+                          void *out, bool *reached)
 {
+    struct rkv_sim_report report;
+    struct rkv_sim_world *w;
+    int rv;
+
+    rv = sim_script_new(options, &report, &w);
+    if (rv != 0) {
+        return rv;
+    }
+    *reached = run(w, out);
+    sim_world_free(w);
+    return 0;
+}
+
+static bool truncate_run(struct rkv_sim_world *w, void *arg)
+{
+    struct sim_truncate_outcome *out = arg;
     struct truncate_cast cast;
     struct sim_response response;
     uint64_t p3_req;
@@ -259,7 +280,7 @@ static bool scenario_run(struct rkv_sim_world *w,
     int leader;
 
     if (!sim_script_run_until(w, settled, NULL, 5000)) {
-        return scenario_fail(out, "first leader and settled log");
+        return step_missed(out->step, "first leader and settled log");
     }
     leader = sim_script_leader(w, RKV_RANGE_ID_FIRST);
     cast.a = (unsigned)leader;
@@ -281,20 +302,20 @@ static bool scenario_run(struct rkv_sim_world *w,
     p3_req = sim_script_put(w, cast.a, 3, "p3");
     if (!sim_script_run_until(w, c_has_p3, &cast, 200) ||
         view_of(w, cast.a).last_index != cast.p1_index + 2) {
-        return scenario_fail(out, "P1..P3 appended on A and C only");
+        return step_missed(out->step, "P1..P3 appended on A and C only");
     }
 
     /* 2. B wins with D and E; only A hears from it. */
     sim_script_isolate(w, cast.a, true);
     sim_script_isolate(w, cast.c, true);
     if (!sim_script_run_until(w, new_leader_elected, &cast, 5000)) {
-        return scenario_fail(out, "B elected with D and E");
+        return step_missed(out->step, "B elected with D and E");
     }
     sim_script_isolate(w, cast.b, true);
     sim_script_block(w, cast.b, cast.a, false);
     sim_script_block(w, cast.a, cast.b, false);
     if (!sim_script_run_until(w, a_truncated, &cast, 2000)) {
-        return scenario_fail(out, "A took B's entry at P1's index");
+        return step_missed(out->step, "A took B's entry at P1's index");
     }
 
     /* 3. A wins with D and E, reaches no one, and Q takes P3's index. */
@@ -302,13 +323,13 @@ static bool scenario_run(struct rkv_sim_world *w,
     sim_script_isolate(w, cast.a, false);
     sim_script_isolate(w, cast.c, true);
     if (!sim_script_run_until(w, a_leads, &cast, 5000)) {
-        return scenario_fail(out, "A elected with D and E");
+        return step_missed(out->step, "A elected with D and E");
     }
     sim_script_isolate(w, cast.a, true);
     sim_script_put(w, cast.a, 4, "q");
     sim_script_run(w, 5);
     if (view_of(w, cast.a).last_index < cast.p1_index + 2) {
-        return scenario_fail(out, "Q appended at P3's index on A");
+        return step_missed(out->step, "Q appended at P3's index on A");
     }
     out->responded_early = sim_script_response(w, p3_req, &response);
     out->early_rv = out->responded_early ? response.rv : 0;
@@ -317,7 +338,7 @@ static bool scenario_run(struct rkv_sim_world *w,
     sim_node_crash(w, cast.a);
     sim_script_isolate(w, cast.c, false);
     if (!sim_script_run_until(w, c_applied_p3, &cast, 5000)) {
-        return scenario_fail(out, "C elected and P3 applied");
+        return step_missed(out->step, "C elected and P3 applied");
     }
     read_key(w, cast.c, 3, value, sizeof(value));
     out->applied_later = strcmp(value, "p3") == 0;
@@ -327,21 +348,11 @@ static bool scenario_run(struct rkv_sim_world *w,
 int sim_scenario_truncated_proposal(const struct rkv_sim_options *options,
                                     struct sim_truncate_outcome *out)
 {
-    struct rkv_sim_report report;
-    struct rkv_sim_world *w;
-    int rv;
-
     memset(out, 0, sizeof(*out));
     if (options->n_nodes != 5) {
         return -EINVAL;
     }
-    rv = sim_script_new(options, &report, &w);
-    if (rv != 0) {
-        return rv;
-    }
-    out->reached = scenario_run(w, out);
-    sim_world_free(w);
-    return 0;
+    return scenario_world(options, truncate_run, out, &out->reached);
 }
 
 /* ---- the snapshot-past-proposal scenario -------------------------------- */
@@ -404,17 +415,16 @@ static bool a_applied_after(struct rkv_sim_world *w, void *arg)
            sim_script_response(w, cast->p_req, NULL);
 }
 
-static bool snapshot_run(struct rkv_sim_world *w,
-                         struct sim_snapshot_outcome *out)
+static bool snapshot_run(struct rkv_sim_world *w, void *arg)
 {
+    struct sim_snapshot_outcome *out = arg;
     struct snapshot_cast cast;
     struct sim_response response;
     char value[RKV_SIM_VALUE_MAX];
     char filler[16];
 
     if (!sim_script_run_until(w, settled, NULL, 5000)) {
-        snprintf(out->step, sizeof(out->step), "first leader");
-        return false;
+        return step_missed(out->step, "first leader");
     }
     cast.a = (unsigned)sim_script_leader(w, RKV_RANGE_ID_FIRST);
     cast.b = (cast.a + 1) % 3;
@@ -424,16 +434,14 @@ static bool snapshot_run(struct rkv_sim_world *w,
     /* 1. P reaches B and C; their acknowledgments never reach A. */
     cast.p_req = sim_script_put(w, cast.a, 1, "p");
     if (!sim_script_run_until(w, others_have_p, &cast, 200)) {
-        snprintf(out->step, sizeof(out->step), "P appended on B and C");
-        return false;
+        return step_missed(out->step, "P appended on B and C");
     }
     sim_script_block(w, cast.b, cast.a, true);
     sim_script_block(w, cast.c, cast.a, true);
 
     /* 2. A successor commits P and compacts its log past it. */
     if (!sim_script_run_until(w, successor_committed_p, &cast, 5000)) {
-        snprintf(out->step, sizeof(out->step), "successor committed P");
-        return false;
+        return step_missed(out->step, "successor committed P");
     }
     for (unsigned k = 0; k < 40; k++) {
         snprintf(filler, sizeof(filler), "f%u", k);
@@ -441,8 +449,7 @@ static bool snapshot_run(struct rkv_sim_world *w,
         sim_script_run(w, 2);
     }
     if (!sim_script_run_until(w, compacted_past_p, &cast, 5000)) {
-        snprintf(out->step, sizeof(out->step), "logs compacted past P");
-        return false;
+        return step_missed(out->step, "logs compacted past P");
     }
 
     /* 3. A hears again, catches up by snapshot, and applies one more
@@ -450,14 +457,11 @@ static bool snapshot_run(struct rkv_sim_world *w,
     sim_script_block(w, cast.b, cast.a, false);
     sim_script_block(w, cast.c, cast.a, false);
     if (!sim_script_run_until(w, a_installed_snapshot, &cast, 5000)) {
-        snprintf(out->step, sizeof(out->step), "A installed a snapshot");
-        return false;
+        return step_missed(out->step, "A installed a snapshot");
     }
     sim_script_put(w, cast.b, 2, "after");
     if (!sim_script_run_until(w, a_applied_after, &cast, 5000)) {
-        snprintf(out->step, sizeof(out->step),
-                 "A applied an entry after the snapshot");
-        return false;
+        return step_missed(out->step, "A applied an entry after the snapshot");
     }
     out->responded = sim_script_response(w, cast.p_req, &response);
     out->rv = out->responded ? response.rv : 0;
@@ -469,19 +473,92 @@ static bool snapshot_run(struct rkv_sim_world *w,
 int sim_scenario_snapshot_past_proposal(const struct rkv_sim_options *options,
                                         struct sim_snapshot_outcome *out)
 {
-    struct rkv_sim_report report;
-    struct rkv_sim_world *w;
-    int rv;
-
     memset(out, 0, sizeof(*out));
     if (options->n_nodes != 3 || !options->compact) {
         return -EINVAL;
     }
-    rv = sim_script_new(options, &report, &w);
-    if (rv != 0) {
-        return rv;
+    return scenario_world(options, snapshot_run, out, &out->reached);
+}
+
+/* ---- the lagging-follower scenario -------------------------------------- */
+
+struct quiesce_cast {
+    unsigned leader;
+    unsigned lagging;
+    unsigned other;
+    uint64_t w_index; /* the write's log index */
+};
+
+static bool lagging_has_w(struct rkv_sim_world *w, void *arg)
+{
+    const struct quiesce_cast *cast = arg;
+
+    return view_of(w, cast->lagging).last_index >= cast->w_index;
+}
+
+static bool other_applied_w(struct rkv_sim_world *w, void *arg)
+{
+    const struct quiesce_cast *cast = arg;
+
+    return view_of(w, cast->other).applied_index >= cast->w_index;
+}
+
+static bool leader_quiesced(struct rkv_sim_world *w, void *arg)
+{
+    const struct quiesce_cast *cast = arg;
+
+    return view_of(w, cast->leader).quiesced;
+}
+
+static bool lagging_applied_w(struct rkv_sim_world *w, void *arg)
+{
+    const struct quiesce_cast *cast = arg;
+
+    return view_of(w, cast->lagging).applied_index >= cast->w_index;
+}
+
+static bool quiesce_run(struct rkv_sim_world *w, void *arg)
+{
+    struct sim_quiesce_outcome *out = arg;
+    struct quiesce_cast cast;
+    struct sim_replica_view lagging;
+
+    if (!sim_script_run_until(w, settled, NULL, 5000)) {
+        return step_missed(out->step, "first leader");
     }
-    out->reached = snapshot_run(w, out);
-    sim_world_free(w);
-    return 0;
+    cast.leader = (unsigned)sim_script_leader(w, RKV_RANGE_ID_FIRST);
+    cast.lagging = (cast.leader + 1) % 3;
+    cast.other = (cast.leader + 2) % 3;
+    cast.w_index = view_of(w, cast.leader).last_index + 1;
+
+    /* 1. W reaches both followers, but no commit index reaches the lagging
+     * one: not the one of W, nor the Quiesce that carries it. */
+    sim_script_put(w, cast.leader, 1, "w");
+    if (!sim_script_run_until(w, lagging_has_w, &cast, 200)) {
+        return step_missed(out->step, "W appended on the lagging follower");
+    }
+    sim_script_block(w, cast.leader, cast.lagging, true);
+    if (!sim_script_run_until(w, other_applied_w, &cast, 200)) {
+        return step_missed(out->step, "W applied on the other follower");
+    }
+    if (!sim_script_run_until(w, leader_quiesced, &cast, 2000)) {
+        return step_missed(out->step, "leader quiesced");
+    }
+    lagging = view_of(w, cast.lagging);
+    out->lagged = lagging.commit_index < cast.w_index && !lagging.quiesced;
+
+    /* 2. The link comes back; the range must settle by itself. */
+    sim_script_block(w, cast.leader, cast.lagging, false);
+    out->caught_up = sim_script_run_until(w, lagging_applied_w, &cast, 3000);
+    return true;
+}
+
+int sim_scenario_quiesce_lagging_follower(const struct rkv_sim_options *options,
+                                          struct sim_quiesce_outcome *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (options->n_nodes != 3) {
+        return -EINVAL;
+    }
+    return scenario_world(options, quiesce_run, out, &out->reached);
 }
