@@ -436,6 +436,7 @@ struct rkv_node__peer {
     uint64_t backoff_ms;
     uint64_t last_heard_ms; /* last frame received from it */
     uint64_t connected_ms;  /* when out last connected */
+    uint64_t dial_ms;       /* when out was dialed */
     unsigned n_failures;    /* consecutive dial failures */
     uint64_t n_dropped;     /* messages dropped while down */
     bool writes_blocked;    /* its last heartbeat said it rejects writes
@@ -774,8 +775,9 @@ void rkv_node__heartbeat_fill(struct rkv_node *node, uint64_t tick,
                               Rkv__Peer__Heartbeat *heartbeat);
 /* Sends the per-tick liveness heartbeat to every connected peer. */
 void rkv_node__send_heartbeats(struct rkv_node *node, uint64_t tick);
-/* Closes the inbound peer connections whose Hello has not been accepted
- * within RKV_NODE_PEER_HELLO_TIMEOUT_MS at now_ms. */
+/* Closes the inbound peer connections whose Hello has not been accepted,
+ * and the outbound ones whose Welcome has not arrived, within
+ * RKV_NODE_PEER_HELLO_TIMEOUT_MS at now_ms; the outbound ones are redialed. */
 void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms);
 /* Counts a connection closed on accept for a limit, and returns the level
  * to log it at (WARN on the first and every RKV_NODE_REFUSED_WARN_EVERY-th,

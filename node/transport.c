@@ -479,6 +479,8 @@ static void peer_listener_cb(uv_stream_t *server, int status)
     }
 }
 
+static void peer_log_dial_failure(struct rkv_node__peer *peer, int status);
+
 void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms)
 {
     for (struct rkv_node__peer_in *in = node->peers_in; in != NULL;
@@ -497,6 +499,19 @@ void rkv_node__transport_close_silent(struct rkv_node *node, uint64_t now_ms)
                 (unsigned)RKV_NODE_PEER_HELLO_TIMEOUT_MS,
                 (unsigned long long)node->n_conns_refused);
         rkv_node__conn_close(&in->conn);
+    }
+    for (size_t i = 0; i < node->n_peers; i++) {
+        struct rkv_node__peer *peer = &node->peers[i];
+
+        if (peer->out == NULL || peer->out->closing || peer->connected ||
+            now_ms < peer->dial_ms + RKV_NODE_PEER_HELLO_TIMEOUT_MS) {
+            continue;
+        }
+        /* A peer address that accepts and then stays silent (a stuck
+         * process, or another program on that port) would otherwise hold
+         * the only dial to that member for ever. The close redials. */
+        peer_log_dial_failure(peer, UV_ETIMEDOUT);
+        rkv_node__conn_close(peer->out);
     }
 }
 
@@ -735,6 +750,7 @@ static void peer_dial(struct rkv_node__peer *peer)
         peer_schedule_dial(peer);
         return;
     }
+    peer->dial_ms = rkv_monotonic_ms();
     peer->connect_req.data = peer;
     rv = uv_tcp_connect(&peer->connect_req, &peer->out->tcp,
                         (const struct sockaddr *)&sa, peer_connect_cb);

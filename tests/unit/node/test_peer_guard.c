@@ -762,3 +762,43 @@ TEST(peer_guard, scan_cut_to_frame_limit)
     free(value);
     teardown(&f);
 }
+
+TEST(peer_guard, silent_acceptor_redialed)
+{
+    /* A dial that a process on a member's peer address accepts but never
+     * answers with a Challenge is closed after
+     * RKV_NODE_PEER_HELLO_TIMEOUT_MS (10 s) and dialed again. */
+    struct fixture f;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct pollfd pfd;
+    uint8_t byte;
+    int listen_fd;
+    int first;
+    int second;
+
+    setup(&f, 2, NULL);
+    rkv_node_stop(f.nodes[1]);
+    f.n_nodes = 1;
+    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_INT_GE(listen_fd, 0);
+    ASSERT_OK(setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &(int){1},
+                         sizeof(int)));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)atoi(strrchr(f.peer_addrs[1], ':') + 1));
+    ASSERT_OK(bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)));
+    ASSERT_OK(listen(listen_fd, 8));
+
+    first = accept(listen_fd, NULL, NULL);
+    ASSERT_INT_GE(first, 0);
+    pfd.fd = listen_fd;
+    pfd.events = POLLIN;
+    ASSERT_INT_EQ(poll(&pfd, 1, RKV_NODE_PEER_HELLO_TIMEOUT_MS + 5000), 1);
+    second = accept(listen_fd, NULL, NULL);
+    ASSERT_INT_GE(second, 0);
+    /* The first dial was closed by the node, not left open. */
+    ASSERT_INT_EQ(recv(first, &byte, 1, 0), 0);
+    close(second);
+    close(first);
+    close(listen_fd);
+    teardown(&f);
+}
