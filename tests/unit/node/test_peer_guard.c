@@ -765,9 +765,9 @@ TEST(peer_guard, scan_cut_to_frame_limit)
 
 TEST(peer_guard, silent_acceptor_redialed)
 {
-    /* A dial that a process on a member's peer address accepts but never
-     * answers with a Challenge is closed after
-     * RKV_NODE_PEER_HELLO_TIMEOUT_MS (10 s) and dialed again. */
+    /* A dial that a process on a member's peer address accepts, and then
+     * sends no Challenge on, is closed after RKV_NODE_PEER_HELLO_TIMEOUT_MS
+     * (10 s) and dialed again. */
     struct fixture f;
     struct sockaddr_in sa = {.sin_family = AF_INET};
     struct pollfd pfd;
