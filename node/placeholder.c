@@ -49,8 +49,13 @@ static bool spans_overlap(const struct rkv_range_desc *a,
 }
 
 /* Looks range_id up in this node's copy of the meta records. A placeholder
- * is due only when no initialized local replica overlaps its span, because
- * an overlapping one creates the range itself when it applies the split. */
+ * is due only when no initialized local replica that may be an ancestor
+ * overlaps its span, because that one creates the range itself when it
+ * applies the split. Range ids grow with each split, so only a replica with
+ * a smaller id can be an ancestor. A newer overlapping one is a descendant
+ * of range_id, seen through a meta record that its split has not updated
+ * yet (range_id may have no leader to update it), and it never creates
+ * range_id. */
 static bool placeholder_is_due(struct rkv_node *node, uint64_t range_id)
 {
     struct rkv_range_rtxn *rtxn;
@@ -74,7 +79,8 @@ static bool placeholder_is_due(struct rkv_node *node, uint64_t range_id)
         for (size_t i = 0; i < node->n_buckets && due; i++) {
             for (struct rkv_node__replica *r = node->buckets[i]; r != NULL;
                  r = r->hash_next) {
-                if (r->initialized && spans_overlap(&r->desc, meta)) {
+                if (r->initialized && r->range_id < range_id &&
+                    spans_overlap(&r->desc, meta)) {
                     due = false;
                     break;
                 }
