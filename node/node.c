@@ -914,7 +914,7 @@ static void node_close_handles(struct rkv_node *node)
     uv_loop_close(&node->loop);
 }
 
-/* Answers every pending request, then frees the replicas. Answering looks
+/* Fails every pending request, then frees the replicas. Failing a request looks
  * replicas up, so it runs while all of them are still in the table. */
 static void node_free_replicas(struct rkv_node *node)
 {

@@ -204,7 +204,7 @@ struct rkv_node__storage {
     void *data;
 };
 
-/* Where the one response to a client request goes: a client connection
+/* The destination of the one response to a client request: a client connection
  * (node/rpc.c) or a simulated client. */
 struct rkv_node__reply_to {
     /* Sends response (borrowed for the call). */
@@ -256,7 +256,7 @@ enum rkv_node__wait {
 struct rkv_node__request {
     struct rkv_node *node;            /* borrowed */
     struct rkv_node__reply_to *reply; /* holds one reference */
-    Rkv__Rpc__Request *msg;           /* owned, freed on answer */
+    Rkv__Rpc__Request *msg;           /* owned, freed with the response */
     uint64_t deadline_ms;             /* monotonic */
     enum rkv_node__wait wait;
     uint64_t range_id;              /* the replica it waits on */
@@ -585,7 +585,7 @@ void rkv_node__free(struct rkv_node *node);
  * internal proposals and held messages past their time. */
 void rkv_node__tick(struct rkv_node *node);
 /* Delivers a Raft message from its sender's node: steps it into the
- * replica of its range, or holds it while that range does not exist here
+ * replica of its range, or keeps it while that range does not exist here
  * yet. */
 void rkv_node__deliver_raft(struct rkv_node *node, const RkvRaft__Message *msg);
 
@@ -637,7 +637,7 @@ int rkv_node__transfer_leadership(struct rkv_node__replica *replica,
 int rkv_node__change_replicas(struct rkv_node__replica *replica,
                               enum rkv_raft_conf_change change,
                               uint64_t node_id, uint64_t *index);
-/* Answers every request waiting on replica with RKV_ESHUTDOWN (node stop),
+/* Fails every request waiting on replica with RKV_ESHUTDOWN (node stop),
  * so that it can be freed. */
 void rkv_node__replica_stop(struct rkv_node__replica *replica);
 /* Frees a replica that no request waits on. */

@@ -249,11 +249,11 @@ void sim_world_free(struct rkv_sim_world *w);
 
 /* Starts a scripted world with the nodes, seed, split threshold, bug and
  * folder of options: every message and disk write takes 1 ms, and nothing
- * fails unless the script says so. */
+ * fails unless the script makes it fail. */
 int sim_script_new(const struct rkv_sim_options *options,
                    struct rkv_sim_report *report, struct rkv_sim_world **out);
-/* Runs until done(w, arg) holds (checked after every millisecond) or
- * max_ms passed; returns whether done held. */
+/* Runs until done(w, arg) returns true (checked after every millisecond) or
+ * max_ms passed; returns whether it did. */
 bool sim_script_run_until(struct rkv_sim_world *w,
                           bool (*done)(struct rkv_sim_world *w, void *arg),
                           void *arg, uint64_t max_ms);
@@ -304,7 +304,7 @@ struct sim_truncate_outcome {
  *      and a new write Q takes P3's index on A;
  *   4. A crashes; C, whose log is the most complete, wins with D and E and
  *      commits P1..P3.
- * A must not answer P3 as dropped at step 3, because P3 still commits at
+ * A must not fail P3 as dropped at step 3, because P3 still commits at
  * step 4. Returns 0 (see out) or a harness error.
  */
 int sim_scenario_truncated_proposal(const struct rkv_sim_options *options,
@@ -348,7 +348,7 @@ struct sim_quiesce_outcome {
 /*
  * Runs the scenario of a leader that quiesces while a follower missed the
  * commit index of the last write (options: 3 nodes, a seed, a folder).
- * The follower did not quiesce, so it times out and asks for votes; the
+ * The follower did not quiesce, so it times out and requests votes; the
  * quiesced leader must wake and bring it up to date instead of the range
  * staying split for ever. Returns 0 (see out) or a harness error.
  */

@@ -22,7 +22,7 @@
  *   - a write error fails the Nth commit with -EIO. The node then stops
  *     through the storage's failed(), where production exits;
  *   - a full disk makes commits fail with -ENOSPC until it ends. The node
- *     sees its storage stalled and rejects new writes meanwhile.
+ *     finds its storage stalled and rejects new writes meanwhile.
  *
  * Every random choice comes from the world's PRNG, so a seed replays.
  */
@@ -338,7 +338,7 @@ static void sim_reply_send(struct rkv_node__reply_to *to,
     struct sim_response *out;
 
     if (!sim_node_is_live(sn)) {
-        return; /* a crashed node answers nothing */
+        return; /* a crashed node sends nothing */
     }
     msg = sim_msg_new(SIM_MSG_RESPONSE, (unsigned)sn->id, reply->client_addr);
     out = &msg->response;
@@ -495,7 +495,8 @@ int sim_node_start(struct rkv_sim_world *w, unsigned i)
         sn->tick_ms = (unsigned)rkv_sim_prng_between(&w->prng, 9, 11);
         w->nodes[i] = sn;
     }
-    assert(!w->up[i] && sn->node == NULL);
+    assert(!w->up[i]);
+    assert(sn->node == NULL);
     for (unsigned k = 0; k < w->options.n_nodes; k++) {
         snprintf(names[k], sizeof(names[k]), "sim:%u", k + 1);
         join[k] = names[k];
